@@ -1,0 +1,191 @@
+"""Argument validators shared by every public function.
+
+Every message names the calling function, the argument, what was expected and what came,
+for example ``SDMLoss: pids has 31 entries but image_feats has 32 rows``. Validators raise
+before any computation so a bad call never returns silent garbage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, TypeVar
+
+import torch
+from torch import Tensor
+
+__all__: list[str] = []
+
+Reduction = Literal["mean", "sum", "none"]
+_REDUCTIONS = ("mean", "sum", "none")
+
+_T = TypeVar("_T")
+
+
+def _shape(x: Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in x.shape) + ")"
+
+
+def check_tensor(
+    x: object,
+    name: str,
+    fn: str,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    kind: Literal["float", "int", "bool", "any"] = "any",
+    allow_empty: bool = False,
+    dims: str | None = None,
+) -> Tensor:
+    """Check that ``x`` is a tensor of the given rank and dtype kind; return it.
+
+    ``dims`` is the named-shape hint used in messages, e.g. ``"(B, D)"``.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.dim() not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            hint = f" {dims}" if dims else ""
+            raise ValueError(f"{fn}: {name} must be {want}{hint}, got shape {_shape(x)}")
+    if kind == "float" and not x.is_floating_point():
+        raise TypeError(f"{fn}: {name} has dtype {x.dtype}; expected a floating dtype")
+    if kind == "int" and (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool):
+        raise TypeError(f"{fn}: {name} must be an integer tensor, got {x.dtype}")
+    if kind == "bool" and x.dtype != torch.bool:
+        raise TypeError(f"{fn}: {name} must be a bool tensor, got {x.dtype}")
+    if not allow_empty and x.dim() > 0 and x.shape[0] == 0:
+        raise ValueError(f"{fn}: empty batch ({name} has 0 rows)")
+    return x
+
+
+def check_finite(x: Tensor, name: str, fn: str) -> None:
+    """Raise if ``x`` holds NaN or inf (one host sync; callers expose ``check_finite=False``)."""
+    bad = int((~torch.isfinite(x)).sum().item())
+    if bad:
+        raise ValueError(f"{fn}: {name} contains {bad} non-finite values (NaN/inf)")
+
+
+def check_features(
+    x: object,
+    name: str,
+    fn: str,
+    *,
+    ndim: int = 2,
+    dims: str = "(B, D)",
+    finite: bool = True,
+) -> Tensor:
+    """A non-empty floating tensor of rank ``ndim``, finite unless ``finite=False``."""
+    t = check_tensor(x, name, fn, ndim=ndim, kind="float", dims=dims)
+    if t.shape[-1] == 0:
+        raise ValueError(f"{fn}: {name} has a zero-sized feature dimension, shape {_shape(t)}")
+    if finite:
+        check_finite(t, name, fn)
+    return t
+
+
+def check_same_device(fn: str, **tensors: Tensor | None) -> None:
+    """All given (non-None) tensors live on one device."""
+    items = [(k, v) for k, v in tensors.items() if v is not None]
+    if not items:
+        return
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(
+                f"{fn}: {first_name} is on {first.device} but {name} is on {t.device}"
+            )
+
+
+def check_same_width(fn: str, a: Tensor, a_name: str, b: Tensor, b_name: str) -> None:
+    """Last dimensions agree (embedding widths)."""
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(
+            f"{fn}: {a_name} has width {a.shape[-1]} but {b_name} has width {b.shape[-1]}"
+        )
+
+
+def check_ids(ids: object, name: str, fn: str, n: int, rows_name: str) -> Tensor:
+    """A 1-D integer id tensor with ``n`` entries (``n`` = rows of ``rows_name``)."""
+    t = check_tensor(ids, name, fn, ndim=1, kind="int", dims="(B,)", allow_empty=True)
+    if t.shape[0] != n:
+        raise ValueError(f"{fn}: {name} has {t.shape[0]} entries but {rows_name} has {n} rows")
+    return t
+
+
+def resolve_pids(
+    fn: str,
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None,
+    image_pids: Tensor | None,
+    text_pids: Tensor | None,
+    *,
+    default_instance: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Turn the shared ``pids`` / ``image_pids`` / ``text_pids`` arguments into two id vectors.
+
+    - ``pids`` given: one caption per image row, so ``B_i == B_t == len(pids)``.
+    - ``image_pids`` and ``text_pids`` given: sides may differ in length.
+    - none given and ``default_instance``: instance labels ``arange(B)`` (needs ``B_i == B_t``).
+    """
+    b_i, b_t = image_feats.shape[0], text_feats.shape[0]
+    if pids is not None and (image_pids is not None or text_pids is not None):
+        raise ValueError(f"{fn}: pass either pids or image_pids/text_pids, not both")
+    if pids is not None:
+        if b_i != b_t:
+            raise ValueError(
+                f"{fn}: pids needs one caption per image row, but image_feats has {b_i} rows "
+                f"and text_feats has {b_t}; pass image_pids and text_pids for unequal sides"
+            )
+        p = check_ids(pids, "pids", fn, b_i, "image_feats")
+        check_same_device(fn, image_feats=image_feats, pids=p)
+        return p, p
+    if (image_pids is None) != (text_pids is None):
+        raise ValueError(f"{fn}: image_pids and text_pids must be given together")
+    if image_pids is not None and text_pids is not None:
+        ip = check_ids(image_pids, "image_pids", fn, b_i, "image_feats")
+        tp = check_ids(text_pids, "text_pids", fn, b_t, "text_feats")
+        check_same_device(fn, image_feats=image_feats, image_pids=ip, text_pids=tp)
+        return ip, tp
+    if not default_instance:
+        raise ValueError(f"{fn}: pids (or image_pids and text_pids) are required")
+    if b_i != b_t:
+        raise ValueError(
+            f"{fn}: without pids the i-th image must match the i-th caption, but image_feats "
+            f"has {b_i} rows and text_feats has {b_t}; pass image_pids and text_pids"
+        )
+    ar = torch.arange(b_i, device=image_feats.device)
+    return ar, ar
+
+
+def check_reduction(reduction: str, fn: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def check_positive(value: float, name: str, fn: str, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or value != value:
+        cmp = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{fn}: {name} must be {cmp}, got {value}")
+
+
+def check_choice(value: _T, name: str, fn: str, choices: Sequence[_T]) -> _T:
+    if value not in choices:
+        raise ValueError(f"{fn}: {name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_format_version(found: object, supported: int, what: str, fn: str) -> int:
+    """Saved files carry an integer ``format_version``; refuse unknown (future) versions."""
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise ValueError(
+            f"{fn}: {what} has no integer format_version (got {found!r}); "
+            "it was not written by textreid or is corrupt"
+        )
+    if found > supported or found < 1:
+        raise ValueError(
+            f"{fn}: {what} has format_version {found}, but this textreid reads versions up "
+            f"to {supported}; upgrade textreid (pip install -U textreid)"
+        )
+    return found
