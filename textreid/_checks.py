@@ -91,9 +91,7 @@ def check_same_device(fn: str, **tensors: Tensor | None) -> None:
     first_name, first = items[0]
     for name, t in items[1:]:
         if t.device != first.device:
-            raise ValueError(
-                f"{fn}: {first_name} is on {first.device} but {name} is on {t.device}"
-            )
+            raise ValueError(f"{fn}: {first_name} is on {first.device} but {name} is on {t.device}")
 
 
 def check_same_width(fn: str, a: Tensor, a_name: str, b: Tensor, b_name: str) -> None:
@@ -189,3 +187,26 @@ def check_format_version(found: object, supported: int, what: str, fn: str) -> i
             f"to {supported}; upgrade textreid (pip install -U textreid)"
         )
     return found
+
+
+def check_int(value: object, name: str, fn: str, *, min_value: int | None = None) -> int:
+    """A Python ``int`` (``bool`` is refused), at least ``min_value`` when given; return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__}")
+    if min_value is not None and value < min_value:
+        raise ValueError(f"{fn}: {name} must be >= {min_value}, got {value}")
+    return value
+
+
+def check_token_mask(mask: object, name: str, fn: str, tokens: Tensor, tokens_name: str) -> Tensor:
+    """A bool ``[B, N]`` mask matching ``tokens [B, N, D]``, at least one True (real) per row."""
+    m = check_tensor(mask, name, fn, ndim=2, kind="bool", dims="(B, N)")
+    if tuple(m.shape) != tuple(tokens.shape[:2]):
+        raise ValueError(
+            f"{fn}: {name} has shape {_shape(m)} but {tokens_name} has "
+            f"{tuple(tokens.shape[:2])} (batch, tokens)"
+        )
+    check_same_device(fn, **{tokens_name: tokens, name: m})
+    if not bool(m.any(dim=1).all()):
+        raise ValueError(f"{fn}: every row of {name} needs at least one True (real) token")
+    return m

@@ -1,12 +1,35 @@
-"""Pieces every matching loss shares: the identity-match matrix and the two-direction result."""
+"""Pieces every matching loss shares: validation, the identity-match matrix, scales, reductions."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DirectionalLosses", "pid_match"]
+from textreid._checks import (
+    check_features,
+    check_finite,
+    check_positive,
+    check_reduction,
+    check_same_device,
+    check_same_width,
+    check_tensor,
+    resolve_pids,
+)
+
+__all__ = [
+    "DirectionalLosses",
+    "check_classifier",
+    "compute_dtype",
+    "cosine_matrix",
+    "match_kl",
+    "pid_match",
+    "prepare_pair",
+    "reduce_directional",
+    "resolve_logit_scale",
+]
 
 
 class DirectionalLosses(NamedTuple):
@@ -24,3 +47,143 @@ class DirectionalLosses(NamedTuple):
 def pid_match(image_pids: Tensor, text_pids: Tensor) -> Tensor:
     """Bool ``[B_i, B_t]`` with ``True`` where image ``i`` and caption ``j`` share an identity."""
     return image_pids[:, None] == text_pids[None, :]
+
+
+def prepare_pair(
+    fn: str,
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None,
+    image_pids: Tensor | None,
+    text_pids: Tensor | None,
+    *,
+    finite: bool = True,
+    default_instance: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Validate a ``(image_feats [B_i, D], text_feats [B_t, D])`` pair and resolve the ids.
+
+    Checks run from cheap to expensive (the finite check syncs with the device, and it must
+    come after the device check because ``meta`` tensors hold no values).
+
+    Returns:
+        ``(image_pids [B_i], text_pids [B_t])``; instance ids ``arange(B)`` when no ids are
+        given and ``default_instance`` is true.
+    """
+    check_features(image_feats, "image_feats", fn, finite=False)
+    check_features(text_feats, "text_feats", fn, finite=False)
+    check_same_width(fn, image_feats, "image_feats", text_feats, "text_feats")
+    check_same_device(fn, image_feats=image_feats, text_feats=text_feats)
+    ip, tp = resolve_pids(
+        fn, image_feats, text_feats, pids, image_pids, text_pids, default_instance=default_instance
+    )
+    if finite:
+        check_finite(image_feats, "image_feats", fn)
+        check_finite(text_feats, "text_feats", fn)
+    return ip, tp
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs, float64 when any input is float64."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def resolve_logit_scale(
+    fn: str, temperature: float, logit_scale: float | Tensor | None, device: torch.device
+) -> float | Tensor:
+    """The multiplier applied to cosine similarities: ``logit_scale`` if given, else ``1/τ``.
+
+    A tensor ``logit_scale`` (e.g. ``model.logit_scale.exp()``) must hold one floating value on
+    the features' device; it keeps its gradient. Its sign is not checked, to avoid a host sync.
+    """
+    if logit_scale is None:
+        return 1.0 / temperature
+    if isinstance(logit_scale, Tensor):
+        check_tensor(logit_scale, "logit_scale", fn, kind="float", allow_empty=True)
+        if logit_scale.numel() != 1:
+            raise ValueError(
+                f"{fn}: logit_scale must hold a single value, got shape {tuple(logit_scale.shape)}"
+            )
+        if logit_scale.device != device:
+            raise ValueError(
+                f"{fn}: image_feats is on {device} but logit_scale is on {logit_scale.device}"
+            )
+        return logit_scale.reshape(())
+    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)):
+        raise TypeError(
+            f"{fn}: logit_scale must be a float or a 1-element tensor, "
+            f"got {type(logit_scale).__name__}"
+        )
+    check_positive(float(logit_scale), "logit_scale", fn)
+    return float(logit_scale)
+
+
+def cosine_matrix(image_feats: Tensor, text_feats: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[B_i, B_t]`` cosine similarities computed in ``dtype`` (rows L2-normalised, eps 1e-12)."""
+    v = F.normalize(image_feats.to(dtype), dim=1)
+    t = F.normalize(text_feats.to(dtype), dim=1)
+    return v @ t.t()
+
+
+def match_kl(
+    logits: Tensor, match: Tensor, norm: Literal["l1", "l2"], epsilon: float
+) -> DirectionalLosses:
+    """Row-wise ``KL(p ‖ q)`` in both directions of a ``[B_i, B_t]`` logit matrix.
+
+    ``p = softmax`` of each row (image rows over texts; for text rows, the columns over images);
+    ``q`` = the row of the identity-match matrix divided by its L1 (SDM) or L2 (CMPM) norm, with
+    ``epsilon`` added inside the log. A row without any match has ``q = 0`` and so measures
+    ``KL`` against the ``epsilon`` floor (a finite value that pushes the row towards uniform).
+    """
+    target = match.to(logits.dtype)
+
+    def rows(lg: Tensor, y: Tensor) -> Tensor:
+        if norm == "l1":
+            denom = y.sum(dim=1, keepdim=True)
+        else:
+            denom = y.norm(dim=1, keepdim=True)
+        log_q = torch.log(y / denom.clamp_min(1.0) + epsilon)
+        log_p = F.log_softmax(lg, dim=1)
+        return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+    return DirectionalLosses(rows(logits, target), rows(logits.t(), target.t()))
+
+
+def reduce_directional(
+    losses: DirectionalLosses, reduction: str, fn: str, *, half: bool = False
+) -> Tensor | DirectionalLosses:
+    """Apply ``reduction`` to per-row values of both directions.
+
+    ``"mean"``: mean over image rows plus mean over text rows (times ½ when ``half``, the CLIP
+    convention); ``"sum"``: the same with sums; ``"none"``: the two vectors unchanged.
+    """
+    check_reduction(reduction, fn)
+    if reduction == "none":
+        return losses
+    i2t, t2i = losses
+    total = i2t.mean() + t2i.mean() if reduction == "mean" else i2t.sum() + t2i.sum()
+    return total * 0.5 if half else total
+
+
+def check_classifier(fn: str, weight: Tensor, feats: Tensor, *labels: Tensor) -> None:
+    """A ``[C, D]`` weight matching ``feats`` in width and device; labels in ``0..C-1``.
+
+    The range check costs one host sync; out-of-range labels would otherwise fail inside
+    ``cross_entropy`` with a device-side assert on GPUs.
+    """
+    check_tensor(weight, "weight", fn, ndim=2, kind="float", dims="(C, D)")
+    if weight.shape[1] != feats.shape[1]:
+        raise ValueError(
+            f"{fn}: the classifier has width {weight.shape[1]} but the features have width "
+            f"{feats.shape[1]}"
+        )
+    check_same_device(fn, image_feats=feats, weight=weight)
+    num_classes = weight.shape[0]
+    for lab in labels:
+        if bool(((lab < 0) | (lab >= num_classes)).any()):
+            raise ValueError(
+                f"{fn}: pids must lie in 0..{num_classes - 1} (num_classes={num_classes}), "
+                f"got values in {int(lab.min())}..{int(lab.max())}"
+            )

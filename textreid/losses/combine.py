@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import NamedTuple
 
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["LossOutput"]
+from textreid._checks import check_positive
+
+__all__ = ["LossOutput", "WeightedSum"]
 
 
 class LossOutput(NamedTuple):
@@ -19,3 +23,129 @@ class LossOutput(NamedTuple):
 
     total: Tensor
     terms: dict[str, Tensor]
+
+
+def _takes_logit_scale(module: nn.Module) -> bool:
+    params = inspect.signature(module.forward).parameters
+    return "logit_scale" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+
+
+class WeightedSum(nn.Module):
+    """A weighted sum of named loss terms, returning :class:`LossOutput`.
+
+    Each entry of ``terms`` is either ``name: (weight, loss_module)`` (the module is called with
+    the same arguments as this object) or ``name: weight`` (a *precomputed* term: its value is
+    passed at call time in ``precomputed={name: tensor}``, e.g. an MLM loss computed elsewhere).
+    Modules are registered as sub-modules, so ``WeightedSum(...).parameters()`` includes the
+    parameters of losses that own some (:class:`~textreid.losses.IDLoss`) and ``.to(device)``
+    moves them.
+
+    Example::
+
+        objective = WeightedSum({"sdm": (1.0, SDMLoss()), "id": (1.0, IDLoss(C, 512)), "mlm": 1.0})
+        out = objective(image_feats, text_feats, pids, precomputed={"mlm": mlm_loss})
+        out.total.backward(); log(out.terms)
+
+    ``logit_scale`` is forwarded only to the terms whose ``forward`` accepts it (SDM, A-SDM,
+    InfoNCE), and only when given.
+
+    Args:
+        terms: ordered mapping ``name -> (weight, module)`` or ``name -> weight``; weights are
+            non-negative floats.
+
+    Raises:
+        ValueError: an empty mapping, a negative weight, a non-scalar term (a loss built with
+            ``reduction="none"``), missing or unknown precomputed terms.
+        TypeError: an entry that is neither a weight nor a ``(weight, module)`` pair.
+    """
+
+    def __init__(self, terms: Mapping[str, tuple[float, nn.Module] | float]) -> None:
+        super().__init__()
+        fn = "WeightedSum"
+        if not terms:
+            raise ValueError(f"{fn}: terms is empty; give at least one name -> (weight, loss)")
+        self.weights: dict[str, float] = {}
+        self.losses = nn.ModuleDict()
+        self._scaled: set[str] = set()
+        for name, entry in terms.items():
+            if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], nn.Module):
+                weight, module = entry
+                self.losses[name] = module
+                if _takes_logit_scale(module):
+                    self._scaled.add(name)
+            elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
+                weight = entry
+            else:
+                raise TypeError(
+                    f"{fn}: terms[{name!r}] must be a weight or a (weight, nn.Module) pair, "
+                    f"got {type(entry).__name__}"
+                )
+            check_positive(float(weight), f"the weight of {name!r}", fn, allow_zero=True)
+            self.weights[name] = float(weight)
+
+    def forward(
+        self,
+        image_feats: Tensor,
+        text_feats: Tensor,
+        pids: Tensor | None = None,
+        *,
+        image_pids: Tensor | None = None,
+        text_pids: Tensor | None = None,
+        logit_scale: float | Tensor | None = None,
+        precomputed: Mapping[str, Tensor] | None = None,
+    ) -> LossOutput:
+        """Call every module term with the same arguments and add the precomputed ones.
+
+        Args:
+            image_feats, text_feats, pids, image_pids, text_pids, logit_scale: passed to every
+                module term (``logit_scale`` only where accepted, see the class docstring).
+            precomputed: values of the weight-only terms, one scalar tensor per such name.
+
+        Returns:
+            :class:`LossOutput`: ``total`` (connected to the graph) and ``terms`` (weighted,
+            detached), in the order the terms were given.
+        """
+        fn = "WeightedSum"
+        given = dict(precomputed or {})
+        expected = [n for n in self.weights if n not in self.losses]
+        missing = [n for n in expected if n not in given]
+        unknown = [n for n in given if n not in expected]
+        if missing or unknown:
+            raise ValueError(
+                f"{fn}: precomputed must hold exactly the weight-only terms {expected}; "
+                f"missing {missing}, unexpected {unknown}"
+            )
+        total: Tensor | None = None
+        terms: dict[str, Tensor] = {}
+        for name, weight in self.weights.items():
+            if name in self.losses:
+                extra = (
+                    {"logit_scale": logit_scale}
+                    if name in self._scaled and logit_scale is not None
+                    else {}
+                )
+                value = self.losses[name](
+                    image_feats,
+                    text_feats,
+                    pids,
+                    image_pids=image_pids,
+                    text_pids=text_pids,
+                    **extra,
+                )
+            else:
+                value = given[name]
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                raise ValueError(
+                    f"{fn}: term {name!r} must give a scalar tensor, got "
+                    f"{type(value).__name__}; build its loss with reduction='mean' or 'sum'"
+                )
+            weighted = value * weight
+            terms[name] = weighted.detach()
+            total = weighted if total is None else total + weighted
+        assert total is not None  # the constructor refuses an empty mapping
+        return LossOutput(total, terms)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{n}={w}" for n, w in self.weights.items())

@@ -1,0 +1,54 @@
+"""Encoders: CLIP-style vision and text towers, the dual encoder, registry and weight loading."""
+
+from __future__ import annotations
+
+from textreid.models.clip import CLIPDualEncoder
+from textreid.models.convert import (
+    clean_state_dict,
+    clip_config_from_hf_dict,
+    clip_config_from_open_clip_dict,
+    clip_config_to_hf_dict,
+    config_from_state_dict,
+    detect_layout,
+    export_hf,
+    hf_to_openai,
+    openai_to_hf,
+    to_openai_layout,
+)
+from textreid.models.load import load_clip, load_state_dict_strict, read_weights, save_hf
+from textreid.models.pos_embed import resample_pos_embed
+from textreid.models.registry import (
+    create_model,
+    get_model_config,
+    list_models,
+    override_config,
+    register_model,
+)
+from textreid.models.text import TextTransformer
+from textreid.models.vit import VisionTransformer
+
+__all__ = [
+    "CLIPDualEncoder",
+    "TextTransformer",
+    "VisionTransformer",
+    "clean_state_dict",
+    "clip_config_from_hf_dict",
+    "clip_config_from_open_clip_dict",
+    "clip_config_to_hf_dict",
+    "config_from_state_dict",
+    "create_model",
+    "detect_layout",
+    "export_hf",
+    "get_model_config",
+    "hf_to_openai",
+    "list_models",
+    "load_clip",
+    "load_state_dict_strict",
+    "openai_to_hf",
+    "override_config",
+    "read_weights",
+    "register_model",
+    "resample_pos_embed",
+    "save_hf",
+    "to_openai_layout",
+]

@@ -1,0 +1,55 @@
+"""gather_with_grad / gather_features: identity outside a process group; 2-rank parity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from textreid.losses import InfoNCELoss, SDMLoss, gather_features, gather_with_grad
+
+
+def test_identity_without_process_group() -> None:
+    x = torch.randn(3, 4)
+    assert gather_with_grad(x) is x
+    v, t, p = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, 1])
+    out = gather_features(v, t, p)
+    assert out[0] is v and out[1] is t and out[2] is p
+
+
+def test_gather_rejects_non_tensors() -> None:
+    with pytest.raises(TypeError, match="gather_with_grad: x must be a torch.Tensor, got list"):
+        gather_with_grad([1.0])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="gather_features: pids must be an integer tensor, got torch.float32"):
+        gather_features(torch.randn(2, 3), torch.randn(2, 3), torch.zeros(2))
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_single_process(tmp_path: Path) -> None:
+    out = tmp_path / "ranks.pt"
+    worker = Path(__file__).with_name("_distributed_worker.py")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "0", str(worker), str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = torch.load(out, weights_only=True)
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(8, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    t = torch.randn(8, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    pids = torch.tensor([0, 1, 2, 0, 3, 1, 4, 2])
+    for name, loss in (("sdm", SDMLoss()), ("infonce", InfoNCELoss())):
+        v.grad = t.grad = None
+        single = loss(v, t, pids)
+        single.backward()
+        got = ranks[name]
+        assert torch.equal(got["pids"], pids)
+        torch.testing.assert_close(got["loss"], single.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["grad_image"], v.grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(got["grad_text"], t.grad, rtol=1e-10, atol=1e-12)

@@ -1,0 +1,116 @@
+"""The public API is a promise: its surface is snapshot-tested and imports stay light.
+
+To record a deliberate API change, regenerate the snapshot in the same commit and add a
+CHANGELOG line::
+
+    TEXTREID_UPDATE_API_SNAPSHOT=1 python -m pytest tests/test_public_api.py
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SNAPSHOT = Path(__file__).parent / "api_snapshot.txt"
+PACKAGES = [
+    "textreid",
+    "textreid.losses",
+    "textreid.losses.functional",
+    "textreid.heads",
+    "textreid.models",
+    "textreid.retrieval",
+    "textreid.data",
+    "textreid.training",
+    "textreid.testing",
+]
+OPTIONAL = ["transformers", "faiss", "tensorboard", "open_clip", "timm", "torch.utils.tensorboard"]
+
+
+def _signature(obj: object) -> str:
+    try:
+        return str(inspect.signature(obj))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "(...)"
+
+
+def _describe(qualname: str, obj: object) -> list[str]:
+    if inspect.ismodule(obj):
+        return [f"{qualname}: module"]
+    if inspect.isclass(obj):
+        if issubclass(obj, enum.Enum):
+            return [f"{qualname}: enum {[m.name for m in obj]}"]
+        lines = [f"{qualname}: class{_signature(obj)}"]
+        for name, member in sorted(vars(obj).items()):
+            if name.startswith("_"):
+                continue
+            if isinstance(member, property):
+                lines.append(f"{qualname}.{name}: property")
+            elif isinstance(member, (staticmethod, classmethod)):
+                lines.append(f"{qualname}.{name}{_signature(member.__func__)}")
+            elif inspect.isfunction(member):
+                lines.append(f"{qualname}.{name}{_signature(member)}")
+        return lines
+    if callable(obj):
+        return [f"{qualname}{_signature(obj)}"]
+    return [f"{qualname}: {type(obj).__name__}"]
+
+
+def render_api() -> str:
+    lines: list[str] = []
+    for pkg in PACKAGES:
+        mod = importlib.import_module(pkg)
+        names = getattr(mod, "__all__", None)
+        assert names is not None, f"{pkg} has no __all__"
+        assert len(set(names)) == len(names), f"{pkg}.__all__ has duplicates"
+        for name in sorted(names):
+            assert not name.startswith("_") or name == "__version__", f"{pkg}.{name} is private"
+            assert hasattr(mod, name), f"{pkg}.__all__ lists {name!r} but it does not exist"
+            if name == "__version__":
+                continue
+            lines.extend(_describe(f"{pkg}.{name}", getattr(mod, name)))
+    return "\n".join(lines) + "\n"
+
+
+def test_api_matches_snapshot() -> None:
+    current = render_api()
+    if os.environ.get("TEXTREID_UPDATE_API_SNAPSHOT") == "1":
+        SNAPSHOT.write_text(current)
+    recorded = SNAPSHOT.read_text()
+    if current != recorded:
+        import difflib
+
+        diff = "\n".join(
+            difflib.unified_diff(
+                recorded.splitlines(), current.splitlines(), "recorded", "current", lineterm=""
+            )
+        )
+        pytest.fail(
+            "The public API changed. If deliberate, regenerate tests/api_snapshot.txt "
+            "(TEXTREID_UPDATE_API_SNAPSHOT=1) and add a CHANGELOG line.\n" + diff
+        )
+
+
+def test_version_is_exported() -> None:
+    import textreid
+
+    assert isinstance(textreid.__version__, str)
+    assert textreid.__version__.count(".") == 2
+
+
+def test_import_pulls_no_optional_dependency() -> None:
+    code = (
+        "import sys, textreid, textreid.losses, textreid.heads, textreid.models, "
+        "textreid.retrieval, textreid.data, textreid.training, textreid.testing\n"
+        f"print(','.join(m for m in {OPTIONAL!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == "", f"import textreid imported optional modules: {out}"

@@ -1,0 +1,289 @@
+"""The ``textreid`` command: ``demo``, ``train``, ``eval``, ``search``, ``synth``, ``convert``.
+
+Run ``textreid COMMAND --help`` for the options of each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from textreid.data.pedes import PedesSplit
+
+__all__ = ["main"]
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    p.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: auto)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from textreid.data.synthetic import write_synthpedes
+    from textreid.pipeline import train_recipe
+
+    out = Path(args.out)
+    data_root = out / "synthpedes"
+    start = time.perf_counter()
+    if not (data_root / "CUHK-PEDES" / "reid_raw.json").is_file():
+        print(f"[1/4] writing SynthPEDES ({args.identities} identities) to {data_root}")
+        write_synthpedes(data_root, num_identities=args.identities, seed=args.seed)
+    else:
+        print(f"[1/4] using the SynthPEDES already in {data_root}")
+    print(f"[2/4] training recipe {args.recipe!r} on the CPU-sized model")
+    result = train_recipe(
+        args.recipe,
+        data_root,
+        dataset="synthpedes",
+        output_dir=out / "run",
+        epochs=args.epochs,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print("[3/4] test split, text-to-image:")
+    print(result.test_metrics.format_table())
+    n_ids = _read_test_split(data_root).num_ids
+    print(f"      chance R@1 is about {100.0 / max(n_ids, 1):.2f}% ({n_ids} test identities)")
+    grid = _demo_grid(result.retriever, data_root, out / "search_grid.png", args.seed)
+    print(f"[4/4] saved the retriever to {result.retriever_dir} and the top-5 grid to {grid}")
+    metrics = {k: float(v) for k, v in result.test_metrics.to_dict().items()}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"done in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _read_test_split(data_root: Path) -> PedesSplit:
+    from textreid.data.pedes import build_dataset
+
+    return build_dataset("synthpedes", data_root).test
+
+
+def _demo_grid(retriever: object, data_root: Path, out: Path, seed: int) -> Path:
+    import random
+
+    from textreid.hub import Retriever
+    from textreid.visualize import save_result_grid
+
+    assert isinstance(retriever, Retriever)
+    test = _read_test_split(data_root)
+    rng = random.Random(seed)
+    rows = sorted(rng.sample(range(test.num_captions), min(4, test.num_captions)))
+    gallery = retriever.index_images(test.img_paths, ids=test.image_pids)
+    queries = [test.captions[i] for i in rows]
+    hits = retriever.search(queries, gallery, k=min(5, test.num_images))
+    return save_result_grid(
+        queries,
+        hits,
+        test.img_paths,
+        out,
+        query_pids=[test.caption_pids[i] for i in rows],
+        gallery_pids=test.image_pids,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from textreid.pipeline import train_recipe
+
+    result = train_recipe(
+        args.recipe,
+        args.data,
+        dataset=args.dataset,
+        output_dir=args.output,
+        epochs=args.epochs,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.no_progress,
+        select_on_test=args.select_on_test,
+    )
+    if result.val_metrics is not None:
+        print(result.val_metrics.format_table("val t2i"))
+    print(result.test_metrics.format_table("test t2i"))
+    print(f"retriever saved to {result.retriever_dir}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from textreid.data.pedes import build_dataset
+    from textreid.hub import Retriever
+    from textreid.retrieval.metrics import evaluate
+
+    retriever = Retriever.from_pretrained(args.checkpoint, device=args.device)
+    data = build_dataset(args.dataset, args.data)
+    split = data.test if args.split == "test" else data.val
+    if split.num_images == 0:
+        raise SystemExit(f"textreid eval: dataset {args.dataset!r} has no {args.split} split")
+    q = retriever.encode_text(split.captions, batch_size=args.batch_size)
+    g = retriever.encode_images(split.img_paths, batch_size=args.batch_size, progress=True)
+    metrics = evaluate(
+        q,
+        g,
+        query_pids=torch.as_tensor(split.caption_pids),
+        gallery_pids=torch.as_tensor(split.image_pids),
+    )
+    print(metrics.format_table(f"{args.split} t2i"))
+    return 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from textreid.hub import Retriever
+    from textreid.visualize import save_result_grid
+
+    retriever = Retriever.from_pretrained(args.checkpoint, device=args.device)
+    gallery = retriever.index_images(args.gallery, batch_size=args.batch_size)
+    texts = list(args.text)
+    hits = retriever.search(texts, gallery, k=min(args.k, len(gallery)))
+    paths = gallery.paths
+    assert paths is not None
+    for text, idx, score in zip(texts, hits.indices.tolist(), hits.scores.tolist()):
+        print(f"query: {text}")
+        for rank, (i, s) in enumerate(zip(idx, score), start=1):
+            print(f"  {rank:2d}. {s:.4f}  {paths[i]}")
+    if args.out:
+        grid = save_result_grid(texts, hits, paths, args.out)
+        print(f"grid written to {grid}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from textreid.data.synthetic import write_synthpedes
+
+    start = time.perf_counter()
+    folder = write_synthpedes(
+        args.root,
+        num_identities=args.identities,
+        images_per_identity=args.images_per_identity,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    print(f"SynthPEDES written to {folder} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from textreid.methods.irra import convert_irra_checkpoint
+
+    out = convert_irra_checkpoint(
+        args.checkpoint,
+        args.out_dir,
+        image_size=tuple(args.image_size),
+        stride=args.stride,
+    )
+    print(f"converted {args.checkpoint} -> {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="textreid",
+        description="Text-to-image person retrieval: train, evaluate, search, convert.",
+    )
+    from textreid._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"textreid {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="synthesise a dataset, train the tiny recipe, evaluate, save, draw a grid",
+        description="The whole job on a fresh machine with no data and no network: writes "
+        "SynthPEDES, trains a tiny IRRA model on the CPU, prints R@1/5/10/mAP/mINP on the "
+        "test split, saves the retriever and a PNG grid of top-5 results.",
+    )
+    p.add_argument("--out", default="textreid-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--recipe", default="tiny-irra", help="recipe to train (default: %(default)s)")
+    p.add_argument("--identities", type=int, default=300, help="SynthPEDES identities")
+    p.add_argument("--seed", type=int, default=0, help="data and sampling seed")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train a recipe on a benchmark")
+    p.add_argument("--recipe", required=True, help="recipe name (see textreid recipes)")
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--dataset", default="cuhk-pedes", help="dataset name (default: %(default)s)")
+    p.add_argument("--output", default="runs/textreid", help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument(
+        "--select-on-test",
+        action="store_true",
+        help="select the best epoch on the TEST split (IRRA's protocol; optimistic numbers)",
+    )
+    _add_train_args(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a saved retriever on a benchmark split")
+    p.add_argument("checkpoint", help="retriever folder or hub repo id")
+    p.add_argument("--data", required=True, help="dataset root folder")
+    p.add_argument("--dataset", default="cuhk-pedes", help="dataset name (default: %(default)s)")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("search", help="search a folder of images with a caption")
+    p.add_argument("checkpoint", help="retriever folder or hub repo id")
+    p.add_argument("--text", action="append", required=True, help="caption (repeatable)")
+    p.add_argument("--gallery", required=True, help="folder of images")
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--out", default=None, help="write a PNG grid of the results here")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("synth", help="write the SynthPEDES dataset (CUHK-PEDES format)")
+    p.add_argument("root", help="output folder")
+    p.add_argument("--identities", type=int, default=300)
+    p.add_argument("--images-per-identity", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert an IRRA-family checkpoint (best.pth) into a textreid retriever folder",
+    )
+    p.add_argument("--from", dest="source_format", choices=("irra",), required=True)
+    p.add_argument("checkpoint", help="the .pth file (loaded with weights_only=True)")
+    p.add_argument("out_dir", help="output folder")
+    p.add_argument("--image-size", type=int, nargs=2, default=(384, 128), metavar=("H", "W"))
+    p.add_argument("--stride", type=int, default=None)
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("recipes", help="list the registered recipes")
+    p.set_defaults(func=_cmd_recipes)
+    return parser
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from textreid.recipes import get_recipe, list_recipes
+
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        print(f"{name:14s} method={recipe.method:6s} model={recipe.model:9s} {recipe.citation}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``textreid`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as exc:
+        print(f"textreid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

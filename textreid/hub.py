@@ -1,0 +1,670 @@
+"""Pretrained retrievers: ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``.
+
+A saved retriever is a folder (or a Hugging Face Hub repository) holding
+
+- ``config.json``: ``format_version``, ``textreid_version``, ``architecture``, the model
+  config, the preprocessing and the tokenizer settings, and the model-card data;
+- ``model.safetensors``: the weights (loaded strictly: every key must match);
+- ``vocab.json`` + ``merges.txt`` when the tokenizer is not the bundled CLIP one;
+- ``README.md``: a generated model card (metrics, dataset, recipe, citation).
+
+Loading is our own code on ``huggingface_hub.hf_hub_download`` and ``safetensors``: a local
+folder never touches the network; ``revision``, ``cache_dir``, ``local_files_only``,
+``endpoint`` and ``token`` are passed through; every failure names the file and the remedy.
+A Hugging Face ``CLIPModel`` repository (for example ``openai/clip-vit-base-patch16``) loads
+too: it becomes a retriever initialised from CLIP, its position embeddings resampled to the
+requested image size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import Tensor
+
+from textreid._checks import check_format_version, check_positive, check_tensor
+from textreid._version import __version__
+from textreid.config import CLIPConfig, PreprocessConfig
+from textreid.data.transforms import build_transforms
+from textreid.models.clip import CLIPDualEncoder
+from textreid.models.load import load_clip, load_state_dict_strict
+from textreid.retrieval.index import GalleryIndex
+from textreid.retrieval.search import SearchResult
+from textreid.tokenization import CLIPTokenizer
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["HUB_FORMAT_VERSION", "ModelCard", "Retriever"]
+
+HUB_FORMAT_VERSION = 1
+_ARCHITECTURE = "clip_dual_encoder"
+_CONFIG = "config.json"
+_WEIGHTS = "model.safetensors"
+_CARD = "README.md"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+_TEXTREID_BIB = (
+    "@software{textreid,\n  title = {textreid: text-to-image person retrieval in PyTorch},\n"
+    f"  version = {{{__version__}}},\n  year = {{2026}}\n}}"
+)
+
+
+class _HubApi(Protocol):
+    def create_repo(
+        self, repo_id: str, *, private: bool = ..., exist_ok: bool = ..., token: str | None = ...
+    ) -> Any: ...
+
+    def upload_folder(
+        self,
+        *,
+        repo_id: str,
+        folder_path: str | os.PathLike[str],
+        commit_message: str | None = ...,
+        revision: str | None = ...,
+        token: str | None = ...,
+    ) -> Any: ...
+
+
+@dataclass
+class ModelCard:
+    """What the generated ``README.md`` says about a model.
+
+    Attributes:
+        description: one paragraph on what the model is.
+        recipe: the training recipe name (e.g. ``"irra"``).
+        dataset: the training dataset (e.g. ``"CUHK-PEDES"``).
+        metrics: text-to-image metrics in percent, e.g. ``{"R1": 73.4, "mAP": 66.1}``.
+        citation: BibTeX of the method's paper(s).
+        license: SPDX id of the weights' license.
+        tags: extra Hub tags.
+    """
+
+    description: str = "A text-to-image person retrieval model trained with textreid."
+    recipe: str | None = None
+    dataset: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    citation: str | None = None
+    license: str = "mit"
+    tags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "recipe": self.recipe,
+            "dataset": self.dataset,
+            "metrics": dict(self.metrics),
+            "citation": self.citation,
+            "license": self.license,
+            "tags": list(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
+        known = {"description", "recipe", "dataset", "metrics", "citation", "license", "tags"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ModelCard.from_dict: unknown keys {unknown}")
+        return cls(**dict(data))
+
+    def render(self, repo_hint: str = "path/or/org-name") -> str:
+        """The model card as Markdown with Hub YAML front matter."""
+        tags = ["textreid", "text-to-image-retrieval", "person-retrieval", *self.tags]
+        lines = ["---", "library_name: textreid", f"license: {self.license}", "tags:"]
+        lines += [f"- {t}" for t in tags]
+        if self.dataset:
+            lines += ["datasets:", f"- {self.dataset}"]
+        lines += ["---", "", "# textreid retriever", "", self.description, ""]
+        if self.recipe or self.dataset:
+            lines += ["## Training", ""]
+            if self.recipe:
+                lines.append(f"- Recipe: `{self.recipe}`")
+            if self.dataset:
+                lines.append(f"- Dataset: {self.dataset}")
+            lines.append("")
+        if self.metrics:
+            names = list(self.metrics)
+            lines += ["## Text-to-image retrieval (%)", ""]
+            lines.append("| " + " | ".join(names) + " |")
+            lines.append("|" + "---|" * len(names))
+            lines.append("| " + " | ".join(f"{self.metrics[n]:.2f}" for n in names) + " |")
+            lines.append("")
+        lines += [
+            "## Usage",
+            "",
+            "```python",
+            "import textreid",
+            "",
+            f'retriever = textreid.Retriever.from_pretrained("{repo_hint}")',
+            'gallery = retriever.index_images(["img1.jpg", "img2.jpg"])',
+            'hits = retriever.search("a woman in a red coat carrying a white bag", gallery, k=5)',
+            "```",
+            "",
+            "## Citation",
+            "",
+            "```bibtex",
+            (self.citation or "").strip() or _TEXTREID_BIB,
+            "```",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+class _Source:
+    """Where files come from: a local folder or a hub repository."""
+
+    def __init__(self, name_or_path: str | os.PathLike[str], fn: str, hub: dict[str, Any]) -> None:
+        self.fn = fn
+        self.hub = hub
+        text = os.fspath(name_or_path)
+        if text.startswith("hf-hub:"):
+            self.folder: Path | None = None
+            self.repo_id = text[len("hf-hub:") :]
+        elif Path(text).expanduser().is_dir():
+            self.folder = Path(text).expanduser()
+            self.repo_id = ""
+        elif _REPO_ID.match(text) and not text.startswith((".", "/", "~")):
+            self.folder = None
+            self.repo_id = text
+        else:
+            raise FileNotFoundError(
+                f"{fn}: {text!r} is neither an existing folder nor a hub repo id "
+                "('org/name' or 'hf-hub:org/name')"
+            )
+        if self.folder is None and not _REPO_ID.match(self.repo_id):
+            raise ValueError(f"{fn}: {self.repo_id!r} is not a valid hub repo id 'org/name'")
+
+    def describe(self) -> str:
+        return str(self.folder) if self.folder is not None else f"hub repo {self.repo_id!r}"
+
+    def get(self, filename: str, *, required: bool = True) -> Path | None:
+        if self.folder is not None:
+            path = self.folder / filename
+            if path.is_file():
+                return path
+            if not required:
+                return None
+            raise FileNotFoundError(
+                f"{self.fn}: {self.folder} has no file {filename!r}; a saved retriever "
+                f"folder holds {_CONFIG} and {_WEIGHTS} (write one with save_pretrained)"
+            )
+        return self._download(filename, required)
+
+    def _download(self, filename: str, required: bool) -> Path | None:
+        from huggingface_hub import errors, hf_hub_download
+
+        revision = self.hub.get("revision") or "main"
+        try:
+            return Path(hf_hub_download(self.repo_id, filename, **self.hub))
+        except errors.RepositoryNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{self.fn}: repository {self.repo_id!r} was not found on the hub; check the "
+                "name, or pass token= for a private repository"
+            ) from exc
+        except errors.RevisionNotFoundError as exc:
+            raise FileNotFoundError(
+                f"{self.fn}: repository {self.repo_id!r} has no revision {revision!r}; pass an "
+                "existing branch, tag or commit as revision="
+            ) from exc
+        except errors.RemoteEntryNotFoundError as exc:
+            if not required:
+                return None
+            raise FileNotFoundError(
+                f"{self.fn}: repository {self.repo_id!r} has no file {filename!r} at revision "
+                f"{revision!r}; it is not a textreid retriever or CLIP repository"
+            ) from exc
+        except errors.LocalEntryNotFoundError as exc:
+            if not required:
+                return None
+            raise FileNotFoundError(
+                f"{self.fn}: {filename!r} of {self.repo_id!r} (revision {revision!r}) is not in "
+                f"the Hub cache ({self.hub.get('cache_dir') or 'default cache'}) and the network "
+                "is not used (local_files_only=True, HF_HUB_OFFLINE, or the hub is unreachable). "
+                "Download it once online, or pass a local folder holding the files"
+            ) from exc
+
+
+def _read_json(path: Path, fn: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{fn}: {path} is not valid JSON ({exc}); the file is corrupt") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{fn}: {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_safetensors(path: Path, fn: str) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(
+            f"{fn}: cannot read weights file {path} ({exc}); it is truncated or corrupt. "
+            "Delete it (or its Hub cache entry) and download or save it again"
+        ) from exc
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+class Retriever:
+    """A text-to-image person retriever: model + tokenizer + image preprocessing.
+
+    Three lines in a notebook::
+
+        retriever = textreid.Retriever.from_pretrained("org/textreid-irra-cuhk")
+        gallery = retriever.index_images(sorted(Path("gallery").glob("*.jpg")))
+        hits = retriever.search("a young woman in a red coat, black trousers", gallery, k=5)
+
+    Args:
+        model: a :class:`~textreid.models.CLIPDualEncoder`.
+        tokenizer: the caption tokenizer (default: the bundled CLIP BPE).
+        preprocess: image preprocessing; defaults to the model's image size with CLIP's
+            normalisation.
+        card: model-card data written by :meth:`save_pretrained`.
+        device: where the model runs (default: CPU).
+
+    Raises:
+        ValueError: ``preprocess.image_size`` differs from the model's input size.
+    """
+
+    def __init__(
+        self,
+        model: CLIPDualEncoder,
+        tokenizer: CLIPTokenizer | None = None,
+        preprocess: PreprocessConfig | None = None,
+        *,
+        card: ModelCard | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        fn = "Retriever"
+        if not isinstance(model, CLIPDualEncoder):
+            raise TypeError(f"{fn}: model must be a CLIPDualEncoder, got {type(model).__name__}")
+        image_size = tuple(model.config.vision.image_size)
+        preprocess = preprocess or PreprocessConfig(image_size=(image_size[0], image_size[1]))
+        if tuple(preprocess.image_size) != image_size:
+            raise ValueError(
+                f"{fn}: preprocess.image_size {preprocess.image_size} differs from the model's "
+                f"input size {image_size}"
+            )
+        self.tokenizer = tokenizer or CLIPTokenizer(context_length=model.config.text.context_length)
+        if self.tokenizer.context_length != model.config.text.context_length:
+            raise ValueError(
+                f"{fn}: tokenizer.context_length {self.tokenizer.context_length} differs from "
+                f"the model's {model.config.text.context_length}"
+            )
+        self.preprocess = preprocess
+        self.card = card or ModelCard()
+        self.device = _resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self._transform = build_transforms(
+            preprocess.image_size,
+            train=False,
+            mean=preprocess.mean,
+            std=preprocess.std,
+            interpolation=preprocess.interpolation,
+        )
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        endpoint: str | None = None,
+        token: str | bool | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        image_size: tuple[int, int] | None = None,
+    ) -> Retriever:
+        """Load a retriever from a local folder or a Hub repository.
+
+        ``name_or_path`` is a folder written by :meth:`save_pretrained` (never touches the
+        network), ``"org/repo"`` or ``"hf-hub:org/repo"``. A Hugging Face CLIP repository
+        (``config.json`` with ``model_type: clip``) gives a retriever initialised from CLIP,
+        with position embeddings resampled to ``image_size`` (default ``(384, 128)``, the
+        TIPR input size).
+
+        Args:
+            name_or_path: folder or repo id.
+            revision: branch, tag or commit to load (hub only).
+            cache_dir: Hub cache folder (hub only).
+            local_files_only: never use the network; the files must be in the cache.
+            endpoint: Hub endpoint URL (e.g. a mirror or :class:`~textreid.testing.FakeHub`).
+            token: Hub token for private repositories.
+            device: where the model runs.
+            dtype: cast the weights (e.g. ``torch.float16`` on GPU); default float32.
+            image_size: only for CLIP repositories: the input ``(H, W)``.
+
+        Raises:
+            FileNotFoundError: a missing folder, repository, revision or file (named).
+            ValueError: a corrupt or truncated file, an unknown ``format_version`` or
+                architecture, or weights that do not match the config (keys listed).
+        """
+        fn = "Retriever.from_pretrained"
+        hub: dict[str, Any] = {
+            "revision": revision,
+            "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
+            "local_files_only": local_files_only,
+            "endpoint": endpoint,
+            "token": token,
+        }
+        source = _Source(name_or_path, fn, hub)
+        config_path = source.get(_CONFIG)
+        assert config_path is not None
+        config = _read_json(config_path, fn)
+        if "format_version" not in config and config.get("model_type") == "clip":
+            retriever = cls._from_clip_repo(source, name_or_path, hub, image_size, device)
+        else:
+            if image_size is not None:
+                raise ValueError(
+                    f"{fn}: image_size applies to CLIP repositories only; a textreid retriever "
+                    "keeps the input size it was trained with"
+                )
+            retriever = cls._from_textreid(source, config, config_path, device)
+        if dtype is not None:
+            retriever.model.to(dtype=dtype)
+        return retriever
+
+    @classmethod
+    def _from_textreid(
+        cls,
+        source: _Source,
+        config: Mapping[str, Any],
+        config_path: Path,
+        device: str | torch.device | None,
+    ) -> Retriever:
+        fn = "Retriever.from_pretrained"
+        check_format_version(config.get("format_version"), HUB_FORMAT_VERSION, str(config_path), fn)
+        arch = config.get("architecture")
+        if arch != _ARCHITECTURE:
+            raise ValueError(
+                f"{fn}: {config_path} describes architecture {arch!r}; this textreid loads "
+                f"{_ARCHITECTURE!r}. Upgrade textreid or check the repository"
+            )
+        for key in ("model", "preprocess", "tokenizer"):
+            if not isinstance(config.get(key), dict):
+                raise ValueError(f"{fn}: {config_path} has no {key!r} section; the file is corrupt")
+        model_config = CLIPConfig.from_dict(config["model"])
+        preprocess = PreprocessConfig.from_dict(config["preprocess"])
+        tok_cfg = config["tokenizer"]
+        tok_folder: Path | None = None
+        for name in tok_cfg.get("files", []):
+            path = source.get(str(name))
+            assert path is not None
+            tok_folder = path.parent
+        tokenizer = CLIPTokenizer.from_config(tok_cfg, tok_folder)
+        weights_path = source.get(_WEIGHTS)
+        assert weights_path is not None
+        state = _read_safetensors(weights_path, fn)
+        model = CLIPDualEncoder(model_config)
+        load_state_dict_strict(model, state)
+        card = ModelCard.from_dict(config.get("card", {}))
+        return cls(model, tokenizer, preprocess, card=card, device=device)
+
+    @classmethod
+    def _from_clip_repo(
+        cls,
+        source: _Source,
+        name_or_path: str | os.PathLike[str],
+        hub: dict[str, Any],
+        image_size: tuple[int, int] | None,
+        device: str | torch.device | None,
+    ) -> Retriever:
+        size = image_size or (384, 128)
+        target = source.folder if source.folder is not None else source.repo_id
+        model = load_clip(target, image_size=size, **(hub if source.folder is None else {}))
+        tokenizer: CLIPTokenizer | None = None
+        vocab = source.get("vocab.json", required=False)
+        merges = source.get("merges.txt", required=False)
+        if vocab is not None and merges is not None:
+            tokenizer = CLIPTokenizer.from_hf_files(
+                vocab_file=vocab,
+                merges_file=merges,
+                context_length=model.config.text.context_length,
+            )
+        card = ModelCard(
+            description=f"CLIP weights from {os.fspath(name_or_path)}, not fine-tuned for "
+            "person retrieval (zero-shot).",
+        )
+        preprocess = PreprocessConfig(image_size=size, interpolation="bicubic")
+        return cls(model, tokenizer, preprocess, card=card, device=device)
+
+    # -- saving ----------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        """The ``config.json`` content."""
+        return {
+            "format_version": HUB_FORMAT_VERSION,
+            "textreid_version": __version__,
+            "architecture": _ARCHITECTURE,
+            "model": self.model.config.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "tokenizer": self.tokenizer.to_config(),
+            "card": self.card.to_dict(),
+        }
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json``, ``model.safetensors``, tokenizer files and ``README.md``.
+
+        Files are written to temporary names and renamed, so an interrupted save never
+        leaves a half-written ``model.safetensors`` behind under the final name.
+
+        Returns:
+            The folder.
+        """
+        from safetensors.torch import save_file
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {
+            k: v.detach().to("cpu", torch.float32).contiguous()
+            for k, v in self.model.state_dict().items()
+        }
+        tmp = out / (_WEIGHTS + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "textreid_version": __version__})
+        os.replace(tmp, out / _WEIGHTS)
+        if self.tokenizer.to_config()["files"]:
+            self.tokenizer.save_vocabulary(out)
+        _write_text(out / _CONFIG, json.dumps(self.config_dict(), indent=2) + "\n")
+        _write_text(out / _CARD, self.card.render(out.name))
+        return out
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool = False,
+        token: str | None = None,
+        commit_message: str = "Upload textreid retriever",
+        revision: str | None = None,
+        endpoint: str | None = None,
+        api: _HubApi | None = None,
+    ) -> str:
+        """Save to a temporary folder and upload it to ``repo_id`` (created if needed).
+
+        Args:
+            repo_id: ``"org/name"``.
+            private: create the repository as private.
+            token: Hub token (default: the logged-in user's).
+            commit_message: the commit message.
+            revision: target branch.
+            endpoint: Hub endpoint URL.
+            api: an ``huggingface_hub.HfApi``-like object (tests pass
+                :class:`~textreid.testing.FakeHubApi`); default ``HfApi(endpoint=endpoint)``.
+
+        Returns:
+            Whatever ``upload_folder`` returns (the commit URL or hash).
+        """
+        fn = "Retriever.push_to_hub"
+        if not _REPO_ID.match(repo_id):
+            raise ValueError(f"{fn}: repo_id must look like 'org/name', got {repo_id!r}")
+        if api is None:
+            from huggingface_hub import HfApi
+
+            api = HfApi(endpoint=endpoint, token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            return api.upload_folder(  # type: ignore[no-any-return]
+                repo_id=repo_id,
+                folder_path=tmp,
+                commit_message=commit_message,
+                revision=revision,
+                token=token,
+            )
+
+    # -- encoding and search ---------------------------------------------------------------
+    def to(self, device: str | torch.device) -> Retriever:
+        """Move the model; returns ``self``."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    @torch.no_grad()
+    def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 256) -> Tensor:
+        """L2-normalised caption embeddings ``[N, D]`` (float32, on the model's device)."""
+        items = [texts] if isinstance(texts, str) else list(texts)
+        if not items:
+            raise ValueError("Retriever.encode_text: texts is empty")
+        check_positive(batch_size, "batch_size", "Retriever.encode_text")
+        out = []
+        for start in range(0, len(items), batch_size):
+            ids = self.tokenizer(items[start : start + batch_size]).to(self.device)
+            out.append(self.model.encode_text(ids).float())
+        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+    def _load_image(self, item: object, index: int) -> Tensor:
+        from PIL import Image
+
+        fn = "Retriever.encode_images"
+        if isinstance(item, Tensor):
+            t = check_tensor(item, f"images[{index}]", fn, ndim=3, dims="(3, H, W)")
+            if t.dtype == torch.uint8:
+                from torchvision.transforms.functional import to_pil_image
+
+                return self._transform(to_pil_image(t.cpu()))
+            size = tuple(self.preprocess.image_size)
+            if not t.is_floating_point() or t.shape != (3, *size):
+                raise ValueError(
+                    f"{fn}: images[{index}] is a tensor of shape {tuple(t.shape)} and dtype "
+                    f"{t.dtype}; pass uint8 images (3, H, W) or preprocessed float tensors "
+                    f"(3, {size[0]}, {size[1]})"
+                )
+            return t
+        if isinstance(item, Image.Image):
+            return self._transform(item.convert("RGB"))
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if not path.is_file():
+                raise FileNotFoundError(f"{fn}: image file {path} does not exist")
+            with Image.open(path) as img:
+                return self._transform(img.convert("RGB"))
+        raise TypeError(
+            f"{fn}: images[{index}] must be a path, a PIL image or a tensor, "
+            f"got {type(item).__name__}"
+        )
+
+    def _batches(self, items: Sequence[object], batch_size: int) -> Iterator[Tensor]:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            yield torch.stack([self._load_image(x, start + i) for i, x in enumerate(chunk)])
+
+    @torch.no_grad()
+    def encode_images(
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | Tensor,
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> Tensor:
+        """L2-normalised image embeddings ``[N, D]``.
+
+        Args:
+            images: paths, PIL images, uint8 tensors ``[3, H, W]`` (preprocessed here), float
+                tensors already preprocessed to ``[3, H, W]`` at the model's size, or one
+                preprocessed batch ``[N, 3, H, W]``.
+            batch_size: images per forward pass.
+            progress: show a progress bar.
+        """
+        fn = "Retriever.encode_images"
+        check_positive(batch_size, "batch_size", fn)
+        if isinstance(images, Tensor) and images.dim() == 4:
+            items: Sequence[object] = list(images.unbind(0))
+        else:
+            items = list(images)
+        if not items:
+            raise ValueError(f"{fn}: images is empty")
+        batches: Iterator[Tensor] = self._batches(items, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = (len(items) + batch_size - 1) // batch_size
+            batches = iter(tqdm(batches, total=total, desc="encode images", unit="batch"))
+        dtype = next(self.model.parameters()).dtype
+        out = [self.model.encode_image(b.to(self.device, dtype)).float() for b in batches]
+        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+    def index_images(
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | str | os.PathLike[str],
+        *,
+        ids: Sequence[int] | Tensor | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> GalleryIndex:
+        """Encode images into a :class:`~textreid.retrieval.GalleryIndex`.
+
+        ``images`` may be a folder: every image file in it (sorted, recursively) is indexed
+        and its path recorded.
+        """
+        paths: list[str] | None = None
+        if isinstance(images, (str, os.PathLike)):
+            folder = Path(images)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"Retriever.index_images: {folder} is not a folder")
+            files = sorted(
+                p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
+            )
+            if not files:
+                raise ValueError(f"Retriever.index_images: no image files in {folder}")
+            images = list(files)
+        items = list(images)
+        if all(isinstance(x, (str, os.PathLike)) for x in items):
+            paths = [os.fspath(x) for x in items]  # type: ignore[arg-type]
+        feats = self.encode_images(items, batch_size=batch_size, progress=progress)
+        id_tensor = torch.as_tensor(ids, dtype=torch.long) if ids is not None else None
+        index = GalleryIndex(dim=feats.shape[1], device=self.device)
+        index.add(feats, ids=id_tensor, paths=paths)
+        return index
+
+    def search(
+        self, text: str | Sequence[str], gallery: GalleryIndex | Tensor, k: int = 10
+    ) -> SearchResult:
+        """Top-``k`` gallery items for each caption (scores are cosine similarities)."""
+        query = self.encode_text(text)
+        if isinstance(gallery, GalleryIndex):
+            return gallery.search(query, k)
+        from textreid.retrieval.search import topk_search
+
+        return topk_search(query, gallery.to(self.device), k)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,176 @@
+"""Commonality-based margin ranking over part embeddings (experimental, provisional design)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from textreid._checks import (
+    check_choice,
+    check_features,
+    check_positive,
+    check_reduction,
+    check_same_width,
+    check_tensor,
+    resolve_pids,
+)
+from textreid.losses._common import DirectionalLosses
+
+__all__ = ["CommonalityMarginRankingLoss", "part_commonality"]
+
+
+def part_commonality(
+    image_parts: Tensor, text_parts: Tensor, image_pids: Tensor, text_pids: Tensor
+) -> Tensor:
+    """How common each part is across identities: ``[K]`` in ``[0, 1]``, detached.
+
+    .. math:: c_k = \\big[\\operatorname{mean}_{(i, j):\\, y_i \\ne y_j}
+        \\cos(v_{ik}, t_{jk})\\big]_0^1
+
+    0 when the batch holds a single identity.
+    """
+    s = torch.einsum(
+        "ikd,jkd->kij",
+        F.normalize(image_parts.detach(), dim=-1),
+        F.normalize(text_parts.detach(), dim=-1),
+    )
+    neg = image_pids[:, None] != text_pids[None, :]
+    n = neg.sum().clamp(min=1)
+    return ((s * neg).sum(dim=(1, 2)) / n).clamp(0.0, 1.0)
+
+
+class CommonalityMarginRankingLoss(nn.Module):
+    """Per-part bidirectional margin ranking whose margin shrinks for common parts.
+
+    After Park, Jeong, Kim and Kwak, "Improving Text-based Person Search via Part-level
+    Cross-modal Correspondence", arXiv 2501.00318, 2024 (venue not confirmed).
+
+    **Experimental.** The paper's formula could not be read; this is our provisional design
+    from its abstract ("the degree of commonality of each body part" relaxes how hard similar
+    parts of different people are pushed apart). For part k with cosine similarities
+    :math:`s^k_{ij} = \\cos(v_{ik}, t_{jk})` and commonality :math:`c_k`
+    (:func:`part_commonality`):
+
+    .. math::
+        m_k = \\operatorname{clamp}\\big(m_0 (1 - c_k),\\ m_{\\min},\\ m_0\\big)
+
+    .. math::
+        \\ell^{v}_{i,k} = \\operatorname{agg}_{j: y_j \\ne y_i}
+        \\big[m_k - s^k_{ii} + s^k_{ij}\\big]_+, \\qquad
+        \\ell^{t}_{i,k} = \\operatorname{agg}_{j: y_j \\ne y_i}
+        \\big[m_k - s^k_{ii} + s^k_{ji}\\big]_+
+
+    :math:`\\mathcal{L} = \\frac{1}{B}\\sum_i \\frac{1}{K}\\sum_k (\\ell^{v}_{i,k} + \\ell^{t}_{i,k})`,
+    where agg is the max (``negatives="hardest"``) or the mean (``"all"``) over negatives.
+
+    Choices the paper leaves open here, each ours: commonality as the mean cross-modal cosine
+    of different-identity pairs in the batch, detached and clamped to [0, 1] (a caller may pass
+    its own, e.g. a running average); the linear margin map and its clamp; the positive being
+    the row-aligned pair; hinge (not soft-plus) form; hardest-negative default; equal part
+    weights; both directions summed. Check every one against the paper before relying on it.
+
+    Args:
+        margin: :math:`m_0`, the margin of a part with zero commonality.
+        min_margin: :math:`m_{\\min}`, the smallest margin.
+        negatives: ``"hardest"`` or ``"all"``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (:class:`DirectionalLosses`, ``[B]``
+            each, averaged over parts).
+        check_finite: check the features for NaN / inf.
+
+    Shapes:
+        image_parts ``[B, K, D]``, text_parts ``[B, K, D]`` (row-aligned pairs), pids ``[B]``,
+        optional commonality ``[K]``.
+
+    Raises:
+        ValueError: shapes disagree, ``min_margin > margin``, bad settings.
+    """
+
+    experimental = True
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        min_margin: float = 0.05,
+        negatives: str = "hardest",
+        reduction: str = "mean",
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        fn = type(self).__name__
+        check_positive(margin, "margin", fn)
+        check_positive(min_margin, "min_margin", fn, allow_zero=True)
+        if min_margin > margin:
+            raise ValueError(f"{fn}: min_margin {min_margin} exceeds margin {margin}")
+        check_choice(negatives, "negatives", fn, ("hardest", "all"))
+        check_reduction(reduction, fn)
+        self.margin = margin
+        self.min_margin = min_margin
+        self.negatives = negatives
+        self.reduction = reduction
+        self.check_finite = check_finite
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, min_margin={self.min_margin}, negatives={self.negatives!r}"
+
+    def margins(self, commonality: Tensor) -> Tensor:
+        """Per-part margins ``[K]`` for commonality values ``[K]`` (non-increasing in them)."""
+        return (self.margin * (1.0 - commonality)).clamp(self.min_margin, self.margin)
+
+    def forward(
+        self,
+        image_parts: Tensor,
+        text_parts: Tensor,
+        pids: Tensor | None = None,
+        *,
+        image_pids: Tensor | None = None,
+        text_pids: Tensor | None = None,
+        commonality: Tensor | None = None,
+    ) -> Tensor | DirectionalLosses:
+        fn = type(self).__name__
+        v = check_features(
+            image_parts, "image_parts", fn, ndim=3, dims="(B, K, D)", finite=self.check_finite
+        )
+        t = check_features(
+            text_parts, "text_parts", fn, ndim=3, dims="(B, K, D)", finite=self.check_finite
+        )
+        check_same_width(fn, v, "image_parts", t, "text_parts")
+        if v.shape[:2] != t.shape[:2]:
+            raise ValueError(
+                f"{fn}: image_parts has shape {tuple(v.shape)} but text_parts has "
+                f"{tuple(t.shape)}; pairs must be row-aligned with the same number of parts"
+            )
+        ip, tp = resolve_pids(fn, v[:, 0], t[:, 0], pids, image_pids, text_pids)
+        if commonality is None:
+            commonality = part_commonality(v, t, ip, tp)
+        else:
+            check_tensor(commonality, "commonality", fn, ndim=1, kind="float", dims="(K,)")
+            if commonality.shape[0] != v.shape[1]:
+                raise ValueError(
+                    f"{fn}: commonality has {commonality.shape[0]} entries but there are "
+                    f"{v.shape[1]} parts"
+                )
+        dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
+        s = torch.einsum(
+            "ikd,jkd->kij", F.normalize(v.to(dtype), dim=-1), F.normalize(t.to(dtype), dim=-1)
+        )
+        m = self.margins(commonality.to(dtype))[:, None, None]
+        pos = s.diagonal(dim1=1, dim2=2)
+        neg = (ip[:, None] != tp[None, :])[None]
+        hinge_v = F.relu(m - pos[:, :, None] + s)
+        hinge_t = F.relu(m - pos[:, None, :] + s)
+        i2t = self._aggregate(hinge_v, neg, dim=2)
+        t2i = self._aggregate(hinge_t, neg, dim=1)
+        out = DirectionalLosses(i2t.mean(dim=0), t2i.mean(dim=0))
+        if self.reduction == "none":
+            return out
+        total = out.image_to_text + out.text_to_image
+        return total.mean() if self.reduction == "mean" else total.sum()
+
+    def _aggregate(self, hinge: Tensor, neg: Tensor, dim: int) -> Tensor:
+        # Multiplying by the mask (not indexing) keeps anchors without negatives at a
+        # graph-connected zero.
+        masked = hinge * neg
+        if self.negatives == "hardest":
+            return masked.amax(dim=dim)
+        return masked.sum(dim=dim) / neg.sum(dim=dim).clamp(min=1)

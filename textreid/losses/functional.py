@@ -1,0 +1,20 @@
+"""Functional forms of the losses: `sdm_loss(...)` is `SDMLoss()(...)` (one implementation)."""
+
+from __future__ import annotations
+
+from textreid.losses.asdm import asdm_loss
+from textreid.losses.cmpm import cmpc_loss, cmpm_loss
+from textreid.losses.id import id_loss
+from textreid.losses.infonce import infonce_loss
+from textreid.losses.sdm import sdm_loss
+from textreid.losses.triplet import triplet_loss
+
+__all__ = [
+    "asdm_loss",
+    "cmpc_loss",
+    "cmpm_loss",
+    "id_loss",
+    "infonce_loss",
+    "sdm_loss",
+    "triplet_loss",
+]

@@ -1,0 +1,59 @@
+"""What a trainable retrieval method is: encoders for retrieval plus a training objective."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+from textreid._checks import check_tensor
+from textreid.losses.combine import LossOutput
+from textreid.models.clip import CLIPDualEncoder
+
+__all__ = ["DualEncoderMethod", "require_batch_keys"]
+
+
+def require_batch_keys(batch: dict[str, Tensor], keys: tuple[str, ...], fn: str) -> None:
+    """Raise a clear error when a training batch lacks a key the method needs."""
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ValueError(
+            f"{fn}: the batch has no {missing} (it has {sorted(batch)}); use the recipe's "
+            "data pipeline or add these tensors to the batch"
+        )
+    for k in keys:
+        check_tensor(batch[k], f"batch[{k!r}]", fn)
+
+
+class DualEncoderMethod(nn.Module, ABC):
+    """A method whose retrieval model is a :class:`~textreid.models.CLIPDualEncoder`.
+
+    Training calls ``method(batch) -> LossOutput``; evaluation and export use
+    :meth:`encode_image` / :meth:`encode_text` and :attr:`encoder` (what
+    :class:`~textreid.Retriever` saves). Heads that only shape training (classifiers,
+    cross-modal reasoning, MLM heads) live on the method and are dropped at export.
+
+    Args:
+        encoder: the dual encoder being trained.
+    """
+
+    def __init__(self, encoder: CLIPDualEncoder) -> None:
+        super().__init__()
+        if not isinstance(encoder, CLIPDualEncoder):
+            raise TypeError(
+                f"{type(self).__name__}: encoder must be a CLIPDualEncoder, "
+                f"got {type(encoder).__name__}"
+            )
+        self.encoder = encoder
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Global image embeddings ``[B, D]`` used for retrieval."""
+        return self.encoder.encode_image(images)
+
+    def encode_text(self, text_ids: Tensor) -> Tensor:
+        """Global caption embeddings ``[B, D]`` used for retrieval."""
+        return self.encoder.encode_text(text_ids)
+
+    @abstractmethod
+    def forward(self, batch: dict[str, Tensor]) -> LossOutput:
+        """The training objective on one batch (``images``, ``text_ids``, ``pids``, ...)."""

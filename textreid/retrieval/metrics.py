@@ -1,0 +1,310 @@
+"""Recall@K, mAP and mINP by counting, at any gallery size, without sorting the gallery.
+
+The rank of a positive gallery item ``p`` for a query is
+
+.. math::
+
+    r(p) = 1 + \\#\\{g : s_g > s_p\\} + \\#\\{g : s_g = s_p,\\ g < p\\},
+
+its position in a *stable* descending sort (lower gallery index first among equal scores).
+It is computed by streaming the scores over query blocks and gallery chunks: the positives of
+each query are sorted once (only they are), every gallery item is located among them with a
+binary search, and a per-query histogram of those locations gives every positive's rank. Memory
+is bounded by the chunk, plus one index per gallery item and the positives of a query block.
+
+With ``R`` positives of ranks :math:`r_1 < \\dots < r_R`:
+
+.. math::
+
+    \\mathrm{AP} = \\frac{1}{R}\\sum_{j=1}^{R} \\frac{j}{r_j}, \\qquad
+    \\mathrm{INP} = \\frac{R}{r_R}, \\qquad \\mathrm{hit@K} = [r_1 \\le K],
+
+averaged over the queries that have a positive and reported in percent, as papers do
+(R@K = CMC at K). Every gallery item with the query's id is a positive (TIPR has no camera
+filter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from textreid._checks import (
+    check_features,
+    check_ids,
+    check_positive,
+    check_same_width,
+)
+from textreid.retrieval.scores import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_QUERY_BLOCK,
+    _compute_dtype,
+    _pair_scores,
+    _row_norms,
+    _rows,
+    _score_chunks,
+)
+
+__all__ = ["RetrievalMetrics", "evaluate"]
+
+
+@dataclass(frozen=True)
+class RetrievalMetrics:
+    """Retrieval metrics in percent, as papers report them.
+
+    Queries without any positive in the gallery are counted in
+    ``num_queries_without_positive`` and left out of every average (as torchreid does, but
+    reported instead of asserted); if no query has a positive, every metric is 0.
+
+    Attributes:
+        recall: ``{K: R@K}``, the percentage of queries with a positive among the top K.
+        mAP: mean average precision.
+        mINP: mean inverse negative penalty (``R / rank of the last positive``; Ye et al.,
+            "Deep Learning for Person Re-identification: A Survey and Outlook", TPAMI 2021).
+        num_queries: all queries, with or without a positive.
+        num_queries_without_positive: queries whose id is absent from the gallery.
+        first_positive_ranks: ``[Nq]`` int64 1-based rank of each query's best positive
+            (0 for a query without one), when requested with ``return_ranks=True``.
+    """
+
+    recall: dict[int, float]
+    mAP: float
+    mINP: float
+    num_queries: int
+    num_queries_without_positive: int
+    first_positive_ranks: Tensor | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, float | int]:
+        """``{"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": .., "num_queries": ..,
+        "num_queries_without_positive": ..}`` (plain Python numbers, JSON-ready)."""
+        out: dict[str, float | int] = {f"R{k}": v for k, v in self.recall.items()}
+        out.update(
+            mAP=self.mAP,
+            mINP=self.mINP,
+            num_queries=self.num_queries,
+            num_queries_without_positive=self.num_queries_without_positive,
+        )
+        return out
+
+    def format_table(self, name: str = "t2i", digits: int = 3) -> str:
+        """A table like the papers' (and IRRA's log): ``task | R1 | R5 | R10 | mAP | mINP``."""
+        head = ["task", *(f"R{k}" for k in self.recall), "mAP", "mINP"]
+        vals = [*self.recall.values(), self.mAP, self.mINP]
+        row = [name, *(f"{v:.{digits}f}" for v in vals)]
+        widths = [max(len(h), len(r)) for h, r in zip(head, row)]
+        line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+
+        def fmt(cells: list[str]) -> str:
+            return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
+
+        return "\n".join([line, fmt(head), line, fmt(row), line])
+
+
+def _check_ks(ks: Iterable[int], fn: str) -> tuple[int, ...]:
+    out = tuple(ks)
+    if not out or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in out):
+        raise ValueError(f"{fn}: ks must be a non-empty sequence of positive ints, got {ks!r}")
+    return tuple(sorted(set(out)))
+
+
+def _positive_ranks(
+    pos_scores: Tensor, pos_idx: Tensor, num_pos: Tensor, chunks: Iterable[tuple[int, Tensor]],
+    query_pids: Tensor, gallery_pids: Tensor, num_gallery: int,
+) -> Tensor:
+    """Stable-sort ranks of every positive, ``[B, P]`` ascending (padding past ``num_pos``).
+
+    ``pos_scores``/``pos_idx`` ``[B, P]`` are the positives of each query in ascending gallery
+    index, padded; ``chunks`` yields ``(start, scores[B, C])``. A positive's rank is 1 + the
+    positives ahead of it + the negatives ahead of it; a negative ``g`` is ahead of the j-th
+    positive (in stable order) iff fewer than ``j + 1`` positives are ahead of ``g``, so a
+    histogram of "positives ahead of g" over the negatives gives all ranks at once.
+    """
+    b, p = pos_scores.shape
+    device = pos_scores.device
+    # Stable sort keeps ascending gallery index among equal scores: the tie rule.
+    order = torch.sort(pos_scores, dim=1, descending=True, stable=True).indices
+    neg_sorted = -pos_scores.gather(1, order)  # ascending, for searchsorted
+    idx_sorted = pos_idx.gather(1, order)
+    # Start of each positive's run of equal scores; with it, (run start, index) is an
+    # integer key that increases along each row and breaks ties by gallery index.
+    run_start = torch.searchsorted(neg_sorted, neg_sorted, side="left")
+    stride = num_gallery + 1
+    pos_key = run_start * stride + idx_sorted
+    limit = num_pos.unsqueeze(1)
+    hist = torch.zeros(b, p + 1, dtype=torch.int64, device=device)
+    for start, scores in chunks:
+        neg = -scores
+        ahead = torch.searchsorted(neg_sorted, neg, side="left").clamp_(max=limit)
+        upto = torch.searchsorted(neg_sorted, neg, side="right").clamp_(max=limit)
+        tied = upto > ahead
+        if bool(tied.any()):
+            cols = torch.arange(start, start + scores.shape[1], device=device)
+            g_key = ahead * stride + cols
+            ahead = torch.where(tied, torch.searchsorted(pos_key, g_key), ahead)
+            ahead = ahead.clamp_(max=limit)
+        is_neg = gallery_pids[start : start + scores.shape[1]] != query_pids.unsqueeze(1)
+        hist.scatter_add_(1, ahead, is_neg.to(torch.int64))
+    neg_ahead = hist.cumsum(1)[:, :p]
+    return neg_ahead + torch.arange(1, p + 1, device=device)
+
+
+def evaluate(
+    query_feats: Tensor | None = None,
+    gallery_feats: Tensor | None = None,
+    *,
+    scores: Tensor | None = None,
+    query_pids: Tensor,
+    gallery_pids: Tensor,
+    ks: Iterable[int] = (1, 5, 10),
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    query_block: int = DEFAULT_QUERY_BLOCK,
+    device: torch.device | str | None = None,
+    normalize: bool = True,
+    return_ranks: bool = False,
+    check_finite: bool = True,
+) -> RetrievalMetrics:
+    """R@K, mAP and mINP of a retrieval, from features or from a score matrix.
+
+    Ranks follow a stable descending sort: among equal scores the lower gallery index ranks
+    first (see the module docstring for the counting method; no sort of the gallery happens).
+    On tie-free scores the numbers equal IRRA's ``rank`` (Jiang & Ye, "Cross-Modal Implicit
+    Relation Reasoning and Aligning for Text-to-Image Person Retrieval", CVPR 2023,
+    arXiv:2303.12501), which reads the same quantities off a full ``argsort``.
+
+    Args:
+        query_feats: ``[Nq, D]`` query features (e.g. text embeddings).
+        gallery_feats: ``[Ng, D]`` gallery features (e.g. image embeddings).
+        scores: ``[Nq, Ng]`` precomputed scores, higher = more similar; give either this or
+            both feature tensors.
+        query_pids: ``[Nq]`` integer identity of each query.
+        gallery_pids: ``[Ng]`` integer identity of each gallery item; every item with the
+            query's id is a positive.
+        ks: the K of R@K (any positive ints; K beyond the gallery counts every positive).
+        chunk_size: gallery rows per block.
+        query_block: query rows per block (a block holds ``query_block x chunk_size`` scores
+            plus as many int64 positions).
+        device: where to compute; default the device of the features (or ``scores``). Blocks
+            of inputs stored elsewhere are moved one at a time.
+        normalize: with features, L2-normalise rows first (cosine, IRRA's evaluation); with
+            ``False`` scores are inner products. Ignored with ``scores``.
+        return_ranks: also return each query's first-positive rank.
+        check_finite: raise on NaN/inf inputs (one pass over them).
+
+    Returns:
+        :class:`RetrievalMetrics` (percent values).
+
+    Raises:
+        TypeError: non-tensor inputs, non-floating features/scores, non-integer pids.
+        ValueError: neither or both of features and ``scores``, wrong shapes or widths, pid
+            lengths that do not match, non-finite values, bad ``ks`` or block sizes.
+
+    Notes:
+        Differences from the reference code: IRRA orders ties by whatever the unstable
+        ``torch.argsort`` returns (device-dependent); here ties have a fixed rule. IRRA crashes
+        on a query without a positive (and counts it as a miss in R@K); here it is left out of
+        every average and counted in ``num_queries_without_positive``. The score of a
+        (query, positive) pair is computed by a dot product of the pair while other scores
+        come from the chunked matmul; both round the same exact value to float32, so they can
+        differ in the last bit, which matters only for exact ties between a positive and a
+        negative. Pass ``scores=`` for bit-exact tie handling.
+
+    Example:
+        >>> s = torch.tensor([[0.9, 0.8, 0.3, 0.1], [0.5, 0.2, 0.7, 0.6]])
+        >>> m = evaluate(scores=s, query_pids=torch.tensor([1, 2]),
+        ...              gallery_pids=torch.tensor([1, 2, 1, 3]), ks=(1, 4))
+        >>> dict(m.recall), round(m.mAP, 3)
+        ({1: 50.0, 4: 100.0}, 54.167)
+    """
+    fn = "evaluate"
+    use_scores = scores is not None
+    if use_scores == (query_feats is not None or gallery_feats is not None):
+        raise ValueError(
+            f"{fn}: pass either scores=[Nq, Ng] or both query_feats and gallery_feats"
+        )
+    if use_scores:
+        s = check_features(scores, "scores", fn, dims="(Nq, Ng)", finite=check_finite)
+        nq, ng = s.shape
+        base_device = s.device
+        dtype = _compute_dtype(s)
+    else:
+        if query_feats is None or gallery_feats is None:
+            raise ValueError(f"{fn}: query_feats and gallery_feats must be given together")
+        q = check_features(query_feats, "query_feats", fn, dims="(Nq, D)", finite=check_finite)
+        g = check_features(
+            gallery_feats, "gallery_feats", fn, dims="(Ng, D)", finite=check_finite
+        )
+        check_same_width(fn, q, "query_feats", g, "gallery_feats")
+        nq, ng = q.shape[0], g.shape[0]
+        base_device = q.device
+        dtype = _compute_dtype(q, g)
+    rows_name = "scores" if use_scores else "query_feats"
+    qp = check_ids(query_pids, "query_pids", fn, nq, rows_name)
+    gp = check_ids(gallery_pids, "gallery_pids", fn, ng, "scores columns" if use_scores else "gallery_feats")
+    ks_t = _check_ks(ks, fn)
+    check_positive(chunk_size, "chunk_size", fn)
+    check_positive(query_block, "query_block", fn)
+    dev = torch.device(device) if device is not None else base_device
+
+    qp, gp = qp.to(dev), gp.to(dev)
+    # Gallery grouped by id (stable, so each id's items stay in index order).
+    by_pid = torch.sort(gp, stable=True)
+    q_norms = g_norms = None
+    if not use_scores and normalize:
+        q_norms = _row_norms(q, dtype, dev, query_block)
+        g_norms = _row_norms(g, dtype, dev, chunk_size)
+
+    first = torch.zeros(nq, dtype=torch.int64, device=dev)
+    ap = torch.zeros(nq, dtype=torch.float64, device=dev)
+    inp = torch.zeros(nq, dtype=torch.float64, device=dev)
+    num_pos_all = torch.zeros(nq, dtype=torch.int64, device=dev)
+    for q0 in range(0, nq, query_block):
+        bq = qp[q0 : q0 + query_block]
+        b = bq.shape[0]
+        lo = torch.searchsorted(by_pid.values, bq, side="left")
+        num_pos = torch.searchsorted(by_pid.values, bq, side="right") - lo
+        p = max(int(num_pos.max()), 1)
+        offs = torch.arange(p, device=dev)
+        valid = offs < num_pos.unsqueeze(1)
+        pos_idx = by_pid.indices[(lo.unsqueeze(1) + offs).clamp_(max=ng - 1)]
+        rows, cols = valid.nonzero(as_tuple=True)
+        pos_scores = torch.full((b, p), torch.finfo(dtype).min, dtype=dtype, device=dev)
+        if use_scores:
+            sq = s[q0 : q0 + b]
+            pos_scores[rows, cols] = sq[rows.to(s.device), pos_idx[rows, cols].to(s.device)].to(dev, dtype)
+            chunks: Iterable[tuple[int, Tensor]] = (
+                (c0, sq[:, c0 : c0 + chunk_size].to(dev, dtype)) for c0 in range(0, ng, chunk_size)
+            )
+        else:
+            q_rows = _rows(q, slice(q0, q0 + b), q_norms, dtype, dev)
+            pos_scores[rows, cols] = _pair_scores(
+                q_rows, g, g_norms, rows, pos_idx[rows, cols], chunk_size
+            )
+            chunks = _score_chunks(q_rows, g, g_norms, chunk_size)
+        # Padding sorts after every real positive (lowest score, index past the gallery).
+        pos_idx = torch.where(valid, pos_idx, ng)
+        ranks = _positive_ranks(pos_scores, pos_idx, num_pos, chunks, bq, gp, ng)
+        has = num_pos > 0
+        r = ranks.to(torch.float64)
+        ap[q0 : q0 + b] = ((offs + 1) / r * valid).sum(1) / num_pos.clamp(min=1)
+        last = ranks.gather(1, (num_pos - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+        inp[q0 : q0 + b] = torch.where(has, num_pos / last.to(torch.float64), 0.0)
+        first[q0 : q0 + b] = torch.where(has, ranks[:, 0], 0)
+        num_pos_all[q0 : q0 + b] = num_pos
+
+    has_pos = num_pos_all > 0
+    n_valid = int(has_pos.sum())
+    denom = max(n_valid, 1)
+    recall = {
+        k: 100.0 * float(((first <= k) & has_pos).sum()) / denom for k in ks_t
+    }
+    return RetrievalMetrics(
+        recall=recall,
+        mAP=100.0 * float(ap.sum()) / denom,
+        mINP=100.0 * float(inp.sum()) / denom,
+        num_queries=nq,
+        num_queries_without_positive=nq - n_valid,
+        first_positive_ranks=first if return_ranks else None,
+    )

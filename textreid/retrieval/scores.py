@@ -1,0 +1,147 @@
+"""Chunked similarity scores: the one matmul every retrieval routine streams through.
+
+Scores are computed block by block so that memory is bounded by ``query rows x chunk_size``,
+never by the gallery size. Inputs in float16/bfloat16 are upcast chunk by chunk and
+accumulated in float32; float64 inputs stay in float64. Slices of the inputs are views, so the
+only allocations are one gallery chunk in the compute dtype and its score block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from textreid._checks import check_features, check_positive, check_same_width
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_QUERY_BLOCK", "ScoreChunk", "cosine_scores"]
+
+DEFAULT_CHUNK_SIZE = 8192
+"""Gallery rows scored at once (a score block is ``query_block x chunk_size`` floats)."""
+
+DEFAULT_QUERY_BLOCK = 1024
+"""Query rows scored at once."""
+
+_NORM_EPS = 1e-12  # the eps of torch.nn.functional.normalize, as in IRRA's evaluation
+
+
+class ScoreChunk(NamedTuple):
+    """Scores of every query against gallery rows ``start:start + scores.shape[1]``.
+
+    Attributes:
+        start: index of the first gallery row of the chunk.
+        scores: ``[Nq, C]`` scores in the compute dtype (float32, or float64 for float64
+            inputs); higher is more similar.
+    """
+
+    start: int
+    scores: Tensor
+
+
+def _compute_dtype(*xs: Tensor) -> torch.dtype:
+    """float64 when any input is float64, else float32 (fp16/bf16 accumulate in float32)."""
+    return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+
+
+def _row_norms(
+    x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int
+) -> Tensor:
+    """L2 norms of the rows of ``x`` clamped at ``eps`` (chunked, so fp16 rows are never
+    upcast all at once). Computed once per call, so every score uses the same divisor."""
+    out = torch.empty(x.shape[0], dtype=dtype, device=device)
+    for s in range(0, x.shape[0], chunk_size):
+        rows = x[s : s + chunk_size].to(device=device, dtype=dtype)
+        out[s : s + rows.shape[0]] = torch.linalg.vector_norm(rows, dim=1).clamp_min(_NORM_EPS)
+    return out
+
+
+def _rows(
+    x: Tensor, index: slice | Tensor, norms: Tensor | None, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Rows ``x[index]`` on ``device`` in ``dtype``, divided by their norms when given."""
+    rows = x[index].to(device=device, dtype=dtype)
+    if norms is None:
+        return rows
+    return rows / norms[index].unsqueeze(-1)
+
+
+def _score_chunks(
+    query_rows: Tensor,
+    gallery: Tensor,
+    gallery_norms: Tensor | None,
+    chunk_size: int,
+) -> Iterator[ScoreChunk]:
+    """Yield score blocks of prepared query rows against consecutive gallery chunks."""
+    dtype, device = query_rows.dtype, query_rows.device
+    for start in range(0, gallery.shape[0], chunk_size):
+        chunk = _rows(gallery, slice(start, start + chunk_size), gallery_norms, dtype, device)
+        yield ScoreChunk(start, query_rows @ chunk.T)
+
+
+def _pair_scores(
+    query_rows: Tensor,
+    gallery: Tensor,
+    gallery_norms: Tensor | None,
+    rows: Tensor,
+    cols: Tensor,
+    chunk_size: int,
+) -> Tensor:
+    """Scores of the pairs ``(query_rows[rows[m]], gallery[cols[m]])``, ``chunk_size`` at a time."""
+    out = torch.empty(rows.shape[0], dtype=query_rows.dtype, device=query_rows.device)
+    for s in range(0, rows.shape[0], chunk_size):
+        g = _rows(gallery, cols[s : s + chunk_size], gallery_norms, out.dtype, out.device)
+        out[s : s + g.shape[0]] = (query_rows[rows[s : s + chunk_size]] * g).sum(-1)
+    return out
+
+
+def cosine_scores(
+    query: Tensor,
+    gallery: Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    normalize: bool = True,
+    device: torch.device | str | None = None,
+    check_finite: bool = True,
+) -> Iterator[ScoreChunk]:
+    """Stream the score matrix ``query @ gallery.T`` over gallery chunks.
+
+    With ``normalize=True`` the rows are L2-normalised first (cosine similarity, as IRRA
+    evaluates: ``x / max(||x||, 1e-12)``); with ``normalize=False`` scores are plain inner
+    products. Memory is one ``[Nq, chunk_size]`` score block plus one gallery chunk; split the
+    queries yourself for very many queries.
+
+    Args:
+        query: ``[Nq, D]`` query features.
+        gallery: ``[Ng, D]`` gallery features.
+        chunk_size: gallery rows per block.
+        normalize: L2-normalise rows (cosine) or not (inner product).
+        device: where to compute; default the device of ``query``. Chunks of a gallery that
+            lives elsewhere (e.g. CPU) are moved one at a time.
+        check_finite: raise on NaN/inf features (one pass over the inputs).
+
+    Yields:
+        :class:`ScoreChunk` ``(start, scores[Nq, C])`` in gallery order, scores in float32
+        (float64 when an input is float64).
+
+    Raises:
+        TypeError: non-tensor or non-floating inputs.
+        ValueError: wrong ranks, widths, empty inputs, non-finite values, ``chunk_size < 1``.
+
+    Example:
+        >>> q, g = torch.randn(3, 8), torch.randn(10, 8)
+        >>> torch.cat([c.scores for c in cosine_scores(q, g, chunk_size=4)], 1).shape
+        torch.Size([3, 10])
+    """
+    fn = "cosine_scores"
+    check_features(query, "query", fn, dims="(Nq, D)", finite=check_finite)
+    check_features(gallery, "gallery", fn, dims="(Ng, D)", finite=check_finite)
+    check_same_width(fn, query, "query", gallery, "gallery")
+    check_positive(chunk_size, "chunk_size", fn)
+    dev = torch.device(device) if device is not None else query.device
+    dtype = _compute_dtype(query, gallery)
+    q_norms = _row_norms(query, dtype, dev, chunk_size) if normalize else None
+    g_norms = _row_norms(gallery, dtype, dev, chunk_size) if normalize else None
+    q_rows = _rows(query, slice(None), q_norms, dtype, dev)
+    yield from _score_chunks(q_rows, gallery, g_norms, chunk_size)
