@@ -54,7 +54,9 @@ def main() -> None:
         cells = []
         for chunk, grad in (("none", "0"), (str(args.chunk), "0"), (str(args.chunk), "1")):
             cmd = [sys.executable, __file__, "--child", str(b), str(args.dim), chunk, grad]
-            mib, sec = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+            mib, sec = subprocess.run(
+                cmd, capture_output=True, text=True, check=True
+            ).stdout.split()
             cells.append(f"{mib} ({sec})")
         naive = b * b * 77 * 193 * 4 / 2**20
         print(f"| {b} | {naive:.0f} | " + " | ".join(cells) + " |")

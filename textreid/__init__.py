@@ -1,5 +1,40 @@
-"""textreid: text-to-image person retrieval in PyTorch."""
+"""textreid: text-to-image person retrieval in PyTorch.
+
+The most used names are importable from here; the subpackages hold the rest:
+:mod:`textreid.losses` (the loss zoo), :mod:`textreid.heads`, :mod:`textreid.models`,
+:mod:`textreid.retrieval`, :mod:`textreid.data`, :mod:`textreid.training`,
+:mod:`textreid.testing`.
+"""
 
 from textreid._version import __version__
+from textreid.config import CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
+from textreid.data import build_dataset, list_datasets, write_synthpedes
+from textreid.hub import ModelCard, Retriever
+from textreid.models import CLIPDualEncoder, create_model, list_models, load_clip, register_model
+from textreid.retrieval import RetrievalMetrics, SearchResult, evaluate, topk_search
+from textreid.retrieval.index import GalleryIndex
+from textreid.tokenization import CLIPTokenizer
 
-__all__ = ["__version__"]
+__all__ = [
+    "CLIPConfig",
+    "CLIPDualEncoder",
+    "CLIPTokenizer",
+    "GalleryIndex",
+    "ModelCard",
+    "PreprocessConfig",
+    "RetrievalMetrics",
+    "Retriever",
+    "SearchResult",
+    "TextConfig",
+    "VisionConfig",
+    "__version__",
+    "build_dataset",
+    "create_model",
+    "evaluate",
+    "list_datasets",
+    "list_models",
+    "load_clip",
+    "register_model",
+    "topk_search",
+    "write_synthpedes",
+]

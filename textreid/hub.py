@@ -648,9 +648,7 @@ class Retriever:
             paths = [os.fspath(x) for x in items]  # type: ignore[arg-type]
         feats = self.encode_images(items, batch_size=batch_size, progress=progress)
         id_tensor = torch.as_tensor(ids, dtype=torch.long) if ids is not None else None
-        index = GalleryIndex(dim=feats.shape[1], device=self.device)
-        index.add(feats, ids=id_tensor, paths=paths)
-        return index
+        return GalleryIndex(feats, ids=id_tensor, paths=paths)
 
     def search(
         self, text: str | Sequence[str], gallery: GalleryIndex | Tensor, k: int = 10

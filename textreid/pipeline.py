@@ -25,7 +25,7 @@ from textreid.data.pedes import PedesDataset, PedesSplit, build_dataset
 from textreid.data.samplers import IdentitySampler
 from textreid.data.transforms import build_transforms
 from textreid.hub import ModelCard, Retriever
-from textreid.methods.base import DualEncoderMethod
+from textreid.methods.base import RetrievalMethod
 from textreid.methods.irra import IRRAMethod
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.load import load_clip
@@ -38,6 +38,7 @@ from textreid.training.trainer import FitResult, Trainer
 __all__ = [
     "METHODS",
     "TrainResult",
+    "build_clip_encoder",
     "build_method",
     "build_tokenizer",
     "encode_split",
@@ -45,10 +46,7 @@ __all__ = [
     "train_recipe",
 ]
 
-MethodBuilder = Callable[..., DualEncoderMethod]
-
-#: Method name -> constructor ``(encoder, num_classes, **method_kwargs)``.
-METHODS: dict[str, MethodBuilder] = {"irra": IRRAMethod}
+MethodBuilder = Callable[[Recipe, int], RetrievalMethod]
 
 
 @dataclass
@@ -60,16 +58,17 @@ class TrainResult:
         fit: the trainer's summary (best epoch, checkpoints).
         val_metrics: metrics of the selected model on the validation split (if any).
         test_metrics: metrics of the selected model on the test split.
-        retriever_dir: the folder written by :meth:`Retriever.save_pretrained`.
-        retriever: the trained retriever, ready to search.
+        retriever_dir: the folder written by :meth:`Retriever.save_pretrained` (``None`` for
+            methods without a dual encoder: their weights are in ``output_dir``).
+        retriever: the trained retriever, ready to search (``None`` likewise).
     """
 
     recipe: Recipe
     fit: FitResult
     val_metrics: RetrievalMetrics | None
     test_metrics: RetrievalMetrics
-    retriever_dir: Path
-    retriever: Retriever
+    retriever_dir: Path | None
+    retriever: Retriever | None
 
 
 def build_tokenizer(recipe: Recipe, context_length: int) -> CLIPTokenizer:
@@ -77,7 +76,8 @@ def build_tokenizer(recipe: Recipe, context_length: int) -> CLIPTokenizer:
     return CLIPTokenizer(context_length=context_length, mask_token=recipe.mask_token)
 
 
-def _build_encoder(recipe: Recipe) -> CLIPDualEncoder:
+def build_clip_encoder(recipe: Recipe) -> CLIPDualEncoder:
+    """The recipe's CLIP dual encoder: random init, or loaded from ``recipe.pretrained``."""
     if recipe.pretrained is None:
         return create_model(recipe.model, **recipe.model_overrides)
     overrides = dict(recipe.model_overrides)
@@ -85,7 +85,7 @@ def _build_encoder(recipe: Recipe) -> CLIPDualEncoder:
     return load_clip(recipe.pretrained, image_size=image_size, **overrides)
 
 
-def build_method(recipe: Recipe, num_classes: int) -> DualEncoderMethod:
+def build_method(recipe: Recipe, num_classes: int) -> RetrievalMethod:
     """The recipe's method around its encoder (pretrained when the recipe says so).
 
     Raises:
@@ -96,8 +96,15 @@ def build_method(recipe: Recipe, num_classes: int) -> DualEncoderMethod:
             f"build_method: recipe {recipe.name!r} names unknown method {recipe.method!r}; "
             f"available: {sorted(METHODS)}"
         )
-    encoder = _build_encoder(recipe)
-    return METHODS[recipe.method](encoder, num_classes, **recipe.method_kwargs)
+    return METHODS[recipe.method](recipe, num_classes)
+
+
+def _irra(recipe: Recipe, num_classes: int) -> RetrievalMethod:
+    return IRRAMethod(build_clip_encoder(recipe), num_classes, **recipe.method_kwargs)
+
+
+#: Method name -> builder ``(recipe, num_classes) -> RetrievalMethod``.
+METHODS: dict[str, MethodBuilder] = {"irra": _irra}
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -106,7 +113,7 @@ def _device_of(module: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def encode_split(
-    method: DualEncoderMethod,
+    method: RetrievalMethod,
     split: PedesSplit,
     tokenizer: CLIPTokenizer,
     image_size: tuple[int, int],
@@ -128,7 +135,7 @@ def encode_split(
 
 
 def evaluate_split(
-    method: DualEncoderMethod,
+    method: RetrievalMethod,
     split: PedesSplit,
     tokenizer: CLIPTokenizer,
     image_size: tuple[int, int],
@@ -236,14 +243,8 @@ def train_recipe(
             "select_on_test=True (IRRA's protocol, optimistic) to select epochs on the test split"
         )
     method = build_method(recipe, data.num_classes)
-    tokenizer = build_tokenizer(recipe, method.encoder.config.text.context_length)
-    image_size = tuple(method.encoder.config.vision.image_size)
-    size = (int(image_size[0]), int(image_size[1]))
-    if size != tuple(recipe.data.image_size):
-        raise ValueError(
-            f"train_recipe: recipe {recipe.name!r} feeds images of size {recipe.data.image_size} "
-            f"but its model expects {size}"
-        )
+    tokenizer = build_tokenizer(recipe, recipe.context_length)
+    size = (int(recipe.data.image_size[0]), int(recipe.data.image_size[1]))
     loader = _train_loader(recipe, data, tokenizer)
     eval_kwargs: dict[str, Any] = {
         "batch_size": recipe.data.eval_batch_size,
@@ -251,7 +252,7 @@ def train_recipe(
     }
 
     def evaluate_fn(module: nn.Module) -> dict[str, float]:
-        assert isinstance(module, DualEncoderMethod)
+        assert isinstance(module, RetrievalMethod)
         metrics = evaluate_split(module, selection, tokenizer, size, **eval_kwargs)
         return {k: float(v) for k, v in metrics.to_dict().items()}
 

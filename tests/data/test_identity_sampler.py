@@ -22,7 +22,8 @@ def _batches(sampler: IdentitySampler) -> list[list[int]]:
 def _check_pk(batches: list[list[int]], pids: list[int], p: int, k: int) -> None:
     for batch in batches:
         counts = Counter(pids[i] for i in batch)
-        assert len(counts) == p and set(counts.values()) == {k}
+        assert len(counts) == p
+        assert set(counts.values()) == {k}
 
 
 def test_fixed_order_hand_checked() -> None:
@@ -47,7 +48,8 @@ def test_pk_structure_property(pids: list[int], k: int, p: int, seed: int) -> No
         return
     s = IdentitySampler(pids, batch_size=p * k, num_instances=k, seed=seed)
     batches = _batches(s)
-    assert batches and len(s) == sum(map(len, batches))
+    assert batches
+    assert len(s) == sum(map(len, batches))
     _check_pk(batches, pids, p, k)
     assert all(0 <= i < len(pids) for b in batches for i in b)
 
@@ -87,11 +89,17 @@ def test_distributed_ranks() -> None:
     ("kwargs", "pattern"),
     [
         ({"pids": [], "batch_size": 4}, "pids is empty"),
-        ({"pids": [0, 1], "batch_size": 6, "num_instances": 4}, r"batch_size \(6\) must be a multiple"),
+        (
+            {"pids": [0, 1], "batch_size": 6, "num_instances": 4},
+            r"batch_size \(6\) must be a multiple",
+        ),
         ({"pids": [0, 1], "batch_size": 0}, "batch_size must be > 0"),
         ({"pids": [0, 1], "batch_size": 4, "num_instances": 0}, "num_instances must be > 0"),
         ({"pids": [0, 1], "batch_size": 12, "num_instances": 4}, "needs 3 distinct identities"),
-        ({"pids": [0, 1], "batch_size": 4, "num_instances": 2, "rank": 2, "num_replicas": 2}, "rank must be in 0..1"),
+        (
+            {"pids": [0, 1], "batch_size": 4, "num_instances": 2, "rank": 2, "num_replicas": 2},
+            "rank must be in 0..1",
+        ),
     ],
 )
 def test_errors(kwargs: dict[str, object], pattern: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cuhk_entry, write_benchmark
+from _pedes_fixtures import cuhk_entry, write_benchmark
 
 from textreid.data import (
     PedesDataset,
@@ -76,7 +76,8 @@ def test_cuhk_hand_checked(tmp_path: Path, cuhk_entries: list[dict[str, Any]]) -
         TrainSample(0, 1, f"{img}/CUHK01/0001001.png", "a three"),
     ]
     assert [(s.pid, s.image_id) for s in ds.train[5:]] == [(1, 2), (1, 2), (2, 3), (2, 3)]
-    assert ds.num_classes == 3 and ds.num_train_images == 4
+    assert ds.num_classes == 3
+    assert ds.num_train_images == 4
     assert ds.pid_map == {1: 0, 2: 1, 3: 2}
     assert ds.test.image_pids == [7, 7, 9]
     assert ds.test.caption_pids == [7, 7, 7, 9]
@@ -91,7 +92,8 @@ def test_summary_table(tmp_path: Path, cuhk_entries: list[dict[str, Any]]) -> No
     write_benchmark(tmp_path, "cuhk-pedes", cuhk_entries)
     lines = read_cuhk_pedes(tmp_path).summary().splitlines()
     assert [ln.split("|")[0].strip() for ln in lines[::2]] == ["cuhk-pedes", "train", "val"]
-    assert set(lines[1]) == {"-", "+"} and lines[3].startswith("test ")
+    assert set(lines[1]) == {"-", "+"}
+    assert lines[3].startswith("test ")
     assert [int(x) for x in lines[2].split("|")[1:]] == [3, 4, 9]
     assert [int(x) for x in lines[3].split("|")[1:]] == [2, 3, 4]
     assert [int(x) for x in lines[4].split("|")[1:]] == [1, 1, 1]
@@ -99,7 +101,11 @@ def test_summary_table(tmp_path: Path, cuhk_entries: list[dict[str, Any]]) -> No
 
 @pytest.mark.parametrize(
     ("name", "offset", "reader"),
-    [("cuhk-pedes", 1, read_cuhk_pedes), ("icfg-pedes", 0, read_icfg_pedes), ("rstpreid", 0, read_rstpreid)],
+    [
+        ("cuhk-pedes", 1, read_cuhk_pedes),
+        ("icfg-pedes", 0, read_icfg_pedes),
+        ("rstpreid", 0, read_rstpreid),
+    ],
 )
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_irra_lists(tmp_path: Path, name: str, offset: int, reader: Any, seed: int) -> None:
@@ -146,7 +152,8 @@ def test_icfg_underscore_name_accepted_and_no_val(tmp_path: Path) -> None:
     write_benchmark(tmp_path, "icfg-pedes", entries, file_name="ICFG_PEDES.json")
     ds = read_icfg_pedes(tmp_path)
     assert ds.annotation_file.endswith("ICFG_PEDES.json")
-    assert ds.val.num_images == 0 and ds.test.image_pids == [9]
+    assert ds.val.num_images == 0
+    assert ds.test.image_pids == [9]
 
 
 def test_rstpreid_needs_img_path(tmp_path: Path) -> None:
@@ -221,11 +228,14 @@ def test_unknown_split_to_val_like_irra(tmp_path: Path) -> None:
     ]
     write_benchmark(tmp_path, "cuhk-pedes", entries, images=False)
     ds = read_cuhk_pedes(tmp_path, unknown_split="val")
-    assert ds.val.image_pids == [4] and ds.val.captions == ["g"]
+    assert ds.val.image_pids == [4]
+    assert ds.val.captions == ["g"]
 
 
 def test_missing_files(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"CUHK-PEDES/reid_raw.json does not exist; request"):
+    with pytest.raises(
+        FileNotFoundError, match=r"CUHK-PEDES/reid_raw.json does not exist; request"
+    ):
         read_cuhk_pedes(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"ICFG-PEDES.json does not exist \(nor ICFG_PEDES"):
         read_icfg_pedes(tmp_path)
@@ -240,7 +250,7 @@ def test_caption_all_hint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"found .*caption_all.json.*read reid_raw.json"):
         read_cuhk_pedes(tmp_path)
     # pointing at the folder itself gives the same hint
-    with pytest.raises(FileNotFoundError, match="caption_all.json"):
+    with pytest.raises(FileNotFoundError, match=r"caption_all\.json"):
         read_cuhk_pedes(folder)
 
 
@@ -248,7 +258,9 @@ def test_missing_image_folder_and_images(tmp_path: Path) -> None:
     entries = [cuhk_entry("train", 1, "sub/a.png", ["a"])]
     folder = write_benchmark(tmp_path, "cuhk-pedes", entries, images=False)
     assert read_cuhk_pedes(tmp_path).num_classes == 1  # images are not checked by default
-    with pytest.raises(FileNotFoundError, match=r"image .*sub/a.png \(entry 0, file_path='sub/a.png'\)"):
+    with pytest.raises(
+        FileNotFoundError, match=r"image .*sub/a.png \(entry 0, file_path='sub/a.png'\)"
+    ):
         read_cuhk_pedes(tmp_path, check_images=True)
     (folder / "imgs").rmdir()
     with pytest.raises(FileNotFoundError, match=r"image folder .*imgs does not exist"):

@@ -56,7 +56,8 @@ def test_sample_gradients_reach_both_fields() -> None:
     m = torch.randn(2, 3, requires_grad=True)
     lv = torch.randn(2, 3, requires_grad=True)
     GaussianEmbedding(m, lv).sample(4).sum().backward()
-    assert m.grad is not None and lv.grad is not None
+    assert m.grad is not None
+    assert lv.grad is not None
     assert lv.grad.abs().sum() > 0
 
 
@@ -87,7 +88,8 @@ def test_head_tokens_and_pooled(pooling: str) -> None:
     tokens = torch.randn(3, 5, 8)
     mask = torch.tensor([[True] * 5, [True, True, False, False, False], [True] * 3 + [False] * 2])
     out = head(tokens, mask)
-    assert out.mean.shape == (3, 6) and out.log_var.shape == (3, 6)
+    assert out.mean.shape == (3, 6)
+    assert out.log_var.shape == (3, 6)
     torch.testing.assert_close(out.mean.norm(dim=-1), torch.ones(3))
     # variances start at exp(init_log_var) whatever the input
     torch.testing.assert_close(out.log_var, torch.full((3, 6), -5.0))

@@ -9,7 +9,8 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.distributions import Independent, Normal, kl_divergence as td_kl
+from torch.distributions import Independent, Normal
+from torch.distributions import kl_divergence as td_kl
 
 from textreid.heads import (
     GAUSSIAN_DISTANCES,
@@ -51,11 +52,16 @@ def test_csd_matches_monte_carlo_within_one_percent() -> None:
 
 def test_kl_matches_torch_distributions() -> None:
     x, y = _emb(3, 5, 2), _emb(4, 5, 3)
-    ref = torch.stack([torch.stack([td_kl(_normal(x, i), _normal(y, j)) for j in range(4)]) for i in range(3)])
+    ref = torch.stack(
+        [torch.stack([td_kl(_normal(x, i), _normal(y, j)) for j in range(4)]) for i in range(3)]
+    )
     torch.testing.assert_close(kl_divergence(x, y), ref)
-    torch.testing.assert_close(gaussian_distance(x, y, "reverse_kl"), ref.new_tensor(
-        [[float(td_kl(_normal(y, j), _normal(x, i))) for j in range(4)] for i in range(3)]
-    ))
+    torch.testing.assert_close(
+        gaussian_distance(x, y, "reverse_kl"),
+        ref.new_tensor(
+            [[float(td_kl(_normal(y, j), _normal(x, i))) for j in range(4)] for i in range(3)]
+        ),
+    )
     torch.testing.assert_close(symmetric_kl_divergence(x, y), ref + kl_divergence(y, x).T)
 
 
@@ -92,13 +98,19 @@ def test_bhattacharyya_matches_integral_definition() -> None:
 
 def test_log_elk_matches_density_of_difference() -> None:
     x, y = _emb(3, 4, 8), _emb(2, 4, 9)
-    ref = torch.stack([
-        torch.stack([
-            Independent(Normal(y.mean[j], (x.variance[i] + y.variance[j]).sqrt()), 1).log_prob(x.mean[i])
-            for j in range(2)
-        ])
-        for i in range(3)
-    ])
+    ref = torch.stack(
+        [
+            torch.stack(
+                [
+                    Independent(
+                        Normal(y.mean[j], (x.variance[i] + y.variance[j]).sqrt()), 1
+                    ).log_prob(x.mean[i])
+                    for j in range(2)
+                ]
+            )
+            for i in range(3)
+        ]
+    )
     torch.testing.assert_close(log_expected_likelihood(x, y), ref)
     torch.testing.assert_close(gaussian_distance(x, y, "elk"), -ref)
 
@@ -115,7 +127,12 @@ def test_hand_values_one_dimension() -> None:
 
 
 SYMMETRIC = [csd_distance, wasserstein2_distance, symmetric_kl_divergence, bhattacharyya_distance]
-ZERO_ON_SELF = [wasserstein2_distance, kl_divergence, symmetric_kl_divergence, bhattacharyya_distance]
+ZERO_ON_SELF = [
+    wasserstein2_distance,
+    kl_divergence,
+    symmetric_kl_divergence,
+    bhattacharyya_distance,
+]
 NON_NEGATIVE = [csd_distance, *ZERO_ON_SELF]
 
 
@@ -125,7 +142,9 @@ def test_properties(seed: int, b: int, d: int) -> None:
     for fn in SYMMETRIC:
         torch.testing.assert_close(fn(x, y), fn(y, x).T)
     for fn in ZERO_ON_SELF:
-        torch.testing.assert_close(fn(x, x).diagonal(), torch.zeros(b, dtype=torch.float64), atol=1e-10, rtol=0)
+        torch.testing.assert_close(
+            fn(x, x).diagonal(), torch.zeros(b, dtype=torch.float64), atol=1e-10, rtol=0
+        )
     for fn in NON_NEGATIVE:
         assert bool((fn(x, y) >= 0).all())
     torch.testing.assert_close(log_expected_likelihood(x, y), log_expected_likelihood(y, x).T)
@@ -168,7 +187,8 @@ def test_extreme_log_variances_are_finite(name: str, lv: float) -> None:
     out = gaussian_distance(GaussianEmbedding(mean_x, log_var_x), y, name)  # type: ignore[arg-type]
     assert bool(torch.isfinite(out).all())
     out.sum().backward()
-    assert mean_x.grad is not None and log_var_x.grad is not None
+    assert mean_x.grad is not None
+    assert log_var_x.grad is not None
     assert bool(torch.isfinite(mean_x.grad).all() and torch.isfinite(log_var_x.grad).all())
 
 
@@ -196,7 +216,8 @@ def test_match_probability_matches_loop() -> None:
 def test_match_probability_gradient_finite_on_identical_samples() -> None:
     z = torch.randn(2, 3, 4, requires_grad=True)
     match_probability(z, z.detach().clone()).sum().backward()
-    assert z.grad is not None and bool(torch.isfinite(z.grad).all())
+    assert z.grad is not None
+    assert bool(torch.isfinite(z.grad).all())
 
 
 def test_gaussian_scores() -> None:
@@ -209,16 +230,21 @@ def test_gaussian_scores() -> None:
     p1 = gaussian_scores(q, g, "match_prob", generator=torch.Generator().manual_seed(0)).scores
     p2 = gaussian_scores(q, g, "match_prob", generator=torch.Generator().manual_seed(0)).scores
     torch.testing.assert_close(p1, p2)
-    assert p1.shape == (3, 5) and bool(((p1 >= 0) & (p1 <= 1)).all())
+    assert p1.shape == (3, 5)
+    assert bool(((p1 >= 0) & (p1 <= 1)).all())
 
 
 def test_errors() -> None:
     x = _emb(2, 3, 0)
     with pytest.raises(TypeError, match="csd_distance: y must be a GaussianEmbedding, got Tensor"):
         csd_distance(x, torch.zeros(2, 3))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="kl_divergence: x.mean has width 3 but y.mean has width 4"):
+    with pytest.raises(
+        ValueError, match=r"kl_divergence: x\.mean has width 3 but y\.mean has width 4"
+    ):
         kl_divergence(x, _emb(2, 4, 1))
-    with pytest.raises(ValueError, match="bhattacharyya_distance: x has dtype torch.float64 but y has"):
+    with pytest.raises(
+        ValueError, match=r"bhattacharyya_distance: x has dtype torch\.float64 but y has"
+    ):
         bhattacharyya_distance(x, _emb(2, 3, 1, torch.float32))
     with pytest.raises(ValueError, match="chunk_size must be None or an int >= 1, got 0"):
         wasserstein2_distance(x, x, chunk_size=0)

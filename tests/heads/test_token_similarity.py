@@ -21,13 +21,15 @@ def _loop_reference(img: torch.Tensor, txt: torch.Tensor, tau: float) -> torch.T
         for j in range(txt.shape[0]):
             p, t = img[i], txt[j]
             rows = []
-            for l in range(t.shape[0]):
-                s = p @ t[l]
+            for tok in range(t.shape[0]):
+                s = p @ t[tok]
                 s_hat = (s - s.min()) / (s.max() - s.min())
                 s_hat = torch.where(s_hat > 1.0 / p.shape[0], s_hat, torch.zeros_like(s_hat))
                 rows.append((s_hat / s_hat.sum()) @ p)
             a = torch.stack(rows)
-            cos = torch.nn.functional.normalize(t, dim=1) @ torch.nn.functional.normalize(a, dim=1).T
+            cos = (
+                torch.nn.functional.normalize(t, dim=1) @ torch.nn.functional.normalize(a, dim=1).T
+            )
             out[i, j] = torch.logsumexp(cos.max(dim=1).values / tau, dim=0)
     return out
 
@@ -75,7 +77,9 @@ def test_chunked_equals_unchunked_values_and_grads(chunk: int) -> None:
 
 def test_padding_with_garbage_never_changes_the_score() -> None:
     img, txt = torch.randn(2, 6, 8), torch.randn(3, 5, 8)
-    base = SparseTokenSimilarity()(img, txt, torch.ones(2, 6, dtype=torch.bool), torch.ones(3, 5, dtype=torch.bool))
+    base = SparseTokenSimilarity()(
+        img, txt, torch.ones(2, 6, dtype=torch.bool), torch.ones(3, 5, dtype=torch.bool)
+    )
     img_p = torch.cat([img, 1e3 * torch.randn(2, 4, 8)], dim=1)
     txt_p = torch.cat([txt, 1e3 * torch.randn(3, 2, 8)], dim=1)
     im = torch.cat([torch.ones(2, 6), torch.zeros(2, 4)], dim=1).bool()
@@ -84,7 +88,8 @@ def test_padding_with_garbage_never_changes_the_score() -> None:
     out = SparseTokenSimilarity(chunk_size=2)(img_p, txt_p, im, tm)
     torch.testing.assert_close(out, base, rtol=1e-5, atol=1e-5)
     (g,) = torch.autograd.grad(out.sum(), img_p)
-    assert torch.all(g[:, 6:] == 0) and torch.isfinite(g).all()
+    assert torch.all(g[:, 6:] == 0)
+    assert torch.isfinite(g).all()
 
 
 def test_include_padding_scores_every_position() -> None:
@@ -102,13 +107,17 @@ def test_constant_row_and_single_token_are_finite() -> None:
     out = SparseTokenSimilarity()(img, txt)
     assert torch.isfinite(out).all()
     out.sum().backward()
-    assert img.grad is not None and torch.isfinite(img.grad).all()
+    assert img.grad is not None
+    assert torch.isfinite(img.grad).all()
 
 
-@given(st.floats(0.5, 3.0), st.floats(-2.0, 2.0))
-def test_aggregation_invariant_to_row_affine_maps_of_text(scale: float, _shift: float) -> None:
+@given(st.floats(0.5, 3.0))
+def test_aggregation_invariant_to_positive_scaling_of_text(scale: float) -> None:
     g = torch.Generator().manual_seed(0)
-    p, t = torch.randn(6, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    p, t = (
+        torch.randn(6, 4, generator=g, dtype=torch.float64),
+        torch.randn(3, 4, generator=g, dtype=torch.float64),
+    )
     # Scaling a text token scales its row of dot products: the weights do not change.
     torch.testing.assert_close(sparse_aggregate(t * scale, p), sparse_aggregate(t, p))
 
@@ -138,7 +147,9 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="has width 8 but text_tokens has width 4"):
         head(img, torch.randn(3, 5, 4))
     with pytest.raises(ValueError, match="include_padding=True"):
-        SparseTokenSimilarity(include_padding=True)(img, txt, text_mask=torch.ones(3, 5, dtype=torch.bool))
+        SparseTokenSimilarity(include_padding=True)(
+            img, txt, text_mask=torch.ones(3, 5, dtype=torch.bool)
+        )
     with pytest.raises(ValueError, match="temperature must be > 0"):
         SparseTokenSimilarity(temperature=0.0)
     with pytest.raises(ValueError, match="non-finite"):

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from textreid.losses.commonality import CommonalityMarginRankingLoss, part_commonality
 
 
-def _loop(v: torch.Tensor, t: torch.Tensor, pid: torch.Tensor, margins: torch.Tensor) -> torch.Tensor:
+def _loop(
+    v: torch.Tensor, t: torch.Tensor, pid: torch.Tensor, margins: torch.Tensor
+) -> torch.Tensor:
     vn, tn = torch.nn.functional.normalize(v, dim=-1), torch.nn.functional.normalize(t, dim=-1)
     b, k, _ = v.shape
     total = torch.zeros((), dtype=v.dtype)
@@ -43,15 +45,20 @@ def test_margin_non_increasing_in_commonality(values: list[float]) -> None:
 def test_zero_commonality_is_plain_ranking() -> None:
     v, t = torch.randn(5, 2, 4, dtype=torch.float64), torch.randn(5, 2, 4, dtype=torch.float64)
     pid = torch.arange(5)
-    got = CommonalityMarginRankingLoss(margin=0.2)(v, t, pid, commonality=torch.zeros(2, dtype=torch.float64))
+    got = CommonalityMarginRankingLoss(margin=0.2)(
+        v, t, pid, commonality=torch.zeros(2, dtype=torch.float64)
+    )
     torch.testing.assert_close(got, _loop(v, t, pid, torch.full((2,), 0.2, dtype=torch.float64)))
 
 
 def test_zero_when_positives_beat_negatives_by_the_margin() -> None:
     eye = torch.eye(4, dtype=torch.float64)
     parts = eye[:, None, :].repeat(1, 2, 1)  # positives cos 1, negatives cos 0
-    out = CommonalityMarginRankingLoss(margin=0.5)(parts, parts.clone().requires_grad_(), torch.arange(4))
-    assert out.item() == 0.0 and out.requires_grad
+    out = CommonalityMarginRankingLoss(margin=0.5)(
+        parts, parts.clone().requires_grad_(), torch.arange(4)
+    )
+    assert out.item() == 0.0
+    assert out.requires_grad
 
 
 def test_common_part_gets_smaller_loss() -> None:
@@ -69,15 +76,20 @@ def test_single_identity_and_gradients() -> None:
     out = CommonalityMarginRankingLoss()(v, t, torch.zeros(3, dtype=torch.long))
     assert out.item() == 0.0
     out.backward()
-    v2, t2 = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True), torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
+    v2, t2 = (
+        torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True),
+        torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True),
+    )
     c = torch.tensor([0.1, 0.4], dtype=torch.float64)
     loss = CommonalityMarginRankingLoss(negatives="all")
-    assert torch.autograd.gradcheck(lambda a, b: loss(a, b, torch.arange(4), commonality=c), (v2, t2))
+    assert torch.autograd.gradcheck(
+        lambda a, b: loss(a, b, torch.arange(4), commonality=c), (v2, t2)
+    )
 
 
 def test_errors() -> None:
     v = torch.randn(3, 2, 4)
-    with pytest.raises(ValueError, match="min_margin 0.5 exceeds margin 0.2"):
+    with pytest.raises(ValueError, match=r"min_margin 0\.5 exceeds margin 0\.2"):
         CommonalityMarginRankingLoss(min_margin=0.5)
     with pytest.raises(ValueError, match="same number of parts"):
         CommonalityMarginRankingLoss()(v, torch.randn(3, 3, 4))

@@ -11,20 +11,44 @@ from textreid.losses.efa import EFALoss
 # compute_minmax_info_loss at HEAD d0a3403; compute_efa with margins 0.1/0.1 at 8dfd532), run on
 # inputs made by _inputs() in float64. Keys: loss, sum and abs-sum of both input gradients.
 _REF = {
-    ("tiny", "head"): (5.577171811597784, 0.0540819105485013, 0.6717463745196377, 0.014274009927823007, 0.623176183898569),
-    ("tiny", "v1"): (4.19769909926119, -0.1282153498958385, 1.765299338528574, 0.17922813335578686, 1.4033189232934151),
-    ("real", "head"): (12.97487550351169, -0.0036835969255789624, 0.25668081915082813, -0.0001490515914711869, 0.14720102000118876),
-    ("real", "v1"): (11.217254024533098, -0.028788300578429408, 2.294632456946133, -0.00264588470677881, 1.2624868417600412),
+    ("tiny", "head"): (
+        5.577171811597784,
+        0.0540819105485013,
+        0.6717463745196377,
+        0.014274009927823007,
+        0.623176183898569,
+    ),
+    ("tiny", "v1"): (
+        4.19769909926119,
+        -0.1282153498958385,
+        1.765299338528574,
+        0.17922813335578686,
+        1.4033189232934151,
+    ),
+    ("real", "head"): (
+        12.97487550351169,
+        -0.0036835969255789624,
+        0.25668081915082813,
+        -0.0001490515914711869,
+        0.14720102000118876,
+    ),
+    ("real", "v1"): (
+        11.217254024533098,
+        -0.028788300578429408,
+        2.294632456946133,
+        -0.00264588470677881,
+        1.2624868417600412,
+    ),
 }
 _SHAPES = {"tiny": (3, 4, 5, 6), "real": (16, 77, 192, 512)}
 _VERSIONS = {"head": {}, "v1": {"temperature": 0.1, "margin_patch": 0.1}}
 
 
 def _inputs(case: str) -> tuple[torch.Tensor, torch.Tensor]:
-    b, l, p, d = _SHAPES[case]
+    b, n_txt, p, d = _SHAPES[case]
     g = torch.Generator().manual_seed(7)
     img = torch.randn(b, p + 1, d, generator=g, dtype=torch.float64)
-    txt = torch.randn(b, l, d, generator=g, dtype=torch.float64)
+    txt = torch.randn(b, n_txt, d, generator=g, dtype=torch.float64)
     return img[:, 1:].clone().requires_grad_(), txt.requires_grad_()
 
 
@@ -34,9 +58,16 @@ def test_parity_with_fmfa(case: str, version: str) -> None:
     img, txt = _inputs(case)
     loss = EFALoss(chunk_size=4, **_VERSIONS[version])(img, txt)  # type: ignore[arg-type]
     loss.backward()
-    assert img.grad is not None and txt.grad is not None
+    assert img.grad is not None
+    assert txt.grad is not None
     want = _REF[(case, version)]
-    got = (loss.item(), img.grad.sum().item(), img.grad.abs().sum().item(), txt.grad.sum().item(), txt.grad.abs().sum().item())
+    got = (
+        loss.item(),
+        img.grad.sum().item(),
+        img.grad.abs().sum().item(),
+        txt.grad.sum().item(),
+        txt.grad.abs().sum().item(),
+    )
     for g, w in zip(got, want, strict=True):
         assert g == pytest.approx(w, abs=1e-5, rel=1e-7)
 
@@ -47,7 +78,9 @@ def test_hand_computed_two_samples() -> None:
     txt = img.clone()
     loss = EFALoss(margin_text=0.1, margin_patch=0.9)(img, txt)
     # Per column and direction: log(1 + exp(0 - 1 + m)); two directions, two branches.
-    want = 2 * torch.log1p(torch.exp(torch.tensor(-0.9))) + 2 * torch.log1p(torch.exp(torch.tensor(-0.1)))
+    want = 2 * torch.log1p(torch.exp(torch.tensor(-0.9))) + 2 * torch.log1p(
+        torch.exp(torch.tensor(-0.1))
+    )
     torch.testing.assert_close(loss, want)
 
 
@@ -86,7 +119,8 @@ def test_reduction_and_single_sample() -> None:
     torch.testing.assert_close(per.mean(), EFALoss()(img, txt))
     torch.testing.assert_close(per.sum(), EFALoss(reduction="sum")(img, txt))
     one = EFALoss()(img[:1].requires_grad_(), txt[:1])
-    assert one.item() == 0.0 and one.requires_grad
+    assert one.item() == 0.0
+    assert one.requires_grad
 
 
 def test_errors() -> None:

@@ -15,7 +15,12 @@ CAPS = [
     "[the man has short hair, a blue jacket, grey trousers and black shoes.]",
     "a man in a black coat, jeans. he wears glasses",
 ]
-ATTS = {"hair": "short black hair", "top": "white shirt", "trousers": "black pants", "shoes": "red shoes"}
+ATTS = {
+    "hair": "short black hair",
+    "top": "white shirt",
+    "trousers": "black pants",
+    "shoes": "red shoes",
+}
 
 
 def test_phrase_level_matches_ivt() -> None:
@@ -71,7 +76,8 @@ def test_equals_cmpm_with_repeated_pids_and_cross_level_positives() -> None:
     want = cmpm_loss(torch.cat(v), torch.cat(t), pid.repeat(3))
     torch.testing.assert_close(MultiLevelAlignmentLoss()(v, t, pid), want)
     none = MultiLevelAlignmentLoss(reduction="none")(v, t, pid)
-    assert not isinstance(none, torch.Tensor) and none.image_to_text.shape == (24,)
+    assert not isinstance(none, torch.Tensor)
+    assert none.image_to_text.shape == (24,)
 
 
 def test_errors() -> None:

@@ -64,7 +64,9 @@ REF_PCME = {
 
 
 @pytest.mark.parametrize("key", list(REF_PCME), ids=["tiny", "B64_D512"])
-def test_pcme_equals_reference(key: tuple[int, int, int, int, float, float, float, float, float]) -> None:
+def test_pcme_equals_reference(
+    key: tuple[int, int, int, int, float, float, float, float, float],
+) -> None:
     seed, b, k, d, c, a, s, beta, lam = key
     ref_loss, ref_grads = REF_PCME[key]
     leaves, w, g = _case(seed, b, d, c)
@@ -76,7 +78,7 @@ def test_pcme_equals_reference(key: tuple[int, int, int, int, float, float, floa
     )  # fmt: skip
     assert isinstance(loss, torch.Tensor)
     loss.backward()
-    assert float(loss) == pytest.approx(ref_loss, rel=1e-5, abs=1e-5)
+    assert float(loss.detach()) == pytest.approx(ref_loss, rel=1e-5, abs=1e-5)
     assert _proj(leaves, w) == pytest.approx(ref_grads, rel=1e-5, abs=1e-5)
 
 
@@ -90,9 +92,12 @@ def test_pcme_module_explicit_samples_and_quirk_options() -> None:
     assert isinstance(base, torch.Tensor)
     # KL on the sample mean only differs through the means
     quirk = PCMELoss(5.0, 5.0, kl_beta=1e-3, kl_on_sample_mean=True).double()
-    assert float(quirk(img, txt, image_samples=zv, text_samples=zt)) != pytest.approx(float(base))
+    assert float(quirk(img, txt, image_samples=zv, text_samples=zt).detach()) != pytest.approx(
+        float(base.detach())
+    )
     base.backward()
-    assert crit.negative_scale.grad is not None and crit.shift.grad is not None
+    assert crit.negative_scale.grad is not None
+    assert crit.shift.grad is not None
 
 
 def test_pcme_hand_value_one_pair() -> None:
@@ -100,7 +105,9 @@ def test_pcme_hand_value_one_pair() -> None:
     img = GaussianEmbedding(torch.tensor([[0.0, 0.0]]), torch.zeros(1, 2))
     txt = GaussianEmbedding(torch.tensor([[3.0, 4.0]]), torch.zeros(1, 2))
     zv, zt = img.mean[:, None], txt.mean[:, None]
-    loss = pcme_loss(img, txt, negative_scale=1.0, shift=4.0, image_samples=zv, text_samples=zt, kl_beta=0.0)
+    loss = pcme_loss(
+        img, txt, negative_scale=1.0, shift=4.0, image_samples=zv, text_samples=zt, kl_beta=0.0
+    )
     s = -math.sqrt(25 + 1e-6) + 4.0
     assert float(loss) == pytest.approx(-2 * math.log(1 / (1 + math.exp(-2 * s))), rel=1e-6)
 
@@ -130,7 +137,9 @@ def test_pcme_errors() -> None:
         pcme_loss(g, g, uniformity_lambda=1.0, reduction="none")
     with pytest.raises(ValueError, match="PCMELoss: num_samples must be an int >= 1, got 0"):
         PCMELoss(num_samples=0)
-    with pytest.raises(ValueError, match=r"image_samples has shape \(2, 1, 4\) but the embedding is \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"image_samples has shape \(2, 1, 4\) but the embedding is \(2, 3\)"
+    ):
         pcme_loss(g, g, image_samples=torch.zeros(2, 1, 4))
     with pytest.raises(TypeError, match="pcme_loss: text must be a GaussianEmbedding"):
         pcme_loss(g, torch.zeros(2, 3))  # type: ignore[arg-type]
@@ -148,25 +157,44 @@ REF_PP = {
     },
     (3, 4, 5, -2.0, None, "wasserstein"): {
         "loss": 2.11663158385122,
-        "grads": [-1.8812479139725935, 0.9311763920556693, -0.062390171540424186, -0.049953308431574625],
+        "grads": [
+            -1.8812479139725935,
+            0.9311763920556693,
+            -0.062390171540424186,
+            -0.049953308431574625,
+        ],
         "pp_i2t": [[1, 1, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1]],
         "pp_t2i": [[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 1]],
     },
     (4, 64, 512, -8.0, tuple(i // 4 for i in range(64)), "csd"): {
         "loss": 1.5761282668736696,
-        "grads": [-0.017582366978625655, -0.49197235815997775, 0.0006982894871849657, -0.001963773800466707],
+        "grads": [
+            -0.017582366978625655,
+            -0.49197235815997775,
+            0.0006982894871849657,
+            -0.001963773800466707,
+        ],
         "pp_sums": (2140.0, 2161.0),
     },
     (5, 64, 512, -8.0, None, "csd"): {
         "loss": 0.9187789824083951,
-        "grads": [0.029149624945767158, 0.16739796235771556, -0.000475804011617369, -0.0001495754418893323],
+        "grads": [
+            0.029149624945767158,
+            0.16739796235771556,
+            -0.000475804011617369,
+            -0.0001495754418893323,
+        ],
         "pp_sums": (2134.0, 2129.0),
     },
 }
 
 
-@pytest.mark.parametrize("key", list(REF_PP), ids=["tiny_pids", "tiny_wdist", "B64_pids", "B64_eye"])
-def test_csd_loss_equals_reference(key: tuple[int, int, int, float, tuple[int, ...] | None, str]) -> None:
+@pytest.mark.parametrize(
+    "key", list(REF_PP), ids=["tiny_pids", "tiny_wdist", "B64_pids", "B64_eye"]
+)
+def test_csd_loss_equals_reference(
+    key: tuple[int, int, int, float, tuple[int, ...] | None, str],
+) -> None:
     seed, b, d, c, pid_list, dist = key
     ref = REF_PP[key]
     leaves, w, _ = _case(seed, b, d, c)
@@ -177,13 +205,20 @@ def test_csd_loss_equals_reference(key: tuple[int, int, int, float, tuple[int, .
     loss = crit(img, txt, pids)
     assert isinstance(loss, torch.Tensor)
     loss.backward()
-    assert float(loss) == pytest.approx(ref["loss"], rel=1e-5, abs=1e-5)
+    assert float(loss.detach()) == pytest.approx(ref["loss"], rel=1e-5, abs=1e-5)
     assert _proj(leaves, w) == pytest.approx(ref["grads"], rel=1e-5, abs=1e-5)
     with torch.no_grad():
         dist_fn = csd_distance if dist == "csd" else None
         match = torch.eye(b) if pids is None else (pids[:, None] == pids[None]).double()
         if dist_fn is None:
-            lg = -5 * ((img.mean[:, None] - txt.mean[None]).pow(2).sum(-1) + (img.std[:, None] - txt.std[None]).pow(2).sum(-1)) + 5
+            lg = (
+                -5
+                * (
+                    (img.mean[:, None] - txt.mean[None]).pow(2).sum(-1)
+                    + (img.std[:, None] - txt.std[None]).pow(2).sum(-1)
+                )
+                + 5
+            )
         else:
             lg = -5 * dist_fn(img, txt) + 5
         pp1 = pseudo_positive_match(lg, match)
@@ -212,8 +247,12 @@ def test_csd_reductions_and_errors() -> None:
     txt = GaussianEmbedding(leaves[1].detach(), leaves[3].detach())
     rows = csd_loss(img, txt, reduction="none")
     assert isinstance(rows, DirectionalLosses)
-    torch.testing.assert_close(rows.image_to_text.mean() + rows.text_to_image.mean(), csd_loss(img, txt))
-    torch.testing.assert_close(rows.image_to_text.sum() + rows.text_to_image.sum(), csd_loss(img, txt, reduction="sum"))
+    torch.testing.assert_close(
+        rows.image_to_text.mean() + rows.text_to_image.mean(), csd_loss(img, txt)
+    )
+    torch.testing.assert_close(
+        rows.image_to_text.sum() + rows.text_to_image.sum(), csd_loss(img, txt, reduction="sum")
+    )
     with pytest.raises(ValueError, match="CSDLoss: distance must be one of"):
         CSDLoss(distance="kl")
     with pytest.raises(ValueError, match="csd_loss: pass either match or pids, not both"):
@@ -230,7 +269,9 @@ def test_csd_zero_variance_is_squared_euclidean() -> None:
     torch.testing.assert_close(csd_distance(img, txt), torch.cdist(mu, mt).pow(2))
 
 
-def _deterministic_infonce(v: torch.Tensor, t: torch.Tensor, pids: torch.Tensor, tau: float) -> torch.Tensor:
+def _deterministic_infonce(
+    v: torch.Tensor, t: torch.Tensor, pids: torch.Tensor, tau: float
+) -> torch.Tensor:
     """Loop reference: -mean over positives of log softmax of cosine/τ, both directions."""
     v, t = F.normalize(v, dim=-1), F.normalize(t, dim=-1)
     total = torch.zeros((), dtype=v.dtype)
@@ -251,7 +292,9 @@ def test_point_contrast_zero_variance_equals_infonce_on_means() -> None:
     pids = torch.tensor([0, 0, 1, 2, 2, 3])
     img = GaussianEmbedding(mu, torch.full_like(mu, -60.0))
     txt = GaussianEmbedding(mt, torch.full_like(mt, -60.0))
-    loss = point_contrast_loss(img, txt, pids, intra_modal_weight=0.0, num_samples=3, temperature=0.1)
+    loss = point_contrast_loss(
+        img, txt, pids, intra_modal_weight=0.0, num_samples=3, temperature=0.1
+    )
     torch.testing.assert_close(loss, _deterministic_infonce(mu, mt, pids, 0.1))
     # the intra-modal term on identical points equals the InfoNCE of a modality with itself
     module = PointContrastLoss(num_samples=1, temperature=0.1, intra_modal_weight=1.0)
@@ -269,7 +312,8 @@ def test_point_contrast_grad_reaches_log_var_and_is_deterministic() -> None:
     torch.testing.assert_close(a, b)
     assert isinstance(a, torch.Tensor)
     a.backward()
-    assert lv.grad is not None and float(lv.grad.abs().sum()) > 0
+    assert lv.grad is not None
+    assert float(lv.grad.abs().sum()) > 0
 
 
 def test_distribution_contrast_zero_variance_and_sdm() -> None:
@@ -288,11 +332,21 @@ def test_distribution_contrast_zero_variance_and_sdm() -> None:
 
 
 LOSSES = [
-    lambda i, t, p: pcme_loss(i, t, p, num_samples=2, generator=torch.Generator().manual_seed(0), kl_beta=1e-3, uniformity_lambda=1.0),
+    lambda i, t, p: pcme_loss(
+        i,
+        t,
+        p,
+        num_samples=2,
+        generator=torch.Generator().manual_seed(0),
+        kl_beta=1e-3,
+        uniformity_lambda=1.0,
+    ),
     lambda i, t, p: csd_loss(i, t, p),
     lambda i, t, p: distribution_contrast_loss(i, t, p, distance="kl"),
     lambda i, t, p: distribution_contrast_loss(i, t, p, distance="csd", objective="sdm"),
-    lambda i, t, p: point_contrast_loss(i, t, p, num_samples=2, generator=torch.Generator().manual_seed(0)),
+    lambda i, t, p: point_contrast_loss(
+        i, t, p, num_samples=2, generator=torch.Generator().manual_seed(0)
+    ),
     lambda i, t, p: gaussian_kl_loss(i) + gaussian_kl_loss(t),
 ]
 LOSS_IDS = ["pcme", "csd", "dc_kl", "dc_sdm", "point", "kl"]
@@ -329,7 +383,9 @@ def test_modules_equal_functional(seed: int, b: int) -> None:
     txt = GaussianEmbedding(torch.randn(b, 4, generator=g), torch.randn(b, 4, generator=g))
     pids = torch.randint(0, 3, (b,), generator=g)
     torch.testing.assert_close(CSDLoss()(img, txt, pids), csd_loss(img, txt, pids))
-    torch.testing.assert_close(DistributionContrastLoss()(img, txt, pids), distribution_contrast_loss(img, txt, pids))
+    torch.testing.assert_close(
+        DistributionContrastLoss()(img, txt, pids), distribution_contrast_loss(img, txt, pids)
+    )
     torch.testing.assert_close(GaussianKLLoss()(img), gaussian_kl_loss(img))
     for loss in (csd_loss(img, txt, pids), distribution_contrast_loss(img, txt, pids)):
         assert bool(torch.isfinite(loss))  # type: ignore[arg-type]
@@ -349,12 +405,14 @@ def test_gaussian_kl_hand_value_and_reductions() -> None:
 
 def test_shared_argument_errors() -> None:
     a = GaussianEmbedding(torch.zeros(2, 3), torch.zeros(2, 3))
-    with pytest.raises(ValueError, match=r"csd_loss: image.mean has width 3 but text.mean has width 4"):
+    with pytest.raises(
+        ValueError, match=r"csd_loss: image.mean has width 3 but text.mean has width 4"
+    ):
         csd_loss(a, GaussianEmbedding(torch.zeros(2, 4), torch.zeros(2, 4)))
     with pytest.raises(ValueError, match="pids has 3 entries but image_feats has 2 rows"):
         point_contrast_loss(a, a, torch.arange(3))
     bad = GaussianEmbedding(torch.tensor([[float("nan"), 0.0, 0.0]] * 2), torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="image.mean contains 2 non-finite values"):
+    with pytest.raises(ValueError, match=r"image\.mean contains 2 non-finite values"):
         distribution_contrast_loss(bad, a)
     with pytest.raises(ValueError, match="empty batch"):
         csd_loss(a[0:0], a)

@@ -32,7 +32,12 @@ def test_vit_b16_parameter_count_on_meta() -> None:
 def test_registered_openai_configs() -> None:
     assert {"ViT-B/16", "ViT-B/32", "ViT-L/14", "tiny"} <= set(list_models())
     l14 = get_model_config("ViT-L/14")
-    assert (l14.embed_dim, l14.vision.width, l14.vision.layers, l14.vision.heads) == (768, 1024, 24, 16)
+    assert (l14.embed_dim, l14.vision.width, l14.vision.layers, l14.vision.heads) == (
+        768,
+        1024,
+        24,
+        16,
+    )
     assert (l14.text.width, l14.text.heads, l14.vision.patch_size) == (768, 12, 14)
     assert get_model_config("ViT-B/32").vision.grid_size == (7, 7)
     assert l14.vision.act == l14.text.act == "quick_gelu"
@@ -43,13 +48,23 @@ def test_state_dict_has_openai_names() -> None:
     keys = set(model.state_dict())
     top = {k.split(".")[0] for k in keys}
     assert top == {
-        "visual", "token_embedding", "positional_embedding", "transformer", "ln_final",
-        "text_projection", "logit_scale",
+        "visual",
+        "token_embedding",
+        "positional_embedding",
+        "transformer",
+        "ln_final",
+        "text_projection",
+        "logit_scale",
     }
     for name in [
-        "visual.conv1.weight", "visual.class_embedding", "visual.ln_pre.bias", "visual.proj",
-        "visual.transformer.resblocks.1.attn.in_proj_weight", "transformer.resblocks.0.mlp.c_fc.weight",
-        "transformer.resblocks.1.attn.out_proj.bias", "ln_final.weight",
+        "visual.conv1.weight",
+        "visual.class_embedding",
+        "visual.ln_pre.bias",
+        "visual.proj",
+        "visual.transformer.resblocks.1.attn.in_proj_weight",
+        "transformer.resblocks.0.mlp.c_fc.weight",
+        "transformer.resblocks.1.attn.out_proj.bias",
+        "ln_final.weight",
     ]:
         assert name in keys
     assert "visual.conv1.bias" not in keys
@@ -62,7 +77,8 @@ def test_forward_is_normalised_encode() -> None:
     ids = torch.randint(1, 49000, (2, 10))
     ids[:, 6] = 49407
     img, txt = model(images, ids)
-    assert img.shape == (3, 64) and txt.shape == (2, 64)
+    assert img.shape == (3, 64)
+    assert txt.shape == (2, 64)
     torch.testing.assert_close(img, F.normalize(model.encode_image(images), dim=-1))
     torch.testing.assert_close(txt, F.normalize(model.encode_text(ids), dim=-1))
     _, tokens = model.encode_image(images, return_tokens=True)
@@ -76,7 +92,9 @@ def test_overrides() -> None:
     assert model.visual.grid_size == (31, 10)
     assert model.config.vision.act == model.config.text.act == "gelu"
     assert len(model.transformer.resblocks) == 1
-    cfg = override_config(get_model_config("tiny"), embed_dim=32, vision={"layers": 3}, context_length=20)
+    cfg = override_config(
+        get_model_config("tiny"), embed_dim=32, vision={"layers": 3}, context_length=20
+    )
     assert (cfg.embed_dim, cfg.vision.layers, cfg.text.context_length) == (32, 3, 20)
 
 

@@ -41,12 +41,22 @@ def hf_model() -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = transformers.CLIPConfig(
         text_config=dict(
-            vocab_size=1000, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=2, max_position_embeddings=16, eos_token_id=EOT, bos_token_id=EOT - 1,
+            vocab_size=1000,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            eos_token_id=EOT,
+            bos_token_id=EOT - 1,
         ),
         vision_config=dict(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            image_size=32, patch_size=8,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
         ),
         projection_dim=16,
     )
@@ -59,7 +69,9 @@ def hf_model() -> torch.nn.Module:
     return model
 
 
-def _hf_features(model: torch.nn.Module, images: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _hf_features(
+    model: torch.nn.Module, images: torch.Tensor, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         img = model.get_image_features(pixel_values=images)
         txt = model.get_text_features(input_ids=ids)
@@ -81,7 +93,8 @@ def _assert_same_features(model: torch.nn.Module, hf: torch.nn.Module) -> None:
 def test_hf_folder_matches_transformers(hf_model: torch.nn.Module, tmp_path: Path) -> None:
     hf_model.save_pretrained(tmp_path)  # type: ignore[operator]
     model = load_clip(tmp_path).eval()
-    assert model.config.vision.heads == 2 and model.config.text.mlp_ratio == 1.5
+    assert model.config.vision.heads == 2
+    assert model.config.text.mlp_ratio == 1.5
     _assert_same_features(model, hf_model)
 
 
@@ -96,7 +109,9 @@ def test_openai_layout_matches_transformers(hf_model: torch.nn.Module) -> None:
 @pytest.mark.parity
 def test_save_hf_loads_in_transformers(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    model = create_model("tiny", image_size=(32, 32), vision={"patch_size": 8}, text={"vocab_size": 1000}).eval()
+    model = create_model(
+        "tiny", image_size=(32, 32), vision={"patch_size": 8}, text={"vocab_size": 1000}
+    ).eval()
     save_hf(model, tmp_path)
     hf = transformers.CLIPModel.from_pretrained(tmp_path).eval()
     _assert_same_features(model, hf)
@@ -134,8 +149,20 @@ def test_open_clip_parity(tmp_path: Path, quick_gelu: bool) -> None:
     cfg = {
         "embed_dim": 16,
         "quick_gelu": quick_gelu,
-        "vision_cfg": {"image_size": [48, 32], "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 64, "heads": 2, "layers": 2},
+        "vision_cfg": {
+            "image_size": [48, 32],
+            "layers": 2,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 1000,
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+        },
     }
     name = f"textreid-test-tiny-{int(quick_gelu)}"
     (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
@@ -151,19 +178,28 @@ def test_open_clip_parity(tmp_path: Path, quick_gelu: bool) -> None:
     # The open_clip folder layout, whose config carries the activation.
     folder = tmp_path / "oc"
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": cfg, "preprocess_cfg": {}})
+    )
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in ref.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
     model = load_clip(folder).eval()
     assert model.config.vision.act == ("quick_gelu" if quick_gelu else "gelu")
     assert model.config.vision.grid_size == (3, 2)
     with torch.no_grad():
-        torch.testing.assert_close(model.encode_image(images), ref.encode_image(images), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            model.encode_image(images), ref.encode_image(images), atol=1e-5, rtol=0
+        )
         torch.testing.assert_close(model.encode_text(ids), ref.encode_text(ids), atol=1e-5, rtol=0)
     # The bare state dict needs the grid and the activation, which weights cannot tell.
     act = "quick_gelu" if quick_gelu else "gelu"
-    bare = load_clip(ref.state_dict(), checkpoint_grid=(3, 2), act=act, vision={"heads": 2}, text={"heads": 2})
+    bare = load_clip(
+        ref.state_dict(), checkpoint_grid=(3, 2), act=act, vision={"heads": 2}, text={"heads": 2}
+    )
     assert all(torch.equal(bare.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
@@ -175,25 +211,35 @@ def test_clean_state_dict() -> None:
     clean = clean_state_dict(half)
     assert clean.keys() == sd.keys()
     assert all(v.dtype == torch.float32 for v in clean.values())
-    hf = {"text_model.embeddings.position_ids": torch.arange(4)[None], "logit_scale": torch.tensor(1.0)}
+    hf = {
+        "text_model.embeddings.position_ids": torch.arange(4)[None],
+        "logit_scale": torch.tensor(1.0),
+    }
     assert list(clean_state_dict(hf)) == ["logit_scale"]
-    custom = clean_state_dict({"text.token_embedding.weight": torch.zeros(2, 2), "visual.proj": torch.zeros(2, 2)})
+    custom = clean_state_dict(
+        {"text.token_embedding.weight": torch.zeros(2, 2), "visual.proj": torch.zeros(2, 2)}
+    )
     assert set(custom) == {"token_embedding.weight", "visual.proj"}
     with pytest.raises(TypeError, match="'epoch' holds a int, not a tensor"):
         clean_state_dict({"epoch": 3})
 
 
 def test_config_from_state_dict() -> None:
-    model = create_model("tiny", vision={"width": 128, "heads": 2, "mlp_ratio": 2.0}, text={"width": 128, "heads": 2})
+    model = create_model(
+        "tiny", vision={"width": 128, "heads": 2, "mlp_ratio": 2.0}, text={"width": 128, "heads": 2}
+    )
     cfg = config_from_state_dict(model.state_dict(), grid=(4, 2))
     assert cfg == model.config
-    assert config_from_state_dict(model.state_dict(), grid=(4, 2), stride=12).vision.image_size == (52, 28)
+    assert config_from_state_dict(model.state_dict(), grid=(4, 2), stride=12).vision.image_size == (
+        52,
+        28,
+    )
     with pytest.raises(ValueError, match="8 patch positions, not a square grid; pass grid="):
         config_from_state_dict(model.state_dict())
     with pytest.raises(ValueError, match=r"grid \(3, 2\) has 6 cells, expected 8"):
         config_from_state_dict(model.state_dict(), grid=(3, 2))
     tiny = create_model("tiny", image_size=(32, 32)).state_dict()
-    with pytest.raises(ValueError, match="vision width 64 is not a multiple|pass vision_heads="):
+    with pytest.raises(ValueError, match="pass vision_heads="):
         config_from_state_dict({**tiny, "visual.conv1.weight": torch.zeros(48, 3, 16, 16)})
     assert config_from_state_dict(tiny).vision.heads == 1
 
@@ -201,13 +247,17 @@ def test_config_from_state_dict() -> None:
 def test_detect_layout_and_conversion_errors() -> None:
     with pytest.raises(ValueError, match="detect_layout: not a CLIP ViT state dict"):
         detect_layout({"fc.weight": torch.zeros(1)})
-    with pytest.raises(ValueError, match=r"hf_to_openai: keys without an OpenAI counterpart: \['pooler.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"hf_to_openai: keys without an OpenAI counterpart: \['pooler.weight'\]"
+    ):
         hf_to_openai({"pooler.weight": torch.zeros(1)})
     with pytest.raises(ValueError, match=r"has weights for \['k', 'q'\] but needs q, k and v"):
-        hf_to_openai({
-            "text_model.encoder.layers.0.self_attn.q_proj.weight": torch.zeros(2, 2),
-            "text_model.encoder.layers.0.self_attn.k_proj.weight": torch.zeros(2, 2),
-        })
+        hf_to_openai(
+            {
+                "text_model.encoder.layers.0.self_attn.q_proj.weight": torch.zeros(2, 2),
+                "text_model.encoder.layers.0.self_attn.k_proj.weight": torch.zeros(2, 2),
+            }
+        )
     with pytest.raises(ValueError, match="openai_to_hf: keys without an HF counterpart"):
         openai_to_hf({"visual.attnpool.weight": torch.zeros(1)})
 
@@ -218,7 +268,8 @@ def test_hf_config_conversion() -> None:
     assert data["text_config"]["eos_token_id"] == 49407
     assert clip_config_from_hf_dict(data) == cfg
     defaults = clip_config_from_hf_dict({"vision_config": {"patch_size": 16}, "text_config": {}})
-    assert defaults.vision.grid_size == (14, 14) and defaults.text.heads == 8
+    assert defaults.vision.grid_size == (14, 14)
+    assert defaults.text.heads == 8
     with pytest.raises(ValueError, match="HF CLIP needs a square image and stride == patch_size"):
         clip_config_to_hf_dict(create_model("tiny", device="meta").config)
     with pytest.raises(ValueError, match="hidden_act 'gelu_new' is not supported"):

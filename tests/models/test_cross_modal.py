@@ -50,7 +50,8 @@ def test_gradient_reaches_every_parameter_and_determinism() -> None:
     assert torch.equal(out, head(m(t, i)))
     out.square().sum().backward()
     for name, p in [*m.named_parameters(), *head.named_parameters()]:
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
 
 
 def test_errors() -> None:
@@ -60,6 +61,10 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="2 samples but image_tokens has 3"):
         m(torch.randn(2, 4, 16), torch.randn(3, 5, 16))
     with pytest.raises(ValueError, match="image_mask has shape"):
-        m(torch.randn(2, 4, 16), torch.randn(2, 5, 16), image_mask=torch.ones(2, 4, dtype=torch.bool))
+        m(
+            torch.randn(2, 4, 16),
+            torch.randn(2, 5, 16),
+            image_mask=torch.ones(2, 4, dtype=torch.bool),
+        )
     with pytest.raises(ValueError, match="x has width 8 but the head has width 16"):
         MLMHead(width=16, vocab_size=11)(torch.randn(1, 2, 8))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise AssertionError("network access attempted")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
-    yield
+    return
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +59,9 @@ class _Archive(nn.Module):
         return x * self.logit_scale.exp()
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_torchscript_archive_fp16(tiny: CLIPDualEncoder, tmp_path: Path, no_network: None) -> None:
-    archive = _Archive(create_model("tiny", image_size=(64, 64))).half()
-    archive.load_state_dict({**tiny.half().state_dict(), **{k: v for k, v in archive.state_dict().items() if k in ("input_resolution", "context_length", "vocab_size")}})
-    tiny.float()
+    archive = _Archive(copy.deepcopy(tiny)).half()
     path = tmp_path / "ViT-tiny.pt"
     torch.jit.save(torch.jit.trace(archive, torch.ones(2, dtype=torch.half)), str(path))
     model = load_clip(path)
@@ -103,25 +103,36 @@ def test_hub_cache_offline(tiny: CLIPDualEncoder, tmp_path: Path, no_network: No
     pytest.importorskip("huggingface_hub")
     folder = save_hf(tiny, tmp_path / "export")
     cache = tmp_path / "cache"
-    _fake_cache(cache, "openai/clip-tiny", {n: folder / n for n in ("config.json", "model.safetensors")})
+    _fake_cache(
+        cache, "openai/clip-tiny", {n: folder / n for n in ("config.json", "model.safetensors")}
+    )
     for source in ("openai/clip-tiny", "hf-hub:openai/clip-tiny"):
         model = load_clip(source, cache_dir=cache, local_files_only=True)
         assert _same(model, tiny)
-    with pytest.raises(FileNotFoundError, match=r"no CLIP weights in hub repo 'org/absent'.*not in the local cache"):
+    with pytest.raises(
+        FileNotFoundError, match=r"no CLIP weights in hub repo 'org/absent'.*not in the local cache"
+    ):
         load_clip("org/absent", cache_dir=cache, local_files_only=True)
 
 
-def test_hf_folder_and_missing_weights(tiny: CLIPDualEncoder, tmp_path: Path, no_network: None) -> None:
+def test_hf_folder_and_missing_weights(
+    tiny: CLIPDualEncoder, tmp_path: Path, no_network: None
+) -> None:
     folder = save_hf(tiny, tmp_path / "hf")
     assert _same(load_clip(folder), tiny)
     (folder / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"has config.json but none of its weight files \['model.safetensors', 'pytorch_model.bin'\].*holds \['config.json'\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"has config.json but none of its weight files \['model.safetensors', 'pytorch_model.bin'\].*holds \['config.json'\]",
+    ):
         load_clip(folder)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="no CLIP weights in folder .*empty; looked for"):
+    with pytest.raises(FileNotFoundError, match=r"no CLIP weights in folder .*empty; looked for"):
         load_clip(empty)
-    with pytest.raises(FileNotFoundError, match="'./missing.safetensors' is not an existing file or folder"):
+    with pytest.raises(
+        FileNotFoundError, match=r"'\./missing\.safetensors' is not an existing file or folder"
+    ):
         load_clip("./missing.safetensors")
     with pytest.raises(TypeError, match="source must be a path"):
         load_clip(3)  # type: ignore[arg-type]
@@ -131,12 +142,12 @@ def test_corrupt_files(tiny: CLIPDualEncoder, tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     save_file(tiny.state_dict(), str(path))
     path.write_bytes(path.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="corrupt or truncated .*download it again"):
+    with pytest.raises(ValueError, match=r"corrupt or truncated .*download it again"):
         load_clip(path)
     pt = tmp_path / "w.pt"
     torch.save(tiny.state_dict(), pt)
     pt.write_bytes(pt.read_bytes()[:1000])
-    with pytest.raises(ValueError, match="cannot read .*w.pt as a torch checkpoint"):
+    with pytest.raises(ValueError, match=r"cannot read .*w\.pt as a torch checkpoint"):
         load_clip(pt)
     torch.save({"epoch": 3}, pt)
     with pytest.raises(ValueError, match="neither a state dict nor a checkpoint"):
@@ -148,8 +159,14 @@ def test_resampled_on_load(tiny: CLIPDualEncoder) -> None:
     pos = sd["visual.positional_embedding"]
     model = load_clip(sd, image_size=(384, 128), stride=12)
     assert model.visual.grid_size == (31, 10)
-    torch.testing.assert_close(model.visual.positional_embedding.detach(), resample_pos_embed(pos, (4, 4), (31, 10)))
-    irra = load_clip(sd, image_size=(96, 32), vision={"pos_embed_resample_mode": "bilinear", "pos_embed_antialias": False})
+    torch.testing.assert_close(
+        model.visual.positional_embedding.detach(), resample_pos_embed(pos, (4, 4), (31, 10))
+    )
+    irra = load_clip(
+        sd,
+        image_size=(96, 32),
+        vision={"pos_embed_resample_mode": "bilinear", "pos_embed_antialias": False},
+    )
     torch.testing.assert_close(
         irra.visual.positional_embedding.detach(),
         resample_pos_embed(pos, (4, 4), (6, 2), mode="bilinear", antialias=False),
@@ -173,7 +190,10 @@ def test_strict_loading_lists_keys(tiny: CLIPDualEncoder) -> None:
     sd["extra.weight"] = torch.zeros(1)
     sd["visual.proj"] = torch.zeros(64, 3)
     model = create_model("tiny", image_size=(64, 64))
-    with pytest.raises(ValueError, match=r"missing keys \(1\): \['ln_final.bias'\]; unexpected keys \(1\): \['extra.weight'\]; shape mismatches \(1\): \['visual.proj: checkpoint \(64, 3\) vs model \(64, 64\)'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing keys \(1\): \['ln_final.bias'\]; unexpected keys \(1\): \['extra.weight'\]; shape mismatches \(1\): \['visual.proj: checkpoint \(64, 3\) vs model \(64, 64\)'\]",
+    ):
         load_state_dict_strict(model, sd)
     with pytest.raises(ValueError, match="missing keys"):
         load_clip({k: v for k, v in tiny.state_dict().items() if k != "ln_final.bias"})

@@ -108,8 +108,13 @@ def test_vision_round_trip_property(
     h: int, w: int, patch: int, stride: int | None, heads: int, act: str
 ) -> None:
     cfg = VisionConfig(
-        image_size=(h, w), patch_size=patch, stride=stride, width=8 * heads, layers=1,
-        heads=heads, act=act,  # type: ignore[arg-type]
+        image_size=(h, w),
+        patch_size=patch,
+        stride=stride,
+        width=8 * heads,
+        layers=1,
+        heads=heads,
+        act=act,  # type: ignore[arg-type]
     )
     assert VisionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     s = stride or patch

@@ -12,7 +12,8 @@ def test_shapes_and_split() -> None:
     dec = PartQueryDecoder(num_queries=6, dim=16, depth=1, num_coarse=2, heads=2)
     out = dec(torch.randn(3, 9, 16), "image")
     assert isinstance(out, PartEmbeddings)
-    assert out.coarse.shape == (3, 2, 16) and out.fine.shape == (3, 4, 16)
+    assert out.coarse.shape == (3, 2, 16)
+    assert out.fine.shape == (3, 4, 16)
 
 
 def test_modalities_share_all_but_kv_norms() -> None:
@@ -41,9 +42,15 @@ def test_key_mask_ignores_padding() -> None:
 def test_gradient_reaches_every_parameter() -> None:
     dec = PartQueryDecoder(num_queries=4, dim=8, depth=1, num_coarse=1, heads=2)
     a, b = dec(torch.randn(2, 5, 8), "image"), dec(torch.randn(2, 6, 8), "text")
-    (a.coarse.square().sum() + a.fine.square().sum() + b.fine.square().sum() + b.coarse.square().sum()).backward()
+    (
+        a.coarse.square().sum()
+        + a.fine.square().sum()
+        + b.fine.square().sum()
+        + b.coarse.square().sum()
+    ).backward()
     for name, p in dec.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
 
 
 def test_errors() -> None:

@@ -22,7 +22,9 @@ def _field(h: int, w: int) -> torch.Tensor:
     return f.reshape(h * w, 2).float()
 
 
-def _manual(pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int], **kw: object) -> torch.Tensor:
+def _manual(
+    pos: torch.Tensor, old: tuple[int, int], new: tuple[int, int], **kw: object
+) -> torch.Tensor:
     grid = pos[1:].float().reshape(1, old[0], old[1], -1).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=new, align_corners=False, **kw)  # type: ignore[arg-type]
     return torch.cat([pos[:1].float(), grid.permute(0, 2, 3, 1).reshape(new[0] * new[1], -1)])
@@ -48,7 +50,9 @@ def test_prefix_untouched_and_constant_stays_constant(
     torch.manual_seed(0)
     head = torch.randn(prefix, 4)
     pos = torch.cat([head, torch.full((old[0] * old[1], 4), 0.75)])
-    out = resample_pos_embed(pos, old, new, num_prefix_tokens=prefix, mode=mode, antialias=antialias)
+    out = resample_pos_embed(
+        pos, old, new, num_prefix_tokens=prefix, mode=mode, antialias=antialias
+    )
     assert out.shape == (prefix + new[0] * new[1], 4)
     assert torch.equal(out[:prefix], head)
     torch.testing.assert_close(out[prefix:], torch.full_like(out[prefix:], 0.75), atol=1e-5, rtol=0)
@@ -98,7 +102,8 @@ def test_half_precision_computed_in_float32() -> None:
 def test_gradient_flows() -> None:
     pos = torch.randn(1 + 4 * 2, 3, dtype=torch.float64, requires_grad=True)
     resample_pos_embed(pos, (4, 2), (3, 3)).sum().backward()
-    assert pos.grad is not None and bool(pos.grad.abs().sum() > 0)
+    assert pos.grad is not None
+    assert bool(pos.grad.abs().sum() > 0)
 
 
 def test_errors() -> None:

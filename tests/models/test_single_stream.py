@@ -24,10 +24,12 @@ def test_drop_indices_match_ivt_released_code() -> None:
     a = token_drop_indices(193, 0.2, rng)
     b = token_drop_indices(20, 0.2, rng)
     c = token_drop_indices(311, 0.2, rng)
-    assert len(a) == 168 and a[:8] == [0, 32, 140, 177, 148, 93, 31, 155]
+    assert len(a) == 168
+    assert a[:8] == [0, 32, 140, 177, 148, 93, 31, 155]
     assert sum(i * (k + 1) for k, i in enumerate(a)) == 1349580
     assert b == [0, 14, 15, 12, 2, 3, 10, 6, 18, 5, 19, 16, 9, 13, 7, 11]
-    assert len(c) == 285 and c[:8] == [0, 4, 183, 272, 108, 65, 126, 117]
+    assert len(c) == 285
+    assert c[:8] == [0, 4, 183, 272, 108, 65, 126, 117]
     assert sum(i * (k + 1) for k, i in enumerate(c)) == 6534711
 
 
@@ -36,12 +38,16 @@ def test_token_dropper_training_only_and_batch_shared() -> None:
     x = torch.arange(10.0)[None, :, None].repeat(3, 1, 2)
     mask = torch.ones(3, 10, dtype=torch.bool)
     y, m = drop(x, mask)
-    assert m is not None and y.shape[1] == m.shape[1] and 5 <= y.shape[1] <= 10
-    assert torch.all(y[:, 0] == 0) and torch.equal(y[0], y[2])
+    assert m is not None
+    assert y.shape[1] == m.shape[1]
+    assert 5 <= y.shape[1] <= 10
+    assert torch.all(y[:, 0] == 0)
+    assert torch.equal(y[0], y[2])
     assert len(set(y[0, :, 0].tolist())) == y.shape[1]
     drop.eval()
     y2, m2 = drop(x, mask)
-    assert y2 is x and m2 is mask
+    assert y2 is x
+    assert m2 is mask
 
 
 def test_token_dropper_deterministic_under_seed() -> None:
@@ -75,7 +81,8 @@ def test_modality_experts_and_gradients() -> None:
     out = out + enc.encode_text(torch.randint(1, 50, (2, 7))).square().sum()
     out.backward()
     for name, p in enc.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert p.grad is not None, name
+        assert p.grad.abs().sum() > 0, name
     enc.zero_grad()
     enc.eval()
     enc.encode_text(torch.randint(1, 50, (2, 7))).sum().backward()

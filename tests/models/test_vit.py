@@ -61,7 +61,10 @@ def test_deterministic_given_seed() -> None:
 
 def test_image_errors() -> None:
     vit = _vit()
-    with pytest.raises(ValueError, match=r"images are \(64, 64\) \(H, W\) but the model is configured for \(64, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"images are \(64, 64\) \(H, W\) but the model is configured for \(64, 32\)",
+    ):
         vit(torch.randn(1, 3, 64, 64))
     with pytest.raises(ValueError, match="must have 3 channels"):
         vit(torch.randn(1, 1, 64, 32))

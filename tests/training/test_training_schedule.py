@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -69,9 +70,10 @@ def test_shape_of_schedule(total: int, warm_frac: float, start: float) -> None:
     warmup = int(warm_frac * (total - 1))
     lrs = [lr_at(t, base_lr=1.0, total=total, warmup=warmup, warmup_start_factor=start)
            for t in range(total)]  # fmt: skip
-    assert all(0 < x <= 1 + 1e-12 for x in lrs[:-1]) and lrs[-1] >= 0
-    assert all(a <= b + 1e-12 for a, b in zip(lrs[:warmup], lrs[1 : warmup + 1]))
-    assert all(a >= b - 1e-12 for a, b in zip(lrs[warmup:], lrs[warmup + 1 :]))
+    assert all(0 < x <= 1 + 1e-12 for x in lrs[:-1])
+    assert lrs[-1] >= 0
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(lrs[: warmup + 1]))
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(lrs[warmup:]))
     assert lrs[warmup] == pytest.approx(1.0)
 
 

@@ -87,7 +87,8 @@ def test_amp_on_cpu_trains(tmp_path: Path, amp: str) -> None:
     cfg = _config(tmp_path, epochs=6, lr=0.01, optimizer="adam", amp=amp)
     Trainer(ToyMethod(), make_loader(data, 8), cfg).fit()
     losses = [r["epoch_loss"] for r in _lines(tmp_path) if "epoch_loss" in r]
-    assert len(losses) == 6 and losses[-1] < losses[0] - 0.1
+    assert len(losses) == 6
+    assert losses[-1] < losses[0] - 0.1
 
 
 def _resume_setup(
@@ -137,7 +138,7 @@ def test_resume_from_path_skips_truncated_latest(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="checkpoint-epoch0002"):
         trainer.fit(resume=True)
     assert trainer.epoch == 3
-    m3, loader3, cfg3 = _resume_setup(tmp_path, 1, 0)
+    _m3, loader3, cfg3 = _resume_setup(tmp_path, 1, 0)
     with pytest.raises(ValueError, match=r"checkpoint-epoch0001\.pt does not fit"):
         Trainer(nn.Linear(2, 2), loader3, cfg3).fit(resume=good)  # type: ignore[arg-type]
 
@@ -166,7 +167,9 @@ def test_best_checkpoint_follows_evaluate_fn(tmp_path: Path) -> None:
         assert torch.equal(v, snapshots[2][k])
     with safe_open(tmp_path / "best.safetensors", "pt") as f:
         meta = f.metadata()
-    assert meta["epoch"] == "2" and meta["metric"] == "R1" and meta["value"] == "3.0"
+    assert meta["epoch"] == "2"
+    assert meta["metric"] == "R1"
+    assert meta["value"] == "3.0"
     evals = [r for r in _lines(tmp_path) if "val/R1" in r]
     assert [r["val/R1"] for r in evals] == [1.0, 3.0, 2.0]
 
@@ -213,7 +216,8 @@ def test_metrics_jsonl_contents(tmp_path: Path) -> None:
     steps = [r for r in lines if "loss" in r]
     epochs = [r for r in lines if "epoch_loss" in r]
     assert [r["step"] for r in steps] == [2, 4, 6, 8, 10, 12]
-    assert [r["epoch"] for r in epochs] == [1, 2, 3] and [r["step"] for r in epochs] == [4, 8, 12]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3]
+    assert [r["step"] for r in epochs] == [4, 8, 12]
     for r in steps + epochs:
         expected = lr_at(r["epoch"] - 1, base_lr=0.1, total=3, warmup=1, warmup_start_factor=0.5)
         assert r["lr"] == pytest.approx(expected)
@@ -304,7 +308,9 @@ class _NoTotal(nn.Module):
 def test_trainer_errors(tmp_path: Path) -> None:
     cfg = _config(tmp_path)
     loader = make_loader(ToyData(8), 8)
-    with pytest.raises(TypeError, match="Trainer: method must be a torch.nn.Module, got function"):
+    with pytest.raises(
+        TypeError, match=r"Trainer: method must be a torch\.nn\.Module, got function"
+    ):
         Trainer(lambda b: b, loader, cfg)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="Trainer: config must be a TrainerConfig, got dict"):
         Trainer(ToyMethod(), loader, {})  # type: ignore[arg-type]
@@ -364,3 +370,25 @@ def test_config_dict_round_trip() -> None:
     assert TrainerConfig.from_dict(d) == cfg
     with pytest.raises(ValueError, match=r"from_dict: unknown keys \['epoch'\]"):
         TrainerConfig.from_dict({"epoch": 3})
+
+
+def test_evaluate_fn_exception_propagates(tmp_path: Path) -> None:
+    def boom(m: nn.Module) -> dict[str, float]:
+        raise RuntimeError("gallery missing")
+
+    trainer = Trainer(ToyMethod(), make_loader(ToyData(8), 8), _config(tmp_path), boom)
+    with pytest.raises(RuntimeError, match="gallery missing"):
+        trainer.fit()
+    assert trainer.method.training
+
+
+def test_tensorboard_is_optional(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, epochs=1, tensorboard=True)
+    Trainer(ToyMethod(), make_loader(ToyData(8), 8), cfg).fit()
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        assert not (tmp_path / "tensorboard").exists()
+    else:
+        assert any((tmp_path / "tensorboard").iterdir())
+    assert len(_lines(tmp_path)) == 2

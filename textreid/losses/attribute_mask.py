@@ -212,6 +212,7 @@ def _amr(
     check_same_device(fn, logits=lg, labels=lb)
     if finite:
         check_finite(lg, "logits", fn)
+    dtype = torch.promote_types(lg.dtype, torch.float32)
     weights: Tensor | None = None
     if weighting == "inverse":
         if uncertainty is None:
@@ -225,11 +226,11 @@ def _amr(
         if finite:
             check_finite(u, "uncertainty", fn)
         u = u.detach() if detach_uncertainty else u
-        weights = 1.0 / (1.0 + u.float().clamp_min(0.0))
+        weights = 1.0 / (1.0 + u.to(dtype).clamp_min(0.0))
     valid = lb != ignore_index
     ce = F.cross_entropy(
-        lg.float().transpose(1, 2), lb.masked_fill(~valid, 0), reduction="none"
-    ) * valid.to(torch.float32)
+        lg.to(dtype).transpose(1, 2), lb.masked_fill(~valid, 0), reduction="none"
+    ) * valid.to(dtype)
     if weights is not None:
         ce = ce * weights.to(ce.dtype)[:, None]
     if reduction == "none":
@@ -294,7 +295,7 @@ class AttributeMaskReconstructionLoss(nn.Module):
         uncertainty: ``[B]``, required for ``weighting="inverse"`` (negative values clamp to 0).
 
     Returns:
-        A float32 scalar, or ``[B, L]``. With no masked token the mean is 0 (connected).
+        A scalar, or ``[B, L]`` (float32, float64 for float64 logits). With no masked token the mean is 0 (connected).
 
     Raises:
         TypeError: non-float logits/uncertainty, non-integer labels.

@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 from textreid.losses.asdm import asdm_loss
+from textreid.losses.attribute_mask import attribute_mask_reconstruction_loss
 from textreid.losses.cmpm import cmpc_loss, cmpm_loss
 from textreid.losses.id import id_loss
 from textreid.losses.infonce import infonce_loss
+from textreid.losses.probabilistic import (
+    csd_loss,
+    distribution_contrast_loss,
+    gaussian_kl_loss,
+    pcme_loss,
+    point_contrast_loss,
+)
 from textreid.losses.sdm import sdm_loss
 from textreid.losses.triplet import triplet_loss
 
 __all__ = [
     "asdm_loss",
+    "attribute_mask_reconstruction_loss",
     "cmpc_loss",
     "cmpm_loss",
+    "csd_loss",
+    "distribution_contrast_loss",
+    "gaussian_kl_loss",
     "id_loss",
     "infonce_loss",
+    "pcme_loss",
+    "point_contrast_loss",
     "sdm_loss",
     "triplet_loss",
 ]

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from textreid._checks import check_features, check_positive, check_reduction, check_same_width
 from textreid.losses._common import DirectionalLosses
-from textreid.losses.cmpm import cmpm_loss
+from textreid.losses.functional import cmpm_loss
 
 __all__ = ["MultiLevelAlignmentLoss", "phrase_level_text", "word_level_text"]
 

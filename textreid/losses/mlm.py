@@ -142,7 +142,12 @@ class MLMLoss(nn.Module):
                 f"max {int(y.max())}"
             )
         per_token = F.cross_entropy(
-            z.to(torch.float64 if z.dtype == torch.float64 else torch.float32).reshape(-1, z.shape[-1]), y.reshape(-1), ignore_index=0, reduction="none"
+            z.to(torch.float64 if z.dtype == torch.float64 else torch.float32).reshape(
+                -1, z.shape[-1]
+            ),
+            y.reshape(-1),
+            ignore_index=0,
+            reduction="none",
         ).reshape(y.shape)
         if self.reduction == "none":
             return per_token

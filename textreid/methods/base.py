@@ -10,7 +10,7 @@ from textreid._checks import check_tensor
 from textreid.losses.combine import LossOutput
 from textreid.models.clip import CLIPDualEncoder
 
-__all__ = ["DualEncoderMethod", "require_batch_keys"]
+__all__ = ["DualEncoderMethod", "RetrievalMethod", "require_batch_keys"]
 
 
 def require_batch_keys(batch: dict[str, Tensor], keys: tuple[str, ...], fn: str) -> None:
@@ -25,13 +25,39 @@ def require_batch_keys(batch: dict[str, Tensor], keys: tuple[str, ...], fn: str)
         check_tensor(batch[k], f"batch[{k!r}]", fn)
 
 
-class DualEncoderMethod(nn.Module, ABC):
+class RetrievalMethod(nn.Module, ABC):
+    """A trainable method: ``method(batch) -> LossOutput`` plus retrieval embeddings.
+
+    The :class:`~textreid.training.Trainer` calls ``forward``; evaluation calls
+    :meth:`encode_image` / :meth:`encode_text` (higher cosine = more similar).
+    """
+
+    @abstractmethod
+    def forward(self, batch: dict[str, Tensor]) -> LossOutput:
+        """The training objective on one batch (``images``, ``text_ids``, ``pids``, ...)."""
+
+    @abstractmethod
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Global image embeddings ``[B, D]`` used for retrieval."""
+
+    @abstractmethod
+    def encode_text(self, text_ids: Tensor) -> Tensor:
+        """Global caption embeddings ``[B, D]`` used for retrieval."""
+
+    def retrieval_encoder(self) -> CLIPDualEncoder | None:
+        """The dual encoder whose outputs *are* the retrieval embeddings, if there is one.
+
+        :func:`textreid.pipeline.train_recipe` saves it as a :class:`~textreid.Retriever`;
+        methods whose retrieval needs more than a dual encoder return ``None``.
+        """
+        return None
+
+
+class DualEncoderMethod(RetrievalMethod):
     """A method whose retrieval model is a :class:`~textreid.models.CLIPDualEncoder`.
 
-    Training calls ``method(batch) -> LossOutput``; evaluation and export use
-    :meth:`encode_image` / :meth:`encode_text` and :attr:`encoder` (what
-    :class:`~textreid.Retriever` saves). Heads that only shape training (classifiers,
-    cross-modal reasoning, MLM heads) live on the method and are dropped at export.
+    Heads that only shape training (classifiers, cross-modal reasoning, MLM heads) live on
+    the method and are dropped at export.
 
     Args:
         encoder: the dual encoder being trained.
@@ -47,13 +73,10 @@ class DualEncoderMethod(nn.Module, ABC):
         self.encoder = encoder
 
     def encode_image(self, images: Tensor) -> Tensor:
-        """Global image embeddings ``[B, D]`` used for retrieval."""
         return self.encoder.encode_image(images)
 
     def encode_text(self, text_ids: Tensor) -> Tensor:
-        """Global caption embeddings ``[B, D]`` used for retrieval."""
         return self.encoder.encode_text(text_ids)
 
-    @abstractmethod
-    def forward(self, batch: dict[str, Tensor]) -> LossOutput:
-        """The training objective on one batch (``images``, ``text_ids``, ``pids``, ...)."""
+    def retrieval_encoder(self) -> CLIPDualEncoder | None:
+        return self.encoder

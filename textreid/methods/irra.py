@@ -9,10 +9,13 @@ cross-modal transformer whose masked text tokens attend to the image tokens.
 
 from __future__ import annotations
 
+import math
 import os
+from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -40,7 +43,96 @@ class IRRAWeights:
     mlm: float = 1.0
 
 
-class IRRAMethod(DualEncoderMethod):
+class _IRRAStep(NamedTuple):
+    """What one IRRA-family forward computes before the method-specific losses.
+
+    ``image_feats [B, D]`` and ``text_feats [B, D]`` are float32 global features,
+    ``image_tokens [B, P, D]`` (class token first) and ``text_tokens [B, L, D]`` every projected
+    token of the caption behind ``text_feats``; ``mlm`` is the unweighted MLM loss (None without
+    the MLM branch).
+    """
+
+    image_feats: Tensor
+    image_tokens: Tensor
+    text_feats: Tensor
+    text_tokens: Tensor
+    mlm: Tensor | None
+
+
+class _IRRABase(DualEncoderMethod):
+    """IRRA's encoder step shared by IRRA and FMFA: CLIP towers, ID classifier and the
+    implicit relation reasoning (cross-modal MLM) branch. Subclasses add the losses on the
+    global (and token) features in :meth:`_terms`."""
+
+    def __init__(
+        self,
+        encoder: CLIPDualEncoder,
+        num_classes: int,
+        *,
+        temperature: float,
+        cmt_depth: int,
+        mlm: bool,
+        mask_token_id: int,
+        mlm_probability: float,
+        global_text_from_masked_caption: bool,
+    ) -> None:
+        super().__init__(encoder)
+        fn = type(self).__name__
+        check_positive(temperature, "temperature", fn)
+        dim = encoder.config.embed_dim
+        vocab = encoder.config.text.vocab_size
+        if mlm and not 0 < mask_token_id < vocab:
+            raise ValueError(f"{fn}: mask_token_id must lie in (0, {vocab}), got {mask_token_id}")
+        if global_text_from_masked_caption and not mlm:
+            raise ValueError(f"{fn}: global_text_from_masked_caption needs mlm=True")
+        self.temperature = temperature
+        self.use_mlm = mlm
+        self.mask_token_id = mask_token_id
+        self.mlm_probability = mlm_probability
+        self.global_text_from_masked_caption = global_text_from_masked_caption
+        self.id_loss = IDLoss(num_classes, dim)
+        if mlm:
+            heads = max(1, dim // 64)
+            # Named "irr" so IRRA's per-module rules (substring "cross") hit the same tensors
+            # as in the reference: cross_attn and cross_modal_transformer, not the LayerNorms.
+            self.irr = CrossModalTransformer(dim, depth=cmt_depth, heads=heads)
+            self.mlm_head = MLMHead(dim, vocab, depth=cmt_depth)
+            self.mlm_loss = MLMLoss(vocab)
+
+    def _encode(self, batch: dict[str, Tensor]) -> _IRRAStep:
+        require_batch_keys(batch, ("images", "text_ids", "pids"), type(self).__name__)
+        images, ids = batch["images"], batch["text_ids"]
+        image_feats, image_tokens = self.encoder.encode_image(images, return_tokens=True)
+        mlm: Tensor | None = None
+        if self.use_mlm:
+            masked, labels = mask_for_mlm(
+                ids,
+                self.mask_token_id,
+                self.encoder.config.text.vocab_size,
+                probability=self.mlm_probability,
+            )
+            masked_feats, masked_tokens = self.encoder.encode_text(masked, return_tokens=True)
+            logits = self.mlm_head(self.irr(masked_tokens, image_tokens))
+            mlm = self.mlm_loss(logits.float(), labels)
+        if self.global_text_from_masked_caption:
+            text_feats, text_tokens = masked_feats, masked_tokens
+        else:
+            text_feats, text_tokens = self.encoder.encode_text(ids, return_tokens=True)
+        return _IRRAStep(
+            image_feats.float(), image_tokens.float(), text_feats.float(), text_tokens.float(), mlm
+        )
+
+    @abstractmethod
+    def _terms(self, step: _IRRAStep, pids: Tensor) -> dict[str, Tensor]:
+        """The weighted loss terms of one batch."""
+
+    def forward(self, batch: dict[str, Tensor]) -> LossOutput:
+        terms = self._terms(self._encode(batch), batch["pids"])
+        total = torch.stack(list(terms.values())).sum()
+        return LossOutput(total, {k: v.detach() for k, v in terms.items()})
+
+
+class IRRAMethod(_IRRABase):
     """IRRA's training objective around a CLIP dual encoder.
 
     Args:
@@ -57,7 +149,8 @@ class IRRAMethod(DualEncoderMethod):
             #21, #29). Off by default: SDM and ID use the clean caption.
 
     Batch keys: ``images [B, 3, H, W]``, ``text_ids [B, L]``, ``pids [B]`` (training labels
-    ``0..num_classes-1``).
+    ``0..num_classes-1``). Loss terms: ``sdm``, ``id`` and (with ``mlm``) ``mlm``, each
+    already multiplied by its weight; ``total`` is their sum.
     """
 
     def __init__(
@@ -73,55 +166,25 @@ class IRRAMethod(DualEncoderMethod):
         mlm_probability: float = 0.15,
         global_text_from_masked_caption: bool = False,
     ) -> None:
-        super().__init__(encoder)
-        fn = type(self).__name__
-        check_positive(temperature, "temperature", fn)
-        dim = encoder.config.embed_dim
-        vocab = encoder.config.text.vocab_size
-        if mlm and not 0 < mask_token_id < vocab:
-            raise ValueError(f"{fn}: mask_token_id must lie in (0, {vocab}), got {mask_token_id}")
-        if global_text_from_masked_caption and not mlm:
-            raise ValueError(f"{fn}: global_text_from_masked_caption needs mlm=True")
-        self.temperature = temperature
+        super().__init__(
+            encoder,
+            num_classes,
+            temperature=temperature,
+            cmt_depth=cmt_depth,
+            mlm=mlm,
+            mask_token_id=mask_token_id,
+            mlm_probability=mlm_probability,
+            global_text_from_masked_caption=global_text_from_masked_caption,
+        )
         self.weights = weights
-        self.use_mlm = mlm
-        self.mask_token_id = mask_token_id
-        self.mlm_probability = mlm_probability
-        self.global_text_from_masked_caption = global_text_from_masked_caption
         self.sdm = SDMLoss(temperature=temperature)
-        self.id_loss = IDLoss(num_classes, dim)
-        if mlm:
-            heads = max(1, dim // 64)
-            # Named "irr" so IRRA's per-module rules (substring "cross") hit the same tensors
-            # as in the reference: cross_attn and cross_modal_transformer, not the LayerNorms.
-            self.irr = CrossModalTransformer(dim, depth=cmt_depth, heads=heads)
-            self.mlm_head = MLMHead(dim, vocab, depth=cmt_depth)
-            self.mlm_loss = MLMLoss(vocab)
 
-    def forward(self, batch: dict[str, Tensor]) -> LossOutput:
-        require_batch_keys(batch, ("images", "text_ids", "pids"), type(self).__name__)
-        images, ids, pids = batch["images"], batch["text_ids"], batch["pids"]
-        image_feats, image_tokens = self.encoder.encode_image(images, return_tokens=True)
-        terms: dict[str, Tensor] = {}
-        if self.use_mlm:
-            masked, labels = mask_for_mlm(
-                ids,
-                self.mask_token_id,
-                self.encoder.config.text.vocab_size,
-                probability=self.mlm_probability,
-            )
-            masked_feats, masked_tokens = self.encoder.encode_text(masked, return_tokens=True)
-            logits = self.mlm_head(self.irr(masked_tokens, image_tokens))
-            terms["mlm"] = self.weights.mlm * self.mlm_loss(logits.float(), labels)
-        if self.global_text_from_masked_caption:
-            text_feats = masked_feats
-        else:
-            text_feats = self.encoder.encode_text(ids)
-        image_feats, text_feats = image_feats.float(), text_feats.float()
-        terms["sdm"] = self.weights.sdm * self.sdm(image_feats, text_feats, pids)
-        terms["id"] = self.weights.id * self.id_loss(image_feats, text_feats, pids)
-        total = torch.stack(list(terms.values())).sum()
-        return LossOutput(total, {k: v.detach() for k, v in terms.items()})
+    def _terms(self, step: _IRRAStep, pids: Tensor) -> dict[str, Tensor]:
+        w = self.weights
+        terms = {} if step.mlm is None else {"mlm": w.mlm * step.mlm}
+        terms["sdm"] = w.sdm * self.sdm(step.image_feats, step.text_feats, pids)
+        terms["id"] = w.id * self.id_loss(step.image_feats, step.text_feats, pids)
+        return terms
 
 
 def irra_to_textreid(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -210,6 +273,8 @@ def convert_irra_checkpoint(
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise ValueError(f"{fn}: {path} holds no state dict (expected {{'model': state_dict}})")
     state = irra_to_textreid(raw)
+    # IRRA keeps its temperature fixed (0.02) and saves no logit scale: store the one it used.
+    state.setdefault("encoder.logit_scale", torch.tensor(math.log(1 / 0.02)))
     clip_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
     if "visual.conv1.weight" not in clip_state:
         raise ValueError(f"{fn}: {path} has no base_model.visual.conv1.weight; not an IRRA file")

@@ -15,7 +15,9 @@ from textreid.models.convert import (
     openai_to_hf,
     to_openai_layout,
 )
+from textreid.models.cross_modal import CrossModalTransformer, MLMHead
 from textreid.models.load import load_clip, load_state_dict_strict, read_weights, save_hf
+from textreid.models.part_decoder import PartEmbeddings, PartQueryDecoder
 from textreid.models.pos_embed import resample_pos_embed
 from textreid.models.registry import (
     create_model,
@@ -24,12 +26,25 @@ from textreid.models.registry import (
     override_config,
     register_model,
 )
+from textreid.models.single_stream import (
+    ModalityExpertBlock,
+    SingleStreamEncoder,
+    TokenDropper,
+    token_drop_indices,
+)
 from textreid.models.text import TextTransformer
 from textreid.models.vit import VisionTransformer
 
 __all__ = [
     "CLIPDualEncoder",
+    "CrossModalTransformer",
+    "MLMHead",
+    "ModalityExpertBlock",
+    "PartEmbeddings",
+    "PartQueryDecoder",
+    "SingleStreamEncoder",
     "TextTransformer",
+    "TokenDropper",
     "VisionTransformer",
     "clean_state_dict",
     "clip_config_from_hf_dict",
@@ -51,4 +66,5 @@ __all__ = [
     "resample_pos_embed",
     "save_hf",
     "to_openai_layout",
+    "token_drop_indices",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -126,7 +127,11 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             ) from err
     try:
         if _is_torchscript(p):
-            archive = torch.jit.load(str(p), map_location="cpu")  # type: ignore[no-untyped-call]
+            with warnings.catch_warnings():
+                # Reading OpenAI's archives is the one use of TorchScript left; its
+                # deprecation notice is not actionable for users of load_clip.
+                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+                archive = torch.jit.load(str(p), map_location="cpu")  # type: ignore[no-untyped-call]
             return {k: v for k, v in archive.state_dict().items() if isinstance(v, Tensor)}
         return _unwrap(torch.load(p, map_location="cpu", weights_only=True), p)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:

@@ -106,8 +106,8 @@ class Attention(nn.Module):
         if context is None:
             q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         else:
-            wq, wkv = self.in_proj_weight.split([w, 2 * w])
-            bq, bkv = self.in_proj_bias.split([w, 2 * w])
+            wq, wkv = torch.split(self.in_proj_weight, [w, 2 * w])
+            bq, bkv = torch.split(self.in_proj_bias, [w, 2 * w])
             q = F.linear(x, wq, bq)
             k, v = F.linear(context, wkv, bkv).chunk(2, dim=-1)
         n_k = k.shape[1]
@@ -131,7 +131,7 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(width)
         self.attn = Attention(width, heads)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = MLP(width, int(round(width * mlp_ratio)), act)
+        self.mlp = MLP(width, round(width * mlp_ratio), act)
 
     def forward(self, x: Tensor, *, key_mask: Tensor | None = None, causal: bool = False) -> Tensor:
         x = x + self.attn(self.ln_1(x), key_mask=key_mask, causal=causal)

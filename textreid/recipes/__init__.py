@@ -57,6 +57,7 @@ class Recipe:
             init). Loaded with :func:`textreid.models.load_clip`.
         method_kwargs: keyword arguments of the method's constructor.
         mask_token: caption tokenizer mask token (``"<|mask|>"`` for MLM-based methods).
+        context_length: caption length in tokens (the model's text context).
         data: the data pipeline.
         trainer: the optimizer / schedule / precision settings.
         citation: the paper, as the recipe's docs print it.
@@ -72,6 +73,7 @@ class Recipe:
     pretrained: str | None = None
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     mask_token: str | None = None
+    context_length: int = 77
     citation: str = ""
     notes: str = ""
 

@@ -59,9 +59,10 @@ def tiny_irra() -> Recipe:
         name="tiny-irra",
         method="irra",
         model="tiny",
+        model_overrides={"image_size": (96, 48), "vision": {"patch_size": 12}},
         method_kwargs={"temperature": 0.02, "cmt_depth": 1, "mlm": True},
         mask_token="<|mask|>",
-        data=DataSettings(image_size=(64, 32), batch_size=32, sampler="identity", num_instances=2),
+        data=DataSettings(image_size=(96, 48), batch_size=32, sampler="identity", num_instances=2),
         trainer=TrainerConfig(
             epochs=8,
             lr=1e-3,

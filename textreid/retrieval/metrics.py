@@ -110,45 +110,97 @@ def _check_ks(ks: Iterable[int], fn: str) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+_COMPARE_MAX_POSITIVES = 8
+"""Up to this many positives per query, count by direct comparison (a few cheap passes per
+positive); beyond it, by binary search and a histogram (cost logarithmic in the positives)."""
+
+
+def _neg_ahead_compare(
+    pos_scores: Tensor, pos_idx: Tensor, start: int, scores: Tensor, is_neg: Tensor
+) -> Tensor:
+    """Negatives of one chunk ahead of each positive, ``[B, P]``, by one comparison each."""
+    # Positives get the lowest score so that "> threshold" counts negatives only; an exact
+    # tie (rare) is resolved with the explicit mask.
+    negs = scores.masked_fill(~is_neg, torch.finfo(scores.dtype).min)
+    out = torch.empty(pos_scores.shape, dtype=torch.int64, device=scores.device)
+    cols: Tensor | None = None
+    for j in range(pos_scores.shape[1]):
+        thr = pos_scores[:, j : j + 1]
+        out[:, j] = torch.count_nonzero(negs > thr, dim=1)
+        tied = negs == thr
+        if bool(tied.any()):
+            if cols is None:
+                cols = torch.arange(start, start + scores.shape[1], device=scores.device)
+            before = tied & is_neg & (cols < pos_idx[:, j : j + 1])
+            out[:, j] += torch.count_nonzero(before, dim=1)
+    return out
+
+
+def _neg_ahead_histogram(
+    neg_sorted: Tensor, pos_key: Tensor, limit: Tensor, stride: int, start: int, scores: Tensor,
+    is_neg: Tensor,
+) -> Tensor:
+    """Negatives of one chunk ahead of each positive, ``[B, P]``, by binary search.
+
+    A negative ``g`` is ahead of the j-th positive (stable order) iff fewer than ``j + 1``
+    positives are ahead of ``g``; a histogram of "positives ahead of g" over the negatives,
+    summed cumulatively, counts them for every j at once.
+    """
+    neg = -scores
+    ahead = torch.searchsorted(neg_sorted, neg, side="left").clamp_(max=limit)
+    upto = torch.searchsorted(neg_sorted, neg, side="right").clamp_(max=limit)
+    tied = (upto > ahead) & is_neg
+    if bool(tied.any()):
+        cols = torch.arange(start, start + scores.shape[1], device=scores.device)
+        by_key = torch.searchsorted(pos_key, ahead * stride + cols).clamp_(max=limit)
+        ahead = torch.where(tied, by_key, ahead)
+    hist = torch.zeros(
+        neg_sorted.shape[0], neg_sorted.shape[1] + 1, dtype=torch.int64, device=scores.device
+    )
+    hist.scatter_add_(1, ahead, is_neg.to(torch.int64))
+    return hist.cumsum(1)[:, :-1]
+
+
 def _positive_ranks(
-    pos_scores: Tensor, pos_idx: Tensor, num_pos: Tensor, chunks: Iterable[tuple[int, Tensor]],
-    query_pids: Tensor, gallery_pids: Tensor, num_gallery: int,
+    pos_scores: Tensor,
+    pos_idx: Tensor,
+    num_pos: Tensor,
+    chunks: Iterable[tuple[int, Tensor]],
+    query_pids: Tensor,
+    gallery_pids: Tensor,
 ) -> Tensor:
     """Stable-sort ranks of every positive, ``[B, P]`` ascending (padding past ``num_pos``).
 
     ``pos_scores``/``pos_idx`` ``[B, P]`` are the positives of each query in ascending gallery
-    index, padded; ``chunks`` yields ``(start, scores[B, C])``. A positive's rank is 1 + the
-    positives ahead of it + the negatives ahead of it; a negative ``g`` is ahead of the j-th
-    positive (in stable order) iff fewer than ``j + 1`` positives are ahead of ``g``, so a
-    histogram of "positives ahead of g" over the negatives gives all ranks at once.
+    index, padded with the lowest score and an index past the gallery; ``chunks`` yields
+    ``(start, scores[B, C])``. A positive's rank is 1 + the positives ahead of it (its place
+    among the sorted positives) + the negatives ahead of it (counted chunk by chunk).
     """
-    b, p = pos_scores.shape
-    device = pos_scores.device
+    num_gallery = gallery_pids.shape[0]
     # Stable sort keeps ascending gallery index among equal scores: the tie rule.
     order = torch.sort(pos_scores, dim=1, descending=True, stable=True).indices
-    neg_sorted = -pos_scores.gather(1, order)  # ascending, for searchsorted
+    scores_sorted = pos_scores.gather(1, order)
     idx_sorted = pos_idx.gather(1, order)
-    # Start of each positive's run of equal scores; with it, (run start, index) is an
-    # integer key that increases along each row and breaks ties by gallery index.
-    run_start = torch.searchsorted(neg_sorted, neg_sorted, side="left")
-    stride = num_gallery + 1
-    pos_key = run_start * stride + idx_sorted
-    limit = num_pos.unsqueeze(1)
-    hist = torch.zeros(b, p + 1, dtype=torch.int64, device=device)
+    p = pos_scores.shape[1]
+    compare = p <= _COMPARE_MAX_POSITIVES
+    if not compare:
+        neg_sorted = -scores_sorted  # ascending, for searchsorted
+        # Start of each positive's run of equal scores; (run start, index) is then an
+        # integer key increasing along each row that breaks score ties by gallery index.
+        run_start = torch.searchsorted(neg_sorted, neg_sorted, side="left")
+        stride = num_gallery + 1
+        pos_key = run_start * stride + idx_sorted
+        limit = num_pos.unsqueeze(1)
+    neg_ahead = torch.zeros_like(idx_sorted)
     for start, scores in chunks:
-        neg = -scores
-        ahead = torch.searchsorted(neg_sorted, neg, side="left").clamp_(max=limit)
-        upto = torch.searchsorted(neg_sorted, neg, side="right").clamp_(max=limit)
-        tied = upto > ahead
-        if bool(tied.any()):
-            cols = torch.arange(start, start + scores.shape[1], device=device)
-            g_key = ahead * stride + cols
-            ahead = torch.where(tied, torch.searchsorted(pos_key, g_key), ahead)
-            ahead = ahead.clamp_(max=limit)
         is_neg = gallery_pids[start : start + scores.shape[1]] != query_pids.unsqueeze(1)
-        hist.scatter_add_(1, ahead, is_neg.to(torch.int64))
-    neg_ahead = hist.cumsum(1)[:, :p]
-    return neg_ahead + torch.arange(1, p + 1, device=device)
+        if compare:
+            neg_ahead += _neg_ahead_compare(scores_sorted, idx_sorted, start, scores, is_neg)
+        else:
+            neg_ahead += _neg_ahead_histogram(
+                neg_sorted, pos_key, limit, stride, start, scores, is_neg
+            )
+    return neg_ahead + torch.arange(1, p + 1, device=pos_scores.device)
 
 
 def evaluate(
@@ -285,7 +337,7 @@ def evaluate(
             chunks = _score_chunks(q_rows, g, g_norms, chunk_size)
         # Padding sorts after every real positive (lowest score, index past the gallery).
         pos_idx = torch.where(valid, pos_idx, ng)
-        ranks = _positive_ranks(pos_scores, pos_idx, num_pos, chunks, bq, gp, ng)
+        ranks = _positive_ranks(pos_scores, pos_idx, num_pos, chunks, bq, gp)
         has = num_pos > 0
         r = ranks.to(torch.float64)
         ap[q0 : q0 + b] = ((offs + 1) / r * valid).sum(1) / num_pos.clamp(min=1)

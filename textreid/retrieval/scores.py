@@ -4,6 +4,10 @@ Scores are computed block by block so that memory is bounded by ``query rows x c
 never by the gallery size. Inputs in float16/bfloat16 are upcast chunk by chunk and
 accumulated in float32; float64 inputs stay in float64. Slices of the inputs are views, so the
 only allocations are one gallery chunk in the compute dtype and its score block.
+
+BLAS libraries may round a dot product differently for different block shapes, so a score can
+differ in its last bit between chunk sizes (or between CPU and GPU); rankings differ only
+where two scores are that close.
 """
 
 from __future__ import annotations

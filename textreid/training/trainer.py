@@ -626,15 +626,22 @@ class Trainer:
     def _evaluate(self) -> dict[str, float]:
         assert self.evaluate_fn is not None
         payload: tuple[dict[str, float], str | None] = ({}, None)
+        failure: Exception | None = None
         if self.is_main_process:
             self.method.eval()
             try:
                 with torch.no_grad():
                     raw = self.evaluate_fn(self.method)
+                payload = _validate_metrics(raw, self.config.select_metric)
+            except Exception as e:
+                # Tell the other ranks before raising, so they do not wait forever.
+                failure = e
+                payload = ({}, f"Trainer: evaluate_fn raised {e!r} on rank 0")
             finally:
                 self.method.train()
-            payload = _validate_metrics(raw, self.config.select_metric)
         metrics, error = broadcast_object(payload)
+        if failure is not None:
+            raise failure
         if error is not None:
             raise ValueError(error)
         return metrics

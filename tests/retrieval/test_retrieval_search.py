@@ -1,0 +1,151 @@
+"""topk_search / cosine_scores: exact against a full stable sort, ties, chunking, dtypes, errors."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import Tensor
+
+from textreid.retrieval import SearchResult, cosine_scores, topk_search
+
+
+def _reference(scores: Tensor, k: int) -> SearchResult:
+    out = torch.sort(scores, dim=1, descending=True, stable=True)
+    return SearchResult(out.values[:, :k], out.indices[:, :k])
+
+
+@st.composite
+def _tied_features(draw: st.DrawFn) -> tuple[Tensor, Tensor, int]:
+    nq, ng, d = draw(st.integers(1, 6)), draw(st.integers(1, 12)), draw(st.integers(1, 3))
+    # Small integer features: inner products are exact and tie often.
+    q = torch.tensor(draw(st.lists(st.integers(-2, 2), min_size=nq * d, max_size=nq * d)))
+    g = torch.tensor(draw(st.lists(st.integers(-2, 2), min_size=ng * d, max_size=ng * d)))
+    k = draw(st.integers(1, ng))
+    return q.view(nq, d).float(), g.view(ng, d).float(), k
+
+
+@given(problem=_tied_features(), chunk=st.integers(1, 5), block=st.integers(1, 4))
+def test_topk_equals_stable_sort_with_ties(
+    problem: tuple[Tensor, Tensor, int], chunk: int, block: int
+) -> None:
+    q, g, k = problem
+    got = topk_search(q, g, k, chunk_size=chunk, query_block=block)
+    ref = _reference(q @ g.T, k)
+    assert torch.equal(got.indices, ref.indices)
+    assert torch.equal(got.scores, ref.scores)
+
+
+def test_cut_off_inside_a_tie_keeps_lower_indices() -> None:
+    g = torch.tensor([[0.0], [1.0], [1.0], [1.0], [1.0], [2.0]])
+    got = topk_search(torch.ones(1, 1), g, 3, chunk_size=2)
+    assert got.indices.tolist() == [[5, 1, 2]]
+
+
+def test_random_features_match_full_matrix(dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(33, 24, generator=gen, dtype=dtype)
+    g = torch.randn(101, 24, generator=gen, dtype=dtype)
+    got = topk_search(q, g, 10, chunk_size=17, query_block=8, normalize=True)
+    ref = _reference(F.normalize(q, dim=1) @ F.normalize(g, dim=1).T, 10)
+    assert torch.equal(got.indices, ref.indices)
+    torch.testing.assert_close(got.scores, ref.scores)
+    assert got.scores.dtype == dtype and got.indices.dtype == torch.int64
+
+
+def test_chunking_gives_the_same_hits() -> None:
+    # Exact arithmetic (integer features, any chunking) is covered by the hypothesis test;
+    # with float features BLAS may round a dot product differently for another block shape,
+    # so scores agree to rounding and the hits are the same.
+    gen = torch.Generator().manual_seed(1)
+    q, g = torch.randn(29, 8, generator=gen), torch.randn(70, 8, generator=gen)
+    runs = [topk_search(q, g, 5, chunk_size=c, query_block=b) for c, b in [(70, 29), (7, 4), (9, 1)]]
+    for r in runs[1:]:
+        assert torch.equal(r.indices, runs[0].indices)
+        torch.testing.assert_close(r.scores, runs[0].scores)
+
+
+def test_permuting_queries_permutes_results() -> None:
+    gen = torch.Generator().manual_seed(2)
+    q, g = torch.randn(12, 8, generator=gen), torch.randn(30, 8, generator=gen)
+    perm = torch.randperm(12, generator=gen)
+    a, b = topk_search(q, g, 4), topk_search(q[perm], g, 4)
+    assert torch.equal(a.indices[perm], b.indices)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_float32(half: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(3)
+    q, g = torch.randn(10, 64, generator=gen).to(half), torch.randn(50, 64, generator=gen).to(half)
+    got = topk_search(q, g, 5, chunk_size=16)
+    ref = _reference(q.float() @ g.float().T, 5)
+    assert got.scores.dtype == torch.float32
+    assert torch.equal(got.indices, ref.indices)
+    torch.testing.assert_close(got.scores, ref.scores)
+
+
+def test_k_equal_to_gallery_returns_everything_sorted() -> None:
+    q, g = torch.randn(3, 4), torch.randn(5, 4)
+    got = topk_search(q, g, 5, chunk_size=2)
+    assert torch.equal(got.indices, _reference(q @ g.T, 5).indices)
+
+
+def test_faiss_backend_matches_torch() -> None:
+    pytest.importorskip("faiss")
+    gen = torch.Generator().manual_seed(4)
+    q, g = torch.randn(20, 16, generator=gen), torch.randn(90, 16, generator=gen)
+    a = topk_search(q, g, 7, chunk_size=25, normalize=True)
+    b = topk_search(q, g, 7, chunk_size=25, normalize=True, backend="faiss")
+    assert torch.equal(a.indices, b.indices)
+    torch.testing.assert_close(a.scores, b.scores)
+
+
+def test_faiss_missing_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "faiss":
+            raise ImportError("No module named 'faiss'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(ImportError, match="pip install faiss-cpu"):
+        topk_search(torch.randn(2, 3), torch.randn(4, 3), 2, backend="faiss")
+
+
+def test_cosine_scores_streams_the_matrix() -> None:
+    gen = torch.Generator().manual_seed(5)
+    q, g = torch.randn(6, 5, generator=gen), torch.randn(11, 5, generator=gen)
+    chunks = list(cosine_scores(q, g, chunk_size=4))
+    assert [c.start for c in chunks] == [0, 4, 8]
+    full = torch.cat([c.scores for c in chunks], 1)
+    torch.testing.assert_close(full, F.normalize(q, dim=1) @ F.normalize(g, dim=1).T)
+    raw = torch.cat([c.scores for c in cosine_scores(q, g, 4, normalize=False)], 1)
+    torch.testing.assert_close(raw, q @ g.T)
+    zero = torch.cat([c.scores for c in cosine_scores(torch.zeros(1, 5), g)], 1)
+    assert torch.equal(zero, torch.zeros(1, 11))  # eps-clamped norm, as F.normalize
+
+
+def test_errors() -> None:
+    q, g = torch.randn(2, 3), torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"topk_search: k must be an int in \[1, Ng=4\], got 5"):
+        topk_search(q, g, 5)
+    with pytest.raises(ValueError, match="k must be an int"):
+        topk_search(q, g, 0)
+    with pytest.raises(ValueError, match="topk_search: query has width 3 but gallery has width 2"):
+        topk_search(q, torch.randn(4, 2), 1)
+    with pytest.raises(ValueError, match=r"topk_search: gallery must be 2-D \(Ng, D\)"):
+        topk_search(q, torch.randn(4), 1)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        topk_search(q, g, 1, backend="annoy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_size must be > 0"):
+        topk_search(q, g, 1, chunk_size=0)
+    with pytest.raises(ValueError, match="query contains 1 non-finite"):
+        topk_search(torch.tensor([[float("inf"), 0.0, 0.0]]), g, 1)
+    with pytest.raises(ValueError, match="cosine_scores: empty batch"):
+        next(cosine_scores(torch.randn(0, 3), g))
