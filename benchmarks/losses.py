@@ -48,7 +48,10 @@ def naive_infonce(v: Tensor, t: Tensor, pids: Tensor, w: Tensor) -> Tensor:
     y = _labels(pids)
     s = (v / v.norm(dim=1, keepdim=True)) @ (t / t.norm(dim=1, keepdim=True)).t() / 0.07
     target = y / y.sum(dim=1, keepdim=True)
-    return 0.5 * (-(target * F.log_softmax(s, 1)).sum(1).mean() - (target * F.log_softmax(s.t(), 1)).sum(1).mean())
+    return 0.5 * (
+        -(target * F.log_softmax(s, 1)).sum(1).mean()
+        - (target * F.log_softmax(s.t(), 1)).sum(1).mean()
+    )
 
 
 def naive_cmpm(v: Tensor, t: Tensor, pids: Tensor, w: Tensor) -> Tensor:
@@ -80,16 +83,16 @@ def _naive_triplet(v: Tensor, t: Tensor, pids: Tensor, hardest: bool) -> Tensor:
 
 
 LOSSES: dict[str, tuple[LossFn, LossFn]] = {
-    "sdm": (lambda v, t, p, w: sdm_loss(v, t, p, logit_scale=50.0), naive_sdm),  # type: ignore[return-value,misc]
-    "infonce": (lambda v, t, p, w: infonce_loss(v, t, p), naive_infonce),  # type: ignore[return-value,misc]
-    "cmpm": (lambda v, t, p, w: cmpm_loss(v, t, p), naive_cmpm),  # type: ignore[return-value,misc]
-    "id": (lambda v, t, p, w: id_loss(v, t, p, weight=w), naive_id),  # type: ignore[return-value,misc]
+    "sdm": (lambda v, t, p, w: sdm_loss(v, t, p, logit_scale=50.0), naive_sdm),
+    "infonce": (lambda v, t, p, w: infonce_loss(v, t, p), naive_infonce),
+    "cmpm": (lambda v, t, p, w: cmpm_loss(v, t, p), naive_cmpm),
+    "id": (lambda v, t, p, w: id_loss(v, t, p, weight=w), naive_id),
     "triplet_hardest": (
-        lambda v, t, p, w: triplet_loss(v, t, p),  # type: ignore[return-value,misc]
+        lambda v, t, p, w: triplet_loss(v, t, p),
         lambda v, t, p, w: _naive_triplet(v, t, p, True),
     ),
     "triplet_sum": (
-        lambda v, t, p, w: triplet_loss(v, t, p, mining="sum"),  # type: ignore[return-value,misc]
+        lambda v, t, p, w: triplet_loss(v, t, p, mining="sum"),
         lambda v, t, p, w: _naive_triplet(v, t, p, False),
     ),
 }
@@ -97,8 +100,14 @@ LOSSES: dict[str, tuple[LossFn, LossFn]] = {
 
 @contextmanager
 def _saved_bytes(counter: list[int]) -> Iterator[None]:
+    """Count the distinct storages autograd keeps for backward (shared ones once)."""
+    seen: set[int] = set()
+
     def pack(x: Tensor) -> Tensor:
-        counter[0] += x.numel() * x.element_size()
+        ptr = x.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            counter[0] += x.untyped_storage().nbytes()
         return x
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
@@ -134,26 +143,36 @@ def measure(fn: LossFn, b: int, device: torch.device, repeats: int) -> tuple[flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--max-cube", type=int, default=256, help="largest B for the naive B^3 triplet")
+    parser.add_argument("--losses", nargs="+", choices=list(LOSSES), default=list(LOSSES))
+    parser.add_argument(
+        "--max-cube", type=int, default=256, help="largest B for the naive B^3 triplet"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     mem_name = "peak MiB" if device.type == "cuda" else "saved MiB"
     print(f"device={device}  D=512  ids=B/4  forward+backward, fastest of {args.repeats}")
-    header = f"{'loss':<16}{'B':>6}{'ms':>10}{'naive ms':>10}{mem_name:>11}{'naive':>9}{'|diff|':>10}"
+    header = (
+        f"{'loss':<16}{'B':>6}{'ms':>10}{'naive ms':>10}{mem_name:>11}{'naive':>9}{'|diff|':>10}"
+    )
     print(header)
     print("-" * len(header))
-    for name, (ours, naive) in LOSSES.items():
+    for name in args.losses:
+        ours, naive = LOSSES[name]
         for b in args.sizes:
             ms, mem, val = measure(ours, b, device, args.repeats)
             if name.startswith("triplet") and b > args.max_cube:
                 print(f"{name:<16}{b:>6}{ms:>10.2f}{'skipped':>10}{mem:>11.2f}{'-':>9}{'-':>10}")
                 continue
             n_ms, n_mem, n_val = measure(naive, b, device, args.repeats)
-            print(f"{name:<16}{b:>6}{ms:>10.2f}{n_ms:>10.2f}{mem:>11.2f}{n_mem:>9.2f}{abs(val - n_val):>10.2e}")
+            print(
+                f"{name:<16}{b:>6}{ms:>10.2f}{n_ms:>10.2f}{mem:>11.2f}{n_mem:>9.2f}{abs(val - n_val):>10.2e}"
+            )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> Iterator[None]:
     torch.manual_seed(0)
-    yield
+    return
 
 
 @pytest.fixture(params=[torch.float32, torch.float64], ids=["f32", "f64"])

@@ -58,7 +58,9 @@ def test_save_writes_the_documented_layout(saved: tuple[Retriever, Path]) -> Non
     assert cfg["model"]["vision"]["act"] == "quick_gelu"  # never guessed at load time
     assert cfg["preprocess"]["image_size"] == list(SIZE)
     card = (folder / "README.md").read_text()
-    assert "library_name: textreid" in card and "| R1 | mAP |" in card and "12.50" in card
+    assert "library_name: textreid" in card
+    assert "| R1 | mAP |" in card
+    assert "12.50" in card
 
 
 def test_round_trip_gives_identical_outputs(saved: tuple[Retriever, Path], tmp_path: Path) -> None:
@@ -119,7 +121,7 @@ def test_future_format_version_is_refused(saved: tuple[Retriever, Path]) -> None
     cfg = json.loads((folder / "config.json").read_text())
     cfg["format_version"] = HUB_FORMAT_VERSION + 1
     (folder / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="format_version 2.*upgrade textreid"):
+    with pytest.raises(ValueError, match=r"format_version 2.*upgrade textreid"):
         Retriever.from_pretrained(folder)
 
 
@@ -190,15 +192,15 @@ def test_hub_errors_say_what_to_do(saved: tuple[Retriever, Path], tmp_path: Path
         hub.add_repo("org/nowts", files)
         kw = {"endpoint": hub.endpoint, "cache_dir": tmp_path / "c"}
         with pytest.raises(
-            FileNotFoundError, match="repository 'org/absent' was not found.*token="
+            FileNotFoundError, match=r"repository 'org/absent' was not found.*token="
         ):
             Retriever.from_pretrained("org/absent", **kw)
-        with pytest.raises(FileNotFoundError, match="has no file 'model.safetensors' at revision"):
+        with pytest.raises(FileNotFoundError, match=r"has no file 'model.safetensors' at revision"):
             Retriever.from_pretrained("org/nowts", **kw)
         with pytest.raises(FileNotFoundError, match="has no revision 'v9'"):
             Retriever.from_pretrained("org/nowts", revision="v9", **kw)
         with pytest.raises(
-            FileNotFoundError, match="not in the Hub cache.*Download it once online"
+            FileNotFoundError, match=r"not in the Hub cache.*Download it once online"
         ):
             Retriever.from_pretrained("org/other", local_files_only=True, **kw)
         assert all("org/other" not in q.path for q in hub.requests)
@@ -228,7 +230,7 @@ def test_bad_names_and_inputs(saved: tuple[Retriever, Path]) -> None:
         r.encode_text([])
     with pytest.raises(TypeError, match=r"images\[0\] must be a path, a PIL image or a tensor"):
         r.encode_images([3.0])  # type: ignore[list-item]
-    with pytest.raises(FileNotFoundError, match="image file .*missing.png does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"image file .*missing.png does not exist"):
         r.encode_images(["missing.png"])
     with pytest.raises(ValueError, match=r"preprocessed float tensors \(3, 64, 32\)"):
         r.encode_images([torch.zeros(3, 10, 10)])

@@ -97,7 +97,9 @@ def test_irra_param_rules_hit_the_reference_modules() -> None:
             lr_of[id(p)] = (g["lr"], g["weight_decay"])
     named = dict(m.named_parameters())
     assert lr_of[id(named["irr.cross_attn.in_proj_weight"])] == pytest.approx((5e-5, 4e-5))
-    assert lr_of[id(named["irr.ln_pre_t.weight"])] == pytest.approx((1e-5, 4e-5))  # no "cross" in IRRA's name
+    assert lr_of[id(named["irr.ln_pre_t.weight"])] == pytest.approx(
+        (1e-5, 4e-5)
+    )  # no "cross" in IRRA's name
     assert lr_of[id(named["irr.ln_pre_t.bias"])] == pytest.approx((2e-5, 0.0))
     assert lr_of[id(named["id_loss.classifier.weight"])] == pytest.approx((5e-5, 4e-5))
     assert lr_of[id(named["mlm_head.fc.weight"])] == pytest.approx((5e-5, 4e-5))
@@ -195,11 +197,11 @@ def _ref_transformer(
             3, -1
         )
         b, n_tok, w = q.shape
-        split = lambda t: t.reshape(b, n_tok, heads, w // heads).transpose(1, 2)  # noqa: E731
-        att = split(q) @ split(k).transpose(-1, -2) / math.sqrt(w // heads)
+        q, k, v = (t.reshape(b, n_tok, heads, w // heads).transpose(1, 2) for t in (q, k, v))
+        att = q @ k.transpose(-1, -2) / math.sqrt(w // heads)
         if causal:
             att = att.masked_fill(torch.ones(n_tok, n_tok).triu(1).bool(), float("-inf"))
-        o = (att.softmax(-1) @ split(v)).transpose(1, 2).reshape(b, n_tok, w)
+        o = (att.softmax(-1) @ v).transpose(1, 2).reshape(b, n_tok, w)
         x = x + F.linear(o, sd[p + "attn.out_proj.weight"], sd[p + "attn.out_proj.bias"])
         h = F.layer_norm(x, x.shape[-1:], sd[p + "ln_2.weight"], sd[p + "ln_2.bias"])
         h = F.linear(h, sd[p + "mlp.c_fc.weight"], sd[p + "mlp.c_fc.bias"])
@@ -242,8 +244,10 @@ def test_irra_checkpoint_converts_and_embeds_like_the_raw_weights(tmp_path: Path
 
 def test_irra_renaming_covers_every_module_and_rejects_strangers() -> None:
     renamed = irra_to_textreid(_irra_state_dict())
-    assert "id_loss.classifier.weight" in renamed and "irr.ln_pre_t.weight" in renamed
-    assert "encoder.visual.proj" in renamed and "mlm_head.fc.bias" in renamed
+    assert "id_loss.classifier.weight" in renamed
+    assert "irr.ln_pre_t.weight" in renamed
+    assert "encoder.visual.proj" in renamed
+    assert "mlm_head.fc.bias" in renamed
     assert all(v.dtype == torch.float32 for v in renamed.values())
     with pytest.raises(ValueError, match="belong to no IRRA module"):
         irra_to_textreid({"some.other.weight": torch.zeros(1)})

@@ -6,13 +6,13 @@ The most used names are importable from here; the subpackages hold the rest:
 :mod:`textreid.testing`.
 """
 
+from textreid import data, heads, losses, models, retrieval, training
 from textreid._version import __version__
 from textreid.config import CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
 from textreid.data import build_dataset, list_datasets, write_synthpedes
 from textreid.hub import ModelCard, Retriever
 from textreid.models import CLIPDualEncoder, create_model, list_models, load_clip, register_model
-from textreid.retrieval import RetrievalMetrics, SearchResult, evaluate, topk_search
-from textreid.retrieval.index import GalleryIndex
+from textreid.retrieval import GalleryIndex, RetrievalMetrics, SearchResult, evaluate, topk_search
 from textreid.tokenization import CLIPTokenizer
 
 __all__ = [
@@ -30,11 +30,17 @@ __all__ = [
     "__version__",
     "build_dataset",
     "create_model",
+    "data",
     "evaluate",
+    "heads",
     "list_datasets",
     "list_models",
     "load_clip",
+    "losses",
+    "models",
     "register_model",
+    "retrieval",
     "topk_search",
+    "training",
     "write_synthpedes",
 ]

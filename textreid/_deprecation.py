@@ -41,7 +41,7 @@ def deprecated(
     def wrap(obj: _F) -> _F:
         qualname = f"{obj.__module__}.{obj.__qualname__}"
         if isinstance(obj, type):
-            original_init = obj.__init__
+            original_init = cast(Any, obj).__init__
 
             @functools.wraps(original_init)
             def init(self: Any, *args: Any, **kwargs: Any) -> None:

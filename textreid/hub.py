@@ -513,14 +513,15 @@ class Retriever:
         fn = "Retriever.push_to_hub"
         if not _REPO_ID.match(repo_id):
             raise ValueError(f"{fn}: repo_id must look like 'org/name', got {repo_id!r}")
-        if api is None:
+        client: Any = api
+        if client is None:
             from huggingface_hub import HfApi
 
-            api = HfApi(endpoint=endpoint, token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True, token=token)
+            client = HfApi(endpoint=endpoint, token=token)
+        client.create_repo(repo_id, private=private, exist_ok=True, token=token)
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp)
-            return api.upload_folder(  # type: ignore[no-any-return]
+            return client.upload_folder(  # type: ignore[no-any-return]
                 repo_id=repo_id,
                 folder_path=tmp,
                 commit_message=commit_message,

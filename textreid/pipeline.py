@@ -25,11 +25,17 @@ from textreid.data.pedes import PedesDataset, PedesSplit, build_dataset
 from textreid.data.samplers import IdentitySampler
 from textreid.data.transforms import build_transforms
 from textreid.hub import ModelCard, Retriever
+from textreid.losses.attribute_mask import attribute_token_sequences
 from textreid.methods.base import RetrievalMethod
+from textreid.methods.cmr import CMRMethod
+from textreid.methods.fmfa import FMFAMethod
 from textreid.methods.irra import IRRAMethod
+from textreid.methods.ivt import IVTMethod
+from textreid.methods.uca import UCAMethod
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.load import load_clip
 from textreid.models.registry import create_model
+from textreid.models.single_stream import SingleStreamEncoder
 from textreid.recipes import Recipe, get_recipe
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
 from textreid.tokenization import CLIPTokenizer
@@ -103,8 +109,42 @@ def _irra(recipe: Recipe, num_classes: int) -> RetrievalMethod:
     return IRRAMethod(build_clip_encoder(recipe), num_classes, **recipe.method_kwargs)
 
 
+def _fmfa(recipe: Recipe, num_classes: int) -> RetrievalMethod:
+    return FMFAMethod(build_clip_encoder(recipe), num_classes, **recipe.method_kwargs)
+
+
+def _cmr(recipe: Recipe, num_classes: int) -> RetrievalMethod:
+    return CMRMethod(build_clip_encoder(recipe), num_classes, **recipe.method_kwargs)
+
+
+def _uca(recipe: Recipe, num_classes: int) -> RetrievalMethod:
+    tokenizer = build_tokenizer(recipe, recipe.context_length)
+    kwargs = dict(recipe.method_kwargs)
+    if tokenizer.mask_token_id is not None:
+        kwargs.setdefault("mask_token_id", tokenizer.mask_token_id)
+    sequences = attribute_token_sequences(tokenizer.encode)
+    return UCAMethod(build_clip_encoder(recipe), sequences, **kwargs)
+
+
+def _ivt(recipe: Recipe, num_classes: int) -> RetrievalMethod:
+    # IVT has no identity classifier; its single-stream encoder is described by model_overrides.
+    tokenizer = build_tokenizer(recipe, recipe.context_length)
+    encoder = SingleStreamEncoder(
+        **recipe.model_overrides,
+        vocab_size=tokenizer.vocab_size,
+        max_text_len=recipe.context_length,
+    )
+    return IVTMethod(encoder, tokenizer, **recipe.method_kwargs)
+
+
 #: Method name -> builder ``(recipe, num_classes) -> RetrievalMethod``.
-METHODS: dict[str, MethodBuilder] = {"irra": _irra}
+METHODS: dict[str, MethodBuilder] = {
+    "irra": _irra,
+    "fmfa": _fmfa,
+    "ivt": _ivt,
+    "uca": _uca,
+    "cmr": _cmr,
+}
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -273,11 +313,13 @@ def train_recipe(
         metrics={k: float(v) for k, v in test_metrics.to_dict().items() if k[0] in "Rm"},
         citation=recipe.citation or None,
     )
-    preprocess = PreprocessConfig(image_size=size, interpolation=recipe.data.interpolation)
-    retriever = Retriever(
-        method.encoder, tokenizer, preprocess, card=card, device=_device_of(method)
-    )
-    retriever_dir = retriever.save_pretrained(Path(output_dir) / "retriever")
+    encoder = method.retrieval_encoder()
+    retriever: Retriever | None = None
+    retriever_dir: Path | None = None
+    if encoder is not None:
+        preprocess = PreprocessConfig(image_size=size, interpolation=recipe.data.interpolation)
+        retriever = Retriever(encoder, tokenizer, preprocess, card=card, device=_device_of(method))
+        retriever_dir = retriever.save_pretrained(Path(output_dir) / "retriever")
     return TrainResult(recipe, fit, val_metrics, test_metrics, retriever_dir, retriever)
 
 

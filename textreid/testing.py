@@ -143,7 +143,8 @@ class FakeHub:
         if self._server is None:
             raise RuntimeError("FakeHub: not started; use it as a context manager")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
 
     def start(self) -> FakeHub:
         handler = _make_handler(self)

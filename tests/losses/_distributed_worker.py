@@ -30,7 +30,8 @@ def main() -> None:
         av, at, ap = gather_features(lv, lt, pids[bounds[0] : bounds[1]])
         out = loss(av, at, ap)
         out.backward()
-        assert lv.grad is not None and lt.grad is not None
+        assert lv.grad is not None
+        assert lt.grad is not None
         grads_v = [torch.zeros(8, 6, dtype=torch.float64) for _ in range(world)]
         grads_t = [torch.zeros(8, 6, dtype=torch.float64) for _ in range(world)]
         full_v = torch.zeros(8, 6, dtype=torch.float64)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
 
@@ -25,7 +24,9 @@ def kl_row(logits: list[float], labels: list[bool], norm: str, eps: float) -> fl
     return sum(pi * (math.log(pi) - math.log(qi + eps)) for pi, qi in zip(p, q))
 
 
-def sides(v: Tensor, t: Tensor, ip: list[int], tp: list[int]) -> tuple[list[list[float]], list[list[bool]]]:
+def sides(
+    v: Tensor, t: Tensor, ip: list[int], tp: list[int]
+) -> tuple[list[list[float]], list[list[bool]]]:
     sim = [[cos(v[i], t[j]) for j in range(len(tp))] for i in range(len(ip))]
     match = [[ip[i] == tp[j] for j in range(len(tp))] for i in range(len(ip))]
     return sim, match

@@ -1,4 +1,4 @@
-"""Shared inputs of the loss tests: the reference-code fixture and its input recipe."""
+"""Shared fixture of the loss tests: numbers from the authors' reference code."""
 
 from __future__ import annotations
 
@@ -7,41 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 FIXTURE = Path(__file__).parent / "fixtures" / "reference_losses.json"
 
 
 @pytest.fixture(scope="session")
 def reference() -> dict[str, Any]:
-    """Numbers produced by running the authors' loss functions (IRRA, FMFA) on the recipe below."""
+    """Numbers produced by running the authors' loss functions (IRRA, FMFA) on the recipe in _reference_inputs.py."""
     data: dict[str, Any] = json.loads(FIXTURE.read_text())
     return data
-
-
-def b64_inputs(dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The B=64, D=512, 16-identity case; float32 inputs are the float64 draws cast."""
-    g = torch.Generator().manual_seed(20230)
-    f64 = torch.float64
-    out = {
-        "image": torch.randn(64, 512, generator=g, dtype=f64),
-        "text": torch.randn(64, 512, generator=g, dtype=f64),
-        "pids": torch.randint(0, 16, (64,), generator=g),
-        "weight": torch.randn(16, 512, generator=g, dtype=f64) * 0.05,
-        "bias": torch.randn(16, generator=g, dtype=f64) * 0.1,
-        "probe_image": torch.randn(64, 512, generator=g, dtype=f64),
-        "probe_text": torch.randn(64, 512, generator=g, dtype=f64),
-    }
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
-
-
-def tiny_inputs(reference: dict[str, Any]) -> dict[str, torch.Tensor]:
-    raw = reference["tiny"]["inputs"]
-    f64 = torch.float64
-    return {
-        "image": torch.tensor(raw["image"], dtype=f64),
-        "text": torch.tensor(raw["text"], dtype=f64),
-        "pids": torch.tensor(raw["pids"]),
-        "weight": torch.tensor(raw["weight"], dtype=f64),
-        "bias": torch.tensor(raw["bias"], dtype=f64),
-    }

@@ -12,7 +12,9 @@ from textreid.losses import ASDMLoss, SDMLoss
 from textreid.losses.functional import asdm_loss, sdm_loss
 
 
-def _slow_asdm(v: torch.Tensor, t: torch.Tensor, ip: list[int], tp: list[int], alpha: float, scale: float) -> float:
+def _slow_asdm(
+    v: torch.Tensor, t: torch.Tensor, ip: list[int], tp: list[int], alpha: float, scale: float
+) -> float:
     sim, match = sides(v, t, ip, tp)
 
     def direction(s: list[list[float]], m: list[list[bool]]) -> float:
@@ -51,8 +53,12 @@ def test_first_positive_rule_hand_case() -> None:
     pids = torch.tensor([0, 0])
     rows = asdm_loss(eye, eye, pids, alpha=0.5, temperature=1.0, reduction="none")
     base = sdm_loss(eye, eye, pids, temperature=1.0, reduction="none")
-    torch.testing.assert_close(rows.image_to_text, base.image_to_text * torch.tensor([1.0, 1.5], dtype=torch.float64))
-    torch.testing.assert_close(rows.text_to_image, base.text_to_image * torch.tensor([1.0, 1.5], dtype=torch.float64))
+    torch.testing.assert_close(
+        rows.image_to_text, base.image_to_text * torch.tensor([1.0, 1.5], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        rows.text_to_image, base.text_to_image * torch.tensor([1.0, 1.5], dtype=torch.float64)
+    )
 
 
 def test_alpha_zero_and_correct_top1_equal_sdm() -> None:

@@ -45,7 +45,9 @@ def test_cmpm_matches_slow_loop(b_i: int, b_t: int, seed: int) -> None:
     ip = torch.randint(0, 3, (b_i,), generator=g)
     tp = torch.randint(0, 3, (b_t,), generator=g)
     got = cmpm_loss(v, t, image_pids=ip, text_pids=tp)
-    assert got.item() == pytest.approx(_slow_cmpm(v, t, ip.tolist(), tp.tolist()), rel=1e-9, abs=1e-9)
+    assert got.item() == pytest.approx(
+        _slow_cmpm(v, t, ip.tolist(), tp.tolist()), rel=1e-9, abs=1e-9
+    )
 
 
 def _slow_cmpc(v: torch.Tensor, t: torch.Tensor, pids: list[int], w: torch.Tensor) -> float:

@@ -9,7 +9,11 @@ from textreid.losses import IDLoss, InfoNCELoss, LossOutput, SDMLoss, TripletLos
 
 
 def test_total_and_terms() -> None:
-    v, t, pids = torch.randn(4, 8, requires_grad=True), torch.randn(4, 8), torch.tensor([0, 1, 1, 2])
+    v, t, pids = (
+        torch.randn(4, 8, requires_grad=True),
+        torch.randn(4, 8),
+        torch.tensor([0, 1, 1, 2]),
+    )
     idl = IDLoss(3, 8)
     obj = WeightedSum({"sdm": (1.0, SDMLoss()), "id": (0.5, idl), "mlm": 2.0})
     mlm = torch.tensor(1.25, requires_grad=True)
@@ -21,13 +25,17 @@ def test_total_and_terms() -> None:
     torch.testing.assert_close(out.terms["id"], 0.5 * ident.detach())
     assert all(not term.requires_grad for term in out.terms.values())
     out.total.backward()
-    assert v.grad is not None and mlm.grad is not None and idl.classifier.weight.grad is not None
+    assert v.grad is not None
+    assert mlm.grad is not None
+    assert idl.classifier.weight.grad is not None
     assert {id(p) for p in obj.parameters()} == {id(p) for p in idl.parameters()}
 
 
 def test_logit_scale_goes_only_to_terms_that_take_it() -> None:
     v, t = torch.randn(4, 8), torch.randn(4, 8)
-    obj = WeightedSum({"sdm": (1.0, SDMLoss()), "nce": (1.0, InfoNCELoss()), "tri": (1.0, TripletLoss())})
+    obj = WeightedSum(
+        {"sdm": (1.0, SDMLoss()), "nce": (1.0, InfoNCELoss()), "tri": (1.0, TripletLoss())}
+    )
     out = obj(v, t, logit_scale=10.0)
     torch.testing.assert_close(out.terms["sdm"], SDMLoss(temperature=0.1)(v, t))
     torch.testing.assert_close(out.terms["nce"], InfoNCELoss(temperature=0.1)(v, t))
@@ -36,7 +44,10 @@ def test_logit_scale_goes_only_to_terms_that_take_it() -> None:
 def test_precomputed_must_match_declared_terms() -> None:
     obj = WeightedSum({"sdm": (1.0, SDMLoss()), "mlm": 1.0})
     v, t = torch.randn(2, 3), torch.randn(2, 3)
-    with pytest.raises(ValueError, match=r"WeightedSum: precomputed must hold exactly the weight-only terms \['mlm'\]; missing \['mlm'\], unexpected \[\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"WeightedSum: precomputed must hold exactly the weight-only terms \['mlm'\]; missing \['mlm'\], unexpected \[\]",
+    ):
         obj(v, t)
     with pytest.raises(ValueError, match=r"missing \[\], unexpected \['efa'\]"):
         obj(v, t, precomputed={"mlm": torch.tensor(1.0), "efa": torch.tensor(1.0)})
@@ -44,14 +55,21 @@ def test_precomputed_must_match_declared_terms() -> None:
 
 def test_non_scalar_term() -> None:
     obj = WeightedSum({"sdm": (1.0, SDMLoss(reduction="none"))})
-    with pytest.raises(ValueError, match="WeightedSum: term 'sdm' must give a scalar tensor, got DirectionalLosses"):
+    with pytest.raises(
+        ValueError, match="WeightedSum: term 'sdm' must give a scalar tensor, got DirectionalLosses"
+    ):
         obj(torch.randn(2, 3), torch.randn(2, 3))
 
 
 def test_constructor_errors() -> None:
     with pytest.raises(ValueError, match="WeightedSum: terms is empty"):
         WeightedSum({})
-    with pytest.raises(ValueError, match="WeightedSum: the weight of 'sdm' must be >= 0, got -1.0"):
+    with pytest.raises(
+        ValueError, match=r"WeightedSum: the weight of 'sdm' must be >= 0, got -1\.0"
+    ):
         WeightedSum({"sdm": (-1.0, SDMLoss())})
-    with pytest.raises(TypeError, match=r"WeightedSum: terms\['sdm'\] must be a weight or a \(weight, nn.Module\) pair, got str"):
-        WeightedSum({"sdm": "SDMLoss"})  # type: ignore[dict-item]
+    with pytest.raises(
+        TypeError,
+        match=r"WeightedSum: terms\['sdm'\] must be a weight or a \(weight, nn.Module\) pair, got str",
+    ):
+        WeightedSum({"sdm": "SDMLoss"})

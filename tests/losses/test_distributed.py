@@ -20,13 +20,21 @@ def test_identity_without_process_group() -> None:
     assert gather_with_grad(x) is x
     v, t, p = torch.randn(2, 4), torch.randn(2, 4), torch.tensor([0, 1])
     out = gather_features(v, t, p)
-    assert out[0] is v and out[1] is t and out[2] is p
+    assert out[0] is v
+    assert out[1] is t
+    assert out[2] is p
 
 
 def test_gather_rejects_non_tensors() -> None:
-    with pytest.raises(TypeError, match="gather_with_grad: x must be a torch.Tensor, got list"):
-        gather_with_grad([1.0])  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="gather_features: pids must be an integer tensor, got torch.float32"):
+    with pytest.raises(TypeError, match=r"gather_with_grad: x must be a torch\.Tensor, got list"):
+        gather_with_grad([1.0])
+    with pytest.raises(
+        ValueError, match="gather_with_grad: x must have a row dimension, got a 0-D tensor"
+    ):
+        gather_with_grad(torch.tensor(1.0))
+    with pytest.raises(
+        TypeError, match=r"gather_features: pids must be an integer tensor, got torch\.float32"
+    ):
         gather_features(torch.randn(2, 3), torch.randn(2, 3), torch.zeros(2))
 
 
@@ -43,7 +51,12 @@ def test_two_ranks_equal_single_process(tmp_path: Path) -> None:
            "--master_addr", "127.0.0.1", "--master_port", str(port), str(worker), str(out)]  # fmt: skip
     # A new session lets a hung run be killed with its workers, not just the launcher.
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         _, stderr = proc.communicate(timeout=120)

@@ -52,13 +52,16 @@ def test_multi_positive_matches_slow_loop(b_i: int, b_t: int, seed: int) -> None
     ip = torch.randint(0, 3, (b_i,), generator=g)
     tp = torch.randint(0, 3, (b_t,), generator=g)
     got = infonce_loss(v, t, image_pids=ip, text_pids=tp, temperature=0.2)
-    assert got.item() == pytest.approx(_slow(v, t, ip.tolist(), tp.tolist(), 5.0), rel=1e-9, abs=1e-9)
+    assert got.item() == pytest.approx(
+        _slow(v, t, ip.tolist(), tp.tolist(), 5.0), rel=1e-9, abs=1e-9
+    )
 
 
 def test_learnable_scale_is_a_parameter_and_trains() -> None:
     loss = InfoNCELoss(learnable=True)
     params = list(loss.parameters())
-    assert len(params) == 1 and params[0].item() == pytest.approx(math.log(1 / 0.07))
+    assert len(params) == 1
+    assert params[0].item() == pytest.approx(math.log(1 / 0.07))
     loss(torch.randn(4, 3), torch.randn(4, 3)).backward()
     assert params[0].grad is not None
     assert list(InfoNCELoss().parameters()) == []

@@ -39,11 +39,13 @@ def _make(name: str, dtype: torch.dtype = torch.float64, **kw: str) -> nn.Module
     torch.manual_seed(1)
     module = LOSSES[name][0](**kw).to(dtype)
     if name == "id":
-        nn.init.normal_(module.classifier.weight, std=0.5)  # type: ignore[union-attr]
+        nn.init.normal_(module.classifier.weight, std=0.5)
     return module
 
 
-def _batch(b: int = 4, d: int = 3, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor, Tensor]:
+def _batch(
+    b: int = 4, d: int = 3, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor, Tensor]:
     g = torch.Generator().manual_seed(7)
     v = torch.randn(b, d, generator=g, dtype=torch.float64).to(dtype)
     t = torch.randn(b, d, generator=g, dtype=torch.float64).to(dtype)
@@ -74,7 +76,11 @@ def test_batch_permutation_invariance(name: str) -> None:
     loss = _make(name)
     v, t, pids = _batch(8)
     # A-SDM's first-positive rule depends on order within an identity; keep that order.
-    perm = torch.tensor([4, 1, 3, 7, 2, 6, 0, 5]) if name != "asdm" else torch.tensor([3, 0, 1, 2, 5, 4, 6, 7])
+    perm = (
+        torch.tensor([4, 1, 3, 7, 2, 6, 0, 5])
+        if name != "asdm"
+        else torch.tensor([3, 0, 1, 2, 5, 4, 6, 7])
+    )
     torch.testing.assert_close(loss(v, t, pids), loss(v[perm], t[perm], pids[perm]))
 
 
@@ -115,7 +121,8 @@ def test_reduction_shapes_and_consistency(name: str) -> None:
     v, t, pids = _batch(4)
     none = _make(name, reduction="none")(v, t, pids)
     assert isinstance(none, DirectionalLosses)
-    assert none.image_to_text.shape == (4,) and none.text_to_image.shape == (4,)
+    assert none.image_to_text.shape == (4,)
+    assert none.text_to_image.shape == (4,)
     half = 0.5 if name in ("infonce", "id") else 1.0
     mean = _make(name, reduction="mean")(v, t, pids)
     total = _make(name, reduction="sum")(v, t, pids)
@@ -130,7 +137,8 @@ def test_unequal_sides_shapes(name: str) -> None:
     v = torch.randn(3, 3, generator=g, dtype=torch.float64)
     t = torch.randn(6, 3, generator=g, dtype=torch.float64)
     out = loss(v, t, image_pids=torch.tensor([0, 1, 2]), text_pids=torch.tensor([0, 0, 1, 1, 2, 2]))
-    assert out.image_to_text.shape == (3,) and out.text_to_image.shape == (6,)
+    assert out.image_to_text.shape == (3,)
+    assert out.text_to_image.shape == (6,)
     assert bool(torch.isfinite(out.image_to_text).all() and torch.isfinite(out.text_to_image).all())
 
 
@@ -141,4 +149,5 @@ def test_single_sample_is_finite_and_connected(name: str) -> None:
     v.requires_grad_(True)
     out = loss(v, t, pids)
     out.backward()
-    assert torch.isfinite(out) and v.grad is not None
+    assert torch.isfinite(out)
+    assert v.grad is not None

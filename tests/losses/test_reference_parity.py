@@ -15,18 +15,18 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.losses.conftest import b64_inputs, tiny_inputs
+from tests.losses._reference_inputs import b64_inputs, tiny_inputs
 from textreid.losses.functional import asdm_loss, cmpm_loss, id_loss, infonce_loss, sdm_loss
 
 Case = Callable[[Tensor, Tensor, dict[str, Tensor]], Tensor]
 
 CASES: dict[str, Case] = {
-    "sdm": lambda v, t, x: sdm_loss(v, t, x["pids"], logit_scale=50.0),  # type: ignore[return-value]
-    "asdm_alpha0.1": lambda v, t, x: asdm_loss(v, t, x["pids"], alpha=0.1),  # type: ignore[return-value]
-    "asdm_alpha10": lambda v, t, x: asdm_loss(v, t, x["pids"], alpha=10.0),  # type: ignore[return-value]
-    "cmpm": lambda v, t, x: cmpm_loss(v, t, x["pids"]),  # type: ignore[return-value]
-    "itc": lambda v, t, x: infonce_loss(v, t, logit_scale=50.0),  # type: ignore[return-value]
-    "id": lambda v, t, x: id_loss(v, t, x["pids"], weight=x["weight"], bias=x["bias"]),  # type: ignore[return-value]
+    "sdm": lambda v, t, x: sdm_loss(v, t, x["pids"], logit_scale=50.0),
+    "asdm_alpha0.1": lambda v, t, x: asdm_loss(v, t, x["pids"], alpha=0.1),
+    "asdm_alpha10": lambda v, t, x: asdm_loss(v, t, x["pids"], alpha=10.0),
+    "cmpm": lambda v, t, x: cmpm_loss(v, t, x["pids"]),
+    "itc": lambda v, t, x: infonce_loss(v, t, logit_scale=50.0),
+    "id": lambda v, t, x: id_loss(v, t, x["pids"], weight=x["weight"], bias=x["bias"]),
 }
 
 
@@ -35,7 +35,8 @@ def _run(case: Case, x: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     t = x["text"].clone().requires_grad_(True)
     loss = case(v, t, x)
     loss.backward()
-    assert v.grad is not None and t.grad is not None
+    assert v.grad is not None
+    assert t.grad is not None
     return loss.detach(), v.grad, t.grad
 
 
@@ -44,8 +45,12 @@ def test_tiny_case_values_and_gradients(reference: dict[str, Any], name: str) ->
     ref = reference["tiny"][name]
     loss, gv, gt = _run(CASES[name], tiny_inputs(reference))
     assert loss.item() == pytest.approx(ref["loss"], rel=1e-5, abs=1e-6)
-    torch.testing.assert_close(gv, torch.tensor(ref["grad_image"], dtype=gv.dtype), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(gt, torch.tensor(ref["grad_text"], dtype=gt.dtype), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(
+        gv, torch.tensor(ref["grad_image"], dtype=gv.dtype), rtol=1e-5, atol=1e-7
+    )
+    torch.testing.assert_close(
+        gt, torch.tensor(ref["grad_text"], dtype=gt.dtype), rtol=1e-5, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -55,7 +60,9 @@ def test_b64_values_and_gradients(reference: dict[str, Any], name: str, dtype: t
     ref = reference[key][name]
     x = b64_inputs(dtype)
     # A failure here with the checksum also failing means the RNG recipe drifted, not the loss.
-    assert x["image"].double().sum().item() == pytest.approx(reference[key]["checksum"]["image_sum"])
+    assert x["image"].double().sum().item() == pytest.approx(
+        reference[key]["checksum"]["image_sum"]
+    )
     assert x["pids"].tolist() == reference[key]["checksum"]["pids"]
     loss, gv, gt = _run(CASES[name], x)
     assert loss.item() == pytest.approx(ref["loss"], rel=1e-5)

@@ -32,7 +32,9 @@ def test_same_identity_is_never_a_negative() -> None:
     assert TripletLoss()(v, t).item() == pytest.approx((0.2 + 0.2) / 2 + (0.0 + 1.2) / 2)
 
 
-def _slow(v: torch.Tensor, t: torch.Tensor, ip: list[int], tp: list[int], m: float, mining: str) -> float:
+def _slow(
+    v: torch.Tensor, t: torch.Tensor, ip: list[int], tp: list[int], m: float, mining: str
+) -> float:
     sim, match = sides(v, t, ip, tp)
 
     def direction(s: list[list[float]], lab: list[list[bool]]) -> float:
@@ -43,7 +45,9 @@ def _slow(v: torch.Tensor, t: torch.Tensor, ip: list[int], tp: list[int], m: flo
             vals = []
             for j in pos:
                 hinges = [max(0.0, m - row[j] + n) for n in negs]
-                vals.append((max(hinges) if hinges else 0.0) if mining == "hardest" else sum(hinges))
+                vals.append(
+                    (max(hinges) if hinges else 0.0) if mining == "hardest" else sum(hinges)
+                )
             total += sum(vals) / len(vals) if vals else 0.0
         return total / len(s)
 
@@ -63,6 +67,6 @@ def test_matches_slow_loop(b_i: int, b_t: int, seed: int, mining: str, margin: f
     t = torch.randn(b_t, 3, generator=g, dtype=torch.float64)
     ip = torch.randint(0, 3, (b_i,), generator=g)
     tp = torch.randint(0, 3, (b_t,), generator=g)
-    got = triplet_loss(v, t, image_pids=ip, text_pids=tp, margin=margin, mining=mining)  # type: ignore[arg-type]
+    got = triplet_loss(v, t, image_pids=ip, text_pids=tp, margin=margin, mining=mining)
     want = _slow(v, t, ip.tolist(), tp.tolist(), margin, mining)
     assert got.item() == pytest.approx(want, rel=1e-9, abs=1e-12)

@@ -55,7 +55,8 @@ def test_random_features_match_full_matrix(dtype: torch.dtype) -> None:
     ref = _reference(F.normalize(q, dim=1) @ F.normalize(g, dim=1).T, 10)
     assert torch.equal(got.indices, ref.indices)
     torch.testing.assert_close(got.scores, ref.scores)
-    assert got.scores.dtype == dtype and got.indices.dtype == torch.int64
+    assert got.scores.dtype == dtype
+    assert got.indices.dtype == torch.int64
 
 
 def test_chunking_gives_the_same_hits() -> None:
@@ -64,7 +65,9 @@ def test_chunking_gives_the_same_hits() -> None:
     # so scores agree to rounding and the hits are the same.
     gen = torch.Generator().manual_seed(1)
     q, g = torch.randn(29, 8, generator=gen), torch.randn(70, 8, generator=gen)
-    runs = [topk_search(q, g, 5, chunk_size=c, query_block=b) for c, b in [(70, 29), (7, 4), (9, 1)]]
+    runs = [
+        topk_search(q, g, 5, chunk_size=c, query_block=b) for c, b in [(70, 29), (7, 4), (9, 1)]
+    ]
     for r in runs[1:]:
         assert torch.equal(r.indices, runs[0].indices)
         torch.testing.assert_close(r.scores, runs[0].scores)

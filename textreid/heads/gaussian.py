@@ -185,7 +185,7 @@ class GaussianHead(nn.Module):
 
     Raises:
         ValueError: bad sizes or pooling name at construction; bad input rank, width or mask at
-        call time.
+            call time.
     """
 
     def __init__(

@@ -67,6 +67,7 @@ GAUSSIAN_DISTANCES: tuple[GaussianDistance, ...] = (
     "bhattacharyya",
     "elk",
 )
+"""Names accepted by :func:`gaussian_distance` and :func:`gaussian_scores`."""
 
 # Square root floor of PCME's sample distance ``sqrt(‖z − z'‖² + 1e-6)``: keeps the gradient
 # finite when two samples coincide.

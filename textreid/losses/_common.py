@@ -24,6 +24,7 @@ __all__ = [
     "check_classifier",
     "compute_dtype",
     "cosine_matrix",
+    "kl_rows",
     "match_kl",
     "pid_match",
     "prepare_pair",
@@ -127,28 +128,28 @@ def cosine_matrix(image_feats: Tensor, text_feats: Tensor, dtype: torch.dtype) -
     return v @ t.t()
 
 
+def kl_rows(logits: Tensor, match: Tensor, norm: Literal["l1", "l2"], epsilon: float) -> Tensor:
+    """Per row of ``logits [R, C]``: ``KL(p ‖ q)`` with ``p = softmax`` of the row.
+
+    ``q`` is the row of the bool ``match [R, C]`` divided by its L1 (SDM) or L2 (CMPM) norm,
+    with ``epsilon`` added inside the log. A row without any match has ``q = 0`` and so
+    measures ``KL`` against the ``epsilon`` floor (a finite value that pushes the row towards
+    uniform).
+    """
+    y = match.to(logits.dtype)
+    denom = y.sum(dim=1, keepdim=True) if norm == "l1" else y.norm(dim=1, keepdim=True)
+    log_q = torch.log(y / denom.clamp_min(1.0) + epsilon)
+    log_p = F.log_softmax(logits, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
 def match_kl(
     logits: Tensor, match: Tensor, norm: Literal["l1", "l2"], epsilon: float
 ) -> DirectionalLosses:
-    """Row-wise ``KL(p ‖ q)`` in both directions of a ``[B_i, B_t]`` logit matrix.
-
-    ``p = softmax`` of each row (image rows over texts; for text rows, the columns over images);
-    ``q`` = the row of the identity-match matrix divided by its L1 (SDM) or L2 (CMPM) norm, with
-    ``epsilon`` added inside the log. A row without any match has ``q = 0`` and so measures
-    ``KL`` against the ``epsilon`` floor (a finite value that pushes the row towards uniform).
-    """
-    target = match.to(logits.dtype)
-
-    def rows(lg: Tensor, y: Tensor) -> Tensor:
-        if norm == "l1":
-            denom = y.sum(dim=1, keepdim=True)
-        else:
-            denom = y.norm(dim=1, keepdim=True)
-        log_q = torch.log(y / denom.clamp_min(1.0) + epsilon)
-        log_p = F.log_softmax(lg, dim=1)
-        return (log_p.exp() * (log_p - log_q)).sum(dim=1)
-
-    return DirectionalLosses(rows(logits, target), rows(logits.t(), target.t()))
+    """:func:`kl_rows` of a ``[B_i, B_t]`` logit matrix over its rows and over its columns."""
+    return DirectionalLosses(
+        kl_rows(logits, match, norm, epsilon), kl_rows(logits.t(), match.t(), norm, epsilon)
+    )
 
 
 def reduce_directional(

@@ -300,7 +300,7 @@ class AttributeMaskReconstructionLoss(nn.Module):
     Raises:
         TypeError: non-float logits/uncertainty, non-integer labels.
         ValueError: wrong ranks or sizes, missing uncertainty, non-finite values, unknown
-        ``weighting`` or ``reduction``.
+            ``weighting`` or ``reduction``.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ from textreid.losses._common import (
     DirectionalLosses,
     check_classifier,
     compute_dtype,
-    match_kl,
+    kl_rows,
     pid_match,
     prepare_pair,
     reduce_directional,
@@ -45,9 +45,9 @@ def _cmpm(
     v, t = image_feats.to(dtype), text_feats.to(dtype)
     match = pid_match(ip, tp)
     # Each direction projects the raw anchor onto the normalised other side, so the two
-    # logit matrices are not transposes of each other: take one direction from each.
-    i2t, _ = match_kl(v @ F.normalize(t, dim=1).t(), match, "l2", epsilon)
-    t2i, _ = match_kl(t @ F.normalize(v, dim=1).t(), match.t(), "l2", epsilon)
+    # logit matrices are not transposes of each other.
+    i2t = kl_rows(v @ F.normalize(t, dim=1).t(), match, "l2", epsilon)
+    t2i = kl_rows(t @ F.normalize(v, dim=1).t(), match.t(), "l2", epsilon)
     return reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
 
 
@@ -101,7 +101,7 @@ class CMPMLoss(nn.Module):
 
     Raises:
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss` (features, ids, devices,
-        ``epsilon``, ``reduction``).
+            ``epsilon``, ``reduction``).
 
     Differences from the reference code:
         The reference divides the label matrix by column norms (equal to row norms only for a
@@ -211,7 +211,7 @@ class CMPCLoss(nn.Module):
 
     Raises:
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`, plus pids outside
-        ``0..C-1`` and a width different from ``dim``.
+            ``0..C-1`` and a width different from ``dim``.
     """
 
     def __init__(

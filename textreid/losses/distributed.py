@@ -56,7 +56,8 @@ class _GatherWithGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        grad = grad.contiguous()
+        # all_reduce works in place: never write into the gradient autograd handed us.
+        grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad[ctx.start : ctx.stop]
 
@@ -75,7 +76,9 @@ def gather_with_grad(x: Tensor) -> Tensor:
         TypeError: ``x`` is not a tensor.
         ValueError: ``x`` is 0-D.
     """
-    check_tensor(x, "x", "gather_with_grad", ndim=list(range(1, 9)), allow_empty=True)
+    check_tensor(x, "x", "gather_with_grad", allow_empty=True)
+    if x.dim() == 0:
+        raise ValueError("gather_with_grad: x must have a row dimension, got a 0-D tensor")
     if not is_distributed():
         return x
     out: Tensor = _GatherWithGrad.apply(x)

@@ -94,8 +94,8 @@ class IDLoss(nn.Module):
 
     Raises:
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`, plus missing ids, ids
-        outside ``0..C-1``, a feature width different from ``dim`` and a classifier on another
-        device.
+            outside ``0..C-1``, a feature width different from ``dim`` and a classifier on another
+            device.
 
     Differences from the reference code:
         IRRA runs the classifier in float16 (``classifier(v.half()).float()``); here it runs in

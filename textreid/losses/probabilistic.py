@@ -128,6 +128,10 @@ def _gaussian_kl(fn: str, embedding: object, reduction: str, finite: bool) -> Te
 class GaussianKLLoss(nn.Module):
     r"""KL divergence of diagonal Gaussians to the unit Gaussian (the "VIB" term of PCME/PCME++).
 
+    Chun, Oh, de Rezende, Kalantidis and Larlus, "Probabilistic Embeddings for Cross-Modal
+    Retrieval", CVPR 2021, arXiv 2101.05068; Chun, "Improved Probabilistic Image-Text
+    Representations", ICLR 2024, arXiv 2305.18171.
+
     .. math:: \mathrm{KL}\big(N(\mu, \sigma^2)\,\|\,N(0, I)\big)_{b,d}
        = \tfrac12\big(\mu_{b,d}^2 + \sigma_{b,d}^2 - 1 - \log\sigma_{b,d}^2\big)
 
@@ -736,7 +740,7 @@ class DistributionContrastLoss(nn.Module):
 
     Raises:
         TypeError, ValueError: as :class:`CSDLoss`, plus an unknown ``distance`` or
-        ``objective``, a non-positive ``temperature``/``epsilon``/``logit_scale``.
+            ``objective``, a non-positive ``temperature``/``epsilon``/``logit_scale``.
     """
 
     def __init__(
@@ -923,7 +927,7 @@ class PointContrastLoss(nn.Module):
 
     Raises:
         TypeError, ValueError: as :class:`CSDLoss`, plus ``num_samples < 1``, a bad samples
-        shape, a non-positive ``temperature``, a negative ``intra_modal_weight``.
+            shape, a non-positive ``temperature``, a negative ``intra_modal_weight``.
     """
 
     def __init__(

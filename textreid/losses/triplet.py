@@ -142,7 +142,7 @@ class TripletLoss(nn.Module):
 
     Raises:
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`, plus a negative ``margin``
-        or an unknown ``mining``.
+            or an unknown ``mining``.
 
     Differences from the reference code:
         VSE++ sums over the batch; ``"mean"`` divides that sum by the number of anchors, which

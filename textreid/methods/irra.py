@@ -112,8 +112,12 @@ class _IRRABase(DualEncoderMethod):
                 probability=self.mlm_probability,
             )
             masked_feats, masked_tokens = self.encoder.encode_text(masked, return_tokens=True)
-            logits = self.mlm_head(self.irr(masked_tokens, image_tokens))
-            mlm = self.mlm_loss(logits.float(), labels)
+            hidden = self.irr(masked_tokens, image_tokens)
+            # The vocabulary projection dominates the cost; only masked positions have a
+            # label, so project those alone (same loss as IRRA's full [B, L, V] logits).
+            picked = labels != 0
+            logits = self.mlm_head(hidden[picked][None])
+            mlm = self.mlm_loss(logits.float(), labels[picked][None])
         if self.global_text_from_masked_caption:
             text_feats, text_tokens = masked_feats, masked_tokens
         else:

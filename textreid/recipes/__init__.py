@@ -117,4 +117,4 @@ def get_recipe(name: str) -> Recipe:
 
 def _load_builtin() -> None:
     # Importing the modules registers their recipes; done lazily to keep import light.
-    from textreid.recipes import irra  # noqa: F401
+    from textreid.recipes import cmr, fmfa, irra, ivt, uca  # noqa: F401

@@ -7,15 +7,20 @@ index (a stable descending sort), everywhere.
 
 from __future__ import annotations
 
+from textreid.retrieval.index import GalleryIndex
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
+from textreid.retrieval.rerank import k_reciprocal_rerank, rerank_topk
 from textreid.retrieval.scores import ScoreChunk, cosine_scores
 from textreid.retrieval.search import SearchResult, topk_search
 
 __all__ = [
+    "GalleryIndex",
     "RetrievalMetrics",
     "ScoreChunk",
     "SearchResult",
     "cosine_scores",
     "evaluate",
+    "k_reciprocal_rerank",
+    "rerank_topk",
     "topk_search",
 ]

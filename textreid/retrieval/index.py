@@ -61,6 +61,7 @@ def _read_safetensors(path: Path, mmap: bool, fn: str) -> dict[str, Tensor]:
             count = int(np.prod(shape))
             if end - begin != count * np.dtype(np_dtype).itemsize or 8 + n + end > size:
                 raise ValueError(f"tensor {name!r} does not fit the file")
+            arr: np.ndarray[Any, Any]
             if mmap:
                 arr = np.memmap(path, dtype=np_dtype, mode="c", offset=8 + n + begin, shape=shape)
             else:
@@ -187,7 +188,11 @@ class GalleryIndex:
         Use :meth:`ids_of` / :meth:`paths_of` on the result to name the hits.
         """
         return topk_search(
-            query, self.features, k, chunk_size=chunk_size, query_block=query_block,
+            query,
+            self.features,
+            k,
+            chunk_size=chunk_size,
+            query_block=query_block,
             normalize=normalize,
         )
 

@@ -111,33 +111,46 @@ def _check_ks(ks: Iterable[int], fn: str) -> tuple[int, ...]:
 
 
 _COMPARE_MAX_POSITIVES = 8
-"""Up to this many positives per query, count by direct comparison (a few cheap passes per
-positive); beyond it, by binary search and a histogram (cost logarithmic in the positives)."""
+"""Up to this many positives per query, count by direct comparison with the negatives that
+score above the lowest positive; beyond it, by binary search and a histogram over all
+negatives (cost logarithmic in the positives)."""
 
 
 def _neg_ahead_compare(
-    pos_scores: Tensor, pos_idx: Tensor, start: int, scores: Tensor, is_neg: Tensor
+    pos_scores: Tensor,
+    pos_idx: Tensor,
+    lowest: Tensor,
+    start: int,
+    scores: Tensor,
+    is_pos: Tensor,
 ) -> Tensor:
-    """Negatives of one chunk ahead of each positive, ``[B, P]``, by one comparison each."""
-    # Positives get the lowest score so that "> threshold" counts negatives only; an exact
-    # tie (rare) is resolved with the explicit mask.
-    negs = scores.masked_fill(~is_neg, torch.finfo(scores.dtype).min)
+    """Negatives of one chunk ahead of each positive, ``[B, P]``, by direct comparison.
+
+    Only negatives scoring at least a query's lowest positive can be ahead of any of its
+    positives; with a useful model they are few, so they are gathered first and compared
+    with each positive (ties by gallery index) on that short list.
+    """
+    b = scores.shape[0]
+    rows, cols = (scores >= lowest).nonzero(as_tuple=True)
+    keep = ~is_pos[rows, cols]
+    rows, cols = rows[keep], cols[keep]
+    vals = scores[rows, cols]
+    cols = cols + start
     out = torch.empty(pos_scores.shape, dtype=torch.int64, device=scores.device)
-    cols: Tensor | None = None
     for j in range(pos_scores.shape[1]):
-        thr = pos_scores[:, j : j + 1]
-        out[:, j] = torch.count_nonzero(negs > thr, dim=1)
-        tied = negs == thr
-        if bool(tied.any()):
-            if cols is None:
-                cols = torch.arange(start, start + scores.shape[1], device=scores.device)
-            before = tied & is_neg & (cols < pos_idx[:, j : j + 1])
-            out[:, j] += torch.count_nonzero(before, dim=1)
+        thr, idx = pos_scores[rows, j], pos_idx[rows, j]
+        ahead = (vals > thr) | ((vals == thr) & (cols < idx))
+        out[:, j] = torch.bincount(rows[ahead], minlength=b)
     return out
 
 
 def _neg_ahead_histogram(
-    neg_sorted: Tensor, pos_key: Tensor, limit: Tensor, stride: int, start: int, scores: Tensor,
+    neg_sorted: Tensor,
+    pos_key: Tensor,
+    limit: Tensor,
+    stride: int,
+    start: int,
+    scores: Tensor,
     is_neg: Tensor,
 ) -> Tensor:
     """Negatives of one chunk ahead of each positive, ``[B, P]``, by binary search.
@@ -191,14 +204,21 @@ def _positive_ranks(
         stride = num_gallery + 1
         pos_key = run_start * stride + idx_sorted
         limit = num_pos.unsqueeze(1)
+    else:
+        # The lowest real positive score of each query (the largest value for none).
+        last = (num_pos - 1).clamp(min=0).unsqueeze(1)
+        top = torch.finfo(scores_sorted.dtype).max
+        lowest = torch.where(num_pos.unsqueeze(1) > 0, scores_sorted.gather(1, last), top)
     neg_ahead = torch.zeros_like(idx_sorted)
     for start, scores in chunks:
-        is_neg = gallery_pids[start : start + scores.shape[1]] != query_pids.unsqueeze(1)
+        is_pos = gallery_pids[start : start + scores.shape[1]] == query_pids.unsqueeze(1)
         if compare:
-            neg_ahead += _neg_ahead_compare(scores_sorted, idx_sorted, start, scores, is_neg)
+            neg_ahead += _neg_ahead_compare(
+                scores_sorted, idx_sorted, lowest, start, scores, is_pos
+            )
         else:
             neg_ahead += _neg_ahead_histogram(
-                neg_sorted, pos_key, limit, stride, start, scores, is_neg
+                neg_sorted, pos_key, limit, stride, start, scores, ~is_pos
             )
     return neg_ahead + torch.arange(1, p + 1, device=pos_scores.device)
 
@@ -273,9 +293,7 @@ def evaluate(
     fn = "evaluate"
     use_scores = scores is not None
     if use_scores == (query_feats is not None or gallery_feats is not None):
-        raise ValueError(
-            f"{fn}: pass either scores=[Nq, Ng] or both query_feats and gallery_feats"
-        )
+        raise ValueError(f"{fn}: pass either scores=[Nq, Ng] or both query_feats and gallery_feats")
     if use_scores:
         s = check_features(scores, "scores", fn, dims="(Nq, Ng)", finite=check_finite)
         nq, ng = s.shape
@@ -285,16 +303,16 @@ def evaluate(
         if query_feats is None or gallery_feats is None:
             raise ValueError(f"{fn}: query_feats and gallery_feats must be given together")
         q = check_features(query_feats, "query_feats", fn, dims="(Nq, D)", finite=check_finite)
-        g = check_features(
-            gallery_feats, "gallery_feats", fn, dims="(Ng, D)", finite=check_finite
-        )
+        g = check_features(gallery_feats, "gallery_feats", fn, dims="(Ng, D)", finite=check_finite)
         check_same_width(fn, q, "query_feats", g, "gallery_feats")
         nq, ng = q.shape[0], g.shape[0]
         base_device = q.device
         dtype = _compute_dtype(q, g)
     rows_name = "scores" if use_scores else "query_feats"
     qp = check_ids(query_pids, "query_pids", fn, nq, rows_name)
-    gp = check_ids(gallery_pids, "gallery_pids", fn, ng, "scores columns" if use_scores else "gallery_feats")
+    gp = check_ids(
+        gallery_pids, "gallery_pids", fn, ng, "scores columns" if use_scores else "gallery_feats"
+    )
     ks_t = _check_ks(ks, fn)
     check_positive(chunk_size, "chunk_size", fn)
     check_positive(query_block, "query_block", fn)
@@ -325,7 +343,9 @@ def evaluate(
         pos_scores = torch.full((b, p), torch.finfo(dtype).min, dtype=dtype, device=dev)
         if use_scores:
             sq = s[q0 : q0 + b]
-            pos_scores[rows, cols] = sq[rows.to(s.device), pos_idx[rows, cols].to(s.device)].to(dev, dtype)
+            pos_scores[rows, cols] = sq[rows.to(s.device), pos_idx[rows, cols].to(s.device)].to(
+                dev, dtype
+            )
             chunks: Iterable[tuple[int, Tensor]] = (
                 (c0, sq[:, c0 : c0 + chunk_size].to(dev, dtype)) for c0 in range(0, ng, chunk_size)
             )
@@ -349,9 +369,7 @@ def evaluate(
     has_pos = num_pos_all > 0
     n_valid = int(has_pos.sum())
     denom = max(n_valid, 1)
-    recall = {
-        k: 100.0 * float(((first <= k) & has_pos).sum()) / denom for k in ks_t
-    }
+    recall = {k: 100.0 * float(((first <= k) & has_pos).sum()) / denom for k in ks_t}
     return RetrievalMetrics(
         recall=recall,
         mAP=100.0 * float(ap.sum()) / denom,

@@ -191,16 +191,20 @@ def k_reciprocal_rerank(
     expanded[pi.unsqueeze(1).expand_as(cand_set)[take], cand_set[take]] = True
 
     v = torch.where(expanded, torch.exp(-dist), torch.zeros_like(dist))
-    v = v / v.sum(1, keepdim=True)
+    v = v / v.sum(1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
     if k2 != 1:
         near = ranked[:, :k2] if k2 <= k1 + 1 else _nearest(dist, k2)
-        v = torch.stack([v[near[s : s + query_block]].mean(1) for s in range(0, n, query_block)][0:0] or [v[near].mean(1)]) [0] if False else torch.cat([v[near[s : s + query_block]].mean(1) for s in range(0, n, query_block)])
+        v = torch.cat([v[near[s : s + query_block]].mean(1) for s in range(0, n, query_block)])
 
+    # Jaccard distance through the non-zeros of each query's row (V is sparse: a few dozen
+    # entries per row), so the work is Nq x Ng x nnz rather than Nq x Ng x N.
     v_gal = v[nq:]
     jaccard = torch.empty(nq, g.shape[0], dtype=dtype, device=x.device)
     for s in range(0, nq, query_block):
-        vq = v[s : s + query_block]
-        common = torch.minimum(vq.unsqueeze(1), v_gal.unsqueeze(0)).sum(-1)
+        vq = v[s : min(s + query_block, nq)]
+        nnz = int((vq > 0).sum(1).max())
+        vals, cols = torch.topk(vq, nnz, dim=1)
+        common = torch.minimum(vals.unsqueeze(0), v_gal[:, cols]).sum(-1).T
         jaccard[s : s + vq.shape[0]] = 1 - common / (2 - common)
     final = (1 - lambda_value) * jaccard + lambda_value * dist[:nq, nq:]
     return -final

@@ -49,9 +49,7 @@ def _compute_dtype(*xs: Tensor) -> torch.dtype:
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
 
 
-def _row_norms(
-    x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int
-) -> Tensor:
+def _row_norms(x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int) -> Tensor:
     """L2 norms of the rows of ``x`` clamped at ``eps`` (chunked, so fp16 rows are never
     upcast all at once). Computed once per call, so every score uses the same divisor."""
     out = torch.empty(x.shape[0], dtype=dtype, device=device)

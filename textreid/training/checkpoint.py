@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT_VERSION = 1
+"""Format version written into every checkpoint; newer versions are refused on load."""
 _NAME = re.compile(r"^checkpoint-epoch(\d+)\.pt$")
 
 
