@@ -36,12 +36,7 @@ YEAR = re.compile(r"\b(19[89]\d|20[0-4]\d)\b")
 FORMULA = re.compile(r"\.\. math::|:math:`|\$\$|\\\[")
 # Gaps reported to the package owners; strict xfail: a fix makes the test XPASS and fail, so
 # the entry must then be deleted here.
-KNOWN_GAPS = {
-    "textreid.heads.GAUSSIAN_DISTANCES": "constant without an attribute docstring",
-    "textreid.training.CHECKPOINT_FORMAT_VERSION": "constant without an attribute docstring",
-    "GaussianKLLoss": "docstring names PCME/PCME++ without a year",
-    "help": "import textreid does not import textreid.losses",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _known_gap(key: str) -> list[pytest.MarkDecorator]:
@@ -132,7 +127,6 @@ def test_loss_zoo_page_links_every_loss_to_its_module() -> None:
         assert cls.__module__ in page, f"docs/losses.md does not name {cls.__module__}"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GAPS["help"])
 def test_help_shows_the_sdm_formula() -> None:
     code = "import textreid; help(textreid.losses.SDMLoss)"
     env = {**os.environ, "PAGER": "cat", "MANPAGER": "cat", "TERM": "dumb"}
