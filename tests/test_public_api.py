@@ -28,6 +28,8 @@ PACKAGES = [
     "textreid.retrieval",
     "textreid.data",
     "textreid.training",
+    "textreid.methods",
+    "textreid.recipes",
     "textreid.testing",
 ]
 OPTIONAL = ["transformers", "faiss", "tensorboard", "open_clip", "timm", "torch.utils.tensorboard"]
@@ -107,7 +109,8 @@ def test_version_is_exported() -> None:
 def test_import_pulls_no_optional_dependency() -> None:
     code = (
         "import sys, textreid, textreid.losses, textreid.heads, textreid.models, "
-        "textreid.retrieval, textreid.data, textreid.training, textreid.testing\n"
+        "textreid.retrieval, textreid.data, textreid.training, textreid.testing, "
+        "textreid.methods, textreid.recipes, textreid.pipeline, textreid.cli\n"
         f"print(','.join(m for m in {OPTIONAL!r} if m in sys.modules))"
     )
     out = subprocess.run(

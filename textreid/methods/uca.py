@@ -172,10 +172,15 @@ class UCAMethod(DualEncoderMethod):
         masking = mask_attribute_tokens(ids, self.attribute_sequences, self.mask_token_id)
         _, masked_tokens = self.encoder.encode_text(masking.input_ids, return_tokens=True)
         context = torch.cat([image_points, image_tokens.float()], dim=1)
-        logits = self.mlm_head(self.reconstruction(masked_tokens.float(), context))
+        hidden = self.reconstruction(masked_tokens.float(), context)
+        # The vocabulary projection dominates the cost: stop after the last position that
+        # carries a label (the loss ignores every later one, so its value is unchanged).
+        labelled = masking.labels.ne(self.reconstruction_loss.ignore_index).any(0).nonzero()
+        end = int(labelled.max()) + 1 if labelled.numel() else 1
+        logits = self.mlm_head(hidden[:, :end])
         uncertainty = 0.5 * (image.uncertainty() + text.uncertainty())
         terms["reconstruction"] = w.reconstruction * self.reconstruction_loss(
-            logits, masking.labels, uncertainty
+            logits, masking.labels[:, :end], uncertainty
         )
         total = torch.stack(list(terms.values())).sum()
         return LossOutput(total, {k: v.detach() for k, v in terms.items()})
