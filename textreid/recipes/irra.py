@@ -64,7 +64,7 @@ def tiny_irra() -> Recipe:
         mask_token="<|mask|>",
         data=DataSettings(image_size=(96, 48), batch_size=32, sampler="identity", num_instances=2),
         trainer=TrainerConfig(
-            epochs=8,
+            epochs=16,
             lr=1e-3,
             weight_decay=1e-4,
             optimizer="adamw",
