@@ -48,6 +48,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
     )
+    if result.test_metrics is None:  # only under torchrun, on ranks > 0
+        return 0
     print("[3/4] test split, text-to-image:")
     print(result.test_metrics.format_table())
     n_ids = _read_test_split(data_root).num_ids
@@ -103,6 +105,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         select_on_test=args.select_on_test,
     )
+    if result.test_metrics is None:  # torchrun ranks > 0 only train
+        return 0
     if result.val_metrics is not None:
         print(result.val_metrics.format_table("val t2i"))
     print(result.test_metrics.format_table("test t2i"))

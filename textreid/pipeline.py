@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from textreid.config import PreprocessConfig
 from textreid.data.datasets import ImageDataset, ImageTextDataset, TextDataset
@@ -39,6 +39,13 @@ from textreid.models.single_stream import SingleStreamEncoder
 from textreid.recipes import Recipe, get_recipe
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
 from textreid.tokenization import CLIPTokenizer
+from textreid.training.distributed import (
+    distributed_sampler,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+)
 from textreid.training.trainer import FitResult, Trainer
 
 __all__ = [
@@ -63,7 +70,8 @@ class TrainResult:
         recipe: the recipe as run (after overrides).
         fit: the trainer's summary (best epoch, checkpoints).
         val_metrics: metrics of the selected model on the validation split (if any).
-        test_metrics: metrics of the selected model on the test split.
+        test_metrics: metrics of the selected model on the test split (``None`` on ranks
+            other than 0 under ``torchrun``, which only train).
         retriever_dir: the folder written by :meth:`Retriever.save_pretrained` (``None`` for
             methods without a dual encoder: their weights are in ``output_dir``).
         retriever: the trained retriever, ready to search (``None`` likewise).
@@ -72,7 +80,7 @@ class TrainResult:
     recipe: Recipe
     fit: FitResult
     val_metrics: RetrievalMetrics | None
-    test_metrics: RetrievalMetrics
+    test_metrics: RetrievalMetrics | None
     retriever_dir: Path | None
     retriever: Retriever | None
 
@@ -207,26 +215,29 @@ def _train_loader(recipe: Recipe, data: PedesDataset, tokenizer: CLIPTokenizer) 
         erase_value=settings.erase_value,
     )
     dataset = ImageTextDataset(data.train, tokenizer, transform)
-    generator = torch.Generator().manual_seed(recipe.trainer.seed)
+    seed = recipe.trainer.seed
+    # Under torchrun every rank reads its own shard (IRRA's code lacks this: each rank
+    # iterated the whole dataset); batch_size is per rank.
+    world, rank = get_world_size(), get_rank()
+    sampler: Sampler[Any] | None
     if settings.sampler == "identity":
+        pids = [s.pid for s in data.train]
         sampler = IdentitySampler(
-            [s.pid for s in data.train],
+            pids,
             settings.batch_size,
             settings.num_instances,
-            seed=recipe.trainer.seed,
+            seed=seed,
+            num_replicas=world,
+            rank=rank,
         )
-        return DataLoader(
-            dataset,
-            batch_size=settings.batch_size,
-            sampler=sampler,
-            num_workers=settings.num_workers,
-            drop_last=True,
-        )
+    else:
+        sampler = distributed_sampler(dataset, shuffle=True, seed=seed, drop_last=True)
     return DataLoader(
         dataset,
         batch_size=settings.batch_size,
-        shuffle=True,
-        generator=generator,
+        sampler=sampler,
+        shuffle=sampler is None,
+        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
         num_workers=settings.num_workers,
         drop_last=True,
     )
@@ -275,6 +286,7 @@ def train_recipe(
     trainer_cfg = _replace(trainer_cfg, **changes)
     recipe = recipe.replace(trainer=trainer_cfg)
 
+    init_distributed()  # no-op outside torchrun; the loader needs the rank to shard
     data = build_dataset(dataset, data_root)
     selection = data.test if select_on_test else data.val
     if selection.num_images == 0:
@@ -298,6 +310,9 @@ def train_recipe(
 
     trainer = Trainer(method, loader, trainer_cfg, evaluate_fn=evaluate_fn)
     fit = trainer.fit(resume=resume)
+    if not is_main_process():
+        # Ranks > 0 stop here: rank 0 evaluates on the test split and saves the retriever.
+        return TrainResult(recipe, fit, None, None, None, None)
     if fit.best_path is not None:
         from safetensors.torch import load_file
 

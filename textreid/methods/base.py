@@ -61,9 +61,12 @@ class DualEncoderMethod(RetrievalMethod):
 
     Args:
         encoder: the dual encoder being trained.
+        learnable_logit_scale: train the encoder's ``logit_scale``. The methods in textreid
+            use fixed temperatures, as their papers do, so by default it is frozen: it then
+            stays out of the optimizer and does not trip DDP's unused-parameter check.
     """
 
-    def __init__(self, encoder: CLIPDualEncoder) -> None:
+    def __init__(self, encoder: CLIPDualEncoder, *, learnable_logit_scale: bool = False) -> None:
         super().__init__()
         if not isinstance(encoder, CLIPDualEncoder):
             raise TypeError(
@@ -71,6 +74,7 @@ class DualEncoderMethod(RetrievalMethod):
                 f"got {type(encoder).__name__}"
             )
         self.encoder = encoder
+        encoder.logit_scale.requires_grad_(learnable_logit_scale)
 
     def encode_image(self, images: Tensor) -> Tensor:
         return self.encoder.encode_image(images)
