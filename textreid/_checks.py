@@ -163,11 +163,13 @@ def resolve_pids(
 
 
 def check_reduction(reduction: str, fn: str) -> None:
+    """``reduction`` is one of ``"mean"``, ``"sum"``, ``"none"``."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 def check_positive(value: float, name: str, fn: str, *, allow_zero: bool = False) -> None:
+    """``value > 0`` (``>= 0`` with ``allow_zero``); NaN is refused."""
     ok = value >= 0 if allow_zero else value > 0
     if not ok or value != value:
         cmp = ">= 0" if allow_zero else "> 0"
@@ -175,6 +177,7 @@ def check_positive(value: float, name: str, fn: str, *, allow_zero: bool = False
 
 
 def check_choice(value: _T, name: str, fn: str, choices: Sequence[_T]) -> _T:
+    """``value`` is one of ``choices``; return it."""
     if value not in choices:
         raise ValueError(f"{fn}: {name} must be one of {tuple(choices)}, got {value!r}")
     return value

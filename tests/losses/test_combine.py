@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textreid.losses import IDLoss, InfoNCELoss, LossOutput, SDMLoss, TripletLoss, WeightedSum
+from textreid.losses import (
+    CMPCLoss,
+    IDLoss,
+    InfoNCELoss,
+    LossOutput,
+    SDMLoss,
+    TripletLoss,
+    WeightedSum,
+)
 
 
 def test_total_and_terms() -> None:
@@ -73,3 +81,22 @@ def test_constructor_errors() -> None:
         match=r"WeightedSum: terms\['sdm'\] must be a weight or a \(weight, nn.Module\) pair, got str",
     ):
         WeightedSum({"sdm": "SDMLoss"})
+
+
+def test_paired_only_loss_takes_pids() -> None:
+    # CMPCLoss.forward has no image_pids/text_pids: they must not be passed when not given.
+    v, t, pids = torch.randn(4, 8), torch.randn(4, 8), torch.tensor([0, 1, 1, 2])
+    cmpc = CMPCLoss(3, 8)
+    out = WeightedSum({"cmpc": (2.0, cmpc), "sdm": (1.0, SDMLoss())})(v, t, pids)
+    torch.testing.assert_close(out.terms["cmpc"], 2.0 * cmpc(v, t, pids).detach())
+
+
+def test_unequal_sides_reach_the_terms() -> None:
+    v, t = torch.randn(2, 8), torch.randn(4, 8)
+    ip, tp = torch.tensor([0, 1]), torch.tensor([0, 0, 1, 1])
+    out = WeightedSum({"sdm": (1.0, SDMLoss())})(v, t, image_pids=ip, text_pids=tp)
+    torch.testing.assert_close(out.total, SDMLoss()(v, t, image_pids=ip, text_pids=tp))
+    with pytest.raises(
+        ValueError, match="SDMLoss: image_pids and text_pids must be given together"
+    ):
+        WeightedSum({"sdm": (1.0, SDMLoss())})(v, t, image_pids=ip)

@@ -86,5 +86,13 @@ def test_errors() -> None:
         MultiLevelAlignmentLoss()(v, t[:2], pid)
     with pytest.raises(ValueError, match="has 7 rows"):
         MultiLevelAlignmentLoss()(v, [t[0], t[1], t[2][:7]], pid)
-    with pytest.raises(ValueError, match="pids must be 1-D with 8 entries"):
+    with pytest.raises(
+        ValueError,
+        match=r"MultiLevelAlignmentLoss: pids has 5 entries but image_views\[0\] has 8 rows",
+    ):
         MultiLevelAlignmentLoss()(v, t, pid[:5])
+    with pytest.raises(
+        TypeError,
+        match=r"MultiLevelAlignmentLoss: pids must be an integer tensor, got torch\.float32",
+    ):
+        MultiLevelAlignmentLoss()(v, t, pid.float())

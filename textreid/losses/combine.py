@@ -49,7 +49,8 @@ class WeightedSum(nn.Module):
         out.total.backward(); log(out.terms)
 
     ``logit_scale`` is forwarded only to the terms whose ``forward`` accepts it (SDM, A-SDM,
-    InfoNCE), and only when given.
+    InfoNCE), and only when given; ``image_pids`` / ``text_pids`` are forwarded only when given,
+    so losses that need paired rows (:class:`~textreid.losses.CMPCLoss`) work with ``pids``.
 
     Args:
         terms: ordered mapping ``name -> (weight, module)`` or ``name -> weight``; weights are
@@ -121,19 +122,14 @@ class WeightedSum(nn.Module):
         terms: dict[str, Tensor] = {}
         for name, weight in self.weights.items():
             if name in self.losses:
-                extra = (
-                    {"logit_scale": logit_scale}
-                    if name in self._scaled and logit_scale is not None
-                    else {}
-                )
-                value = self.losses[name](
-                    image_feats,
-                    text_feats,
-                    pids,
-                    image_pids=image_pids,
-                    text_pids=text_pids,
-                    **extra,
-                )
+                # Optional arguments travel only when given, so paired-only losses
+                # (CMPCLoss: no image_pids/text_pids) and losses without a temperature fit in.
+                extra: dict[str, Tensor | float | None] = {}
+                if image_pids is not None or text_pids is not None:
+                    extra.update(image_pids=image_pids, text_pids=text_pids)
+                if name in self._scaled and logit_scale is not None:
+                    extra["logit_scale"] = logit_scale
+                value = self.losses[name](image_feats, text_feats, pids, **extra)
             else:
                 value = given[name]
             if not isinstance(value, Tensor) or value.dim() != 0:

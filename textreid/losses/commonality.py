@@ -15,7 +15,7 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
-from textreid.losses._common import DirectionalLosses
+from textreid.losses._common import DirectionalLosses, compute_dtype, reduce_directional
 
 __all__ = ["CommonalityMarginRankingLoss", "part_commonality"]
 
@@ -150,7 +150,7 @@ class CommonalityMarginRankingLoss(nn.Module):
                     f"{fn}: commonality has {commonality.shape[0]} entries but there are "
                     f"{v.shape[1]} parts"
                 )
-        dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
+        dtype = compute_dtype(v, t)
         s = torch.einsum(
             "ikd,jkd->kij", F.normalize(v.to(dtype), dim=-1), F.normalize(t.to(dtype), dim=-1)
         )
@@ -161,11 +161,9 @@ class CommonalityMarginRankingLoss(nn.Module):
         hinge_t = F.relu(m - pos[:, None, :] + s)
         i2t = self._aggregate(hinge_v, neg, dim=2)
         t2i = self._aggregate(hinge_t, neg, dim=1)
-        out = DirectionalLosses(i2t.mean(dim=0), t2i.mean(dim=0))
-        if self.reduction == "none":
-            return out
-        total = out.image_to_text + out.text_to_image
-        return total.mean() if self.reduction == "mean" else total.sum()
+        return reduce_directional(
+            DirectionalLosses(i2t.mean(dim=0), t2i.mean(dim=0)), self.reduction, fn
+        )
 
     def _aggregate(self, hinge: Tensor, neg: Tensor, dim: int) -> Tensor:
         # Multiplying by the mask (not indexing) keeps anchors without negatives at a

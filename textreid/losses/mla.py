@@ -8,7 +8,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from textreid._checks import check_features, check_positive, check_reduction, check_same_width
+from textreid._checks import (
+    check_features,
+    check_ids,
+    check_positive,
+    check_reduction,
+    check_same_width,
+)
 from textreid.losses._common import DirectionalLosses
 from textreid.losses.functional import cmpm_loss
 
@@ -155,9 +161,7 @@ class MultiLevelAlignmentLoss(nn.Module):
             check_same_width(fn, first, "image_views[0]", x, name)
         v = torch.cat(views, dim=0)
         t = torch.cat(levels, dim=0)
-        if not isinstance(pids, Tensor) or pids.dim() != 1 or pids.shape[0] != first.shape[0]:
-            shape = tuple(pids.shape) if isinstance(pids, Tensor) else type(pids).__name__
-            raise ValueError(f"{fn}: pids must be 1-D with {first.shape[0]} entries, got {shape}")
+        check_ids(pids, "pids", fn, first.shape[0], "image_views[0]")
         return cmpm_loss(
             v, t, pids.repeat(len(views)),
             epsilon=self.epsilon, reduction=self.reduction,  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textreid._checks import check_int, check_positive, check_reduction, check_tensor
+from textreid.losses._common import compute_dtype
 
 __all__ = ["MLMLoss", "mask_for_mlm"]
 
@@ -142,9 +143,7 @@ class MLMLoss(nn.Module):
                 f"max {int(y.max())}"
             )
         per_token = F.cross_entropy(
-            z.to(torch.float64 if z.dtype == torch.float64 else torch.float32).reshape(
-                -1, z.shape[-1]
-            ),
+            z.to(compute_dtype(z)).reshape(-1, z.shape[-1]),
             y.reshape(-1),
             ignore_index=0,
             reduction="none",

@@ -61,7 +61,7 @@ class MLP(nn.Module):
         return out
 
 
-def build_attention_mask(
+def _attention_mask(
     key_mask: Tensor | None, n_q: int, n_k: int, causal: bool, device: torch.device
 ) -> Tensor | None:
     """Boolean SDPA mask (``True`` = may attend) of shape ``[B | 1, 1, n_q, n_k]`` or None."""
@@ -114,7 +114,7 @@ class Attention(nn.Module):
         q = q.reshape(b, n_q, h, w // h).transpose(1, 2)
         k = k.reshape(b, n_k, h, w // h).transpose(1, 2)
         v = v.reshape(b, n_k, h, w // h).transpose(1, 2)
-        mask = build_attention_mask(key_mask, n_q, n_k, causal, x.device)
+        mask = _attention_mask(key_mask, n_q, n_k, causal, x.device)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).reshape(b, n_q, w)
         res: Tensor = self.out_proj(out)

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from textreid._checks import check_choice, check_positive
+from textreid._checks import check_choice, check_int, check_positive
 from textreid.training.checkpoint import (
     atomic_write,
     capture_rng_state,
@@ -139,10 +139,10 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         fn = "TrainerConfig"
         for name in ("epochs", "grad_accum_steps", "checkpoint_every", "keep_last", "log_every"):
-            _check_int(getattr(self, name), name, fn, minimum=1)
-        _check_int(self.eval_every, "eval_every", fn, minimum=1)
-        _check_int(self.warmup_epochs, "warmup_epochs", fn, minimum=0)
-        _check_int(self.seed, "seed", fn, minimum=0)
+            check_int(getattr(self, name), name, fn, min_value=1)
+        check_int(self.eval_every, "eval_every", fn, min_value=1)
+        check_int(self.warmup_epochs, "warmup_epochs", fn, min_value=0)
+        check_int(self.seed, "seed", fn, min_value=0)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"{fn}: warmup_epochs ({self.warmup_epochs}) must be smaller than epochs "
@@ -200,13 +200,6 @@ class TrainerConfig:
             b = kwargs["betas"]
             kwargs["betas"] = (float(b[0]), float(b[1]))
         return cls(**kwargs)
-
-
-def _check_int(value: object, name: str, fn: str, *, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
 
 
 @dataclass(frozen=True)
