@@ -243,3 +243,14 @@ def test_uint8_tensor_images_are_preprocessed_like_pil(
     (path,) = _images(1, tmp_path)
     arr = torch.from_numpy(__import__("numpy").array(Image.open(path))).permute(2, 0, 1)
     torch.testing.assert_close(r.encode_images([arr]), r.encode_images([path]))
+
+
+def test_search_a_raw_tensor_gallery_by_cosine(saved: tuple[Retriever, Path]) -> None:
+    r, _ = saved
+    g = torch.randn(6, 64, generator=torch.Generator().manual_seed(4))
+    scales = torch.tensor([1.0, 50.0, 0.01, 3.0, 7.0, 0.5])[:, None]
+    plain = r.search("a person", g, k=6)
+    scaled = r.search("a person", g * scales, k=6)  # norms must not change the ranking
+    assert torch.equal(plain.indices, scaled.indices)
+    torch.testing.assert_close(plain.scores, scaled.scores)
+    assert float(plain.scores.abs().max()) <= 1.0 + 1e-6

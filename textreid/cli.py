@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from textreid.data.pedes import PedesSplit
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -187,6 +187,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``textreid`` argument parser (one subcommand per job)."""
     parser = argparse.ArgumentParser(
         prog="textreid",
         description="Text-to-image person retrieval: train, evaluate, search, convert.",

@@ -654,13 +654,19 @@ class Retriever:
     def search(
         self, text: str | Sequence[str], gallery: GalleryIndex | Tensor, k: int = 10
     ) -> SearchResult:
-        """Top-``k`` gallery items for each caption (scores are cosine similarities)."""
+        """Top-``k`` gallery items for each caption, scored by cosine similarity.
+
+        ``gallery`` is a :class:`~textreid.retrieval.GalleryIndex` (as :meth:`index_images`
+        builds, already L2-normalised) or a ``[Ng, D]`` tensor of image embeddings, which is
+        L2-normalised here.
+        """
         query = self.encode_text(text)
         if isinstance(gallery, GalleryIndex):
             return gallery.search(query, k)
         from textreid.retrieval.search import topk_search
 
-        return topk_search(query, gallery.to(self.device), k)
+        feats = torch.nn.functional.normalize(gallery.to(self.device).float(), dim=-1)
+        return topk_search(query, feats, k)
 
 
 def _write_text(path: Path, text: str) -> None:

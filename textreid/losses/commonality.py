@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textreid._checks import (
+    Reduction,
     check_choice,
     check_features,
     check_positive,
@@ -93,7 +94,8 @@ class CommonalityMarginRankingLoss(nn.Module):
         margin: float = 0.2,
         min_margin: float = 0.05,
         negatives: str = "hardest",
-        reduction: str = "mean",
+        *,
+        reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
         super().__init__()

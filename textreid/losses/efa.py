@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textreid._checks import (
+    Reduction,
     check_choice,
     check_features,
     check_int,
@@ -117,7 +118,8 @@ class EFALoss(nn.Module):
         threshold: float | None = None,
         include_padding: bool = True,
         chunk_size: int | None = 16,
-        reduction: str = "mean",
+        *,
+        reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from textreid._checks import (
+    Reduction,
     check_features,
     check_ids,
     check_positive,
@@ -122,7 +123,7 @@ class MultiLevelAlignmentLoss(nn.Module):
     """
 
     def __init__(
-        self, epsilon: float = 1e-8, reduction: str = "mean", check_finite: bool = True
+        self, epsilon: float = 1e-8, *, reduction: Reduction = "mean", check_finite: bool = True
     ) -> None:
         super().__init__()
         check_positive(epsilon, "epsilon", type(self).__name__)
@@ -164,6 +165,6 @@ class MultiLevelAlignmentLoss(nn.Module):
         check_ids(pids, "pids", fn, first.shape[0], "image_views[0]")
         return cmpm_loss(
             v, t, pids.repeat(len(views)),
-            epsilon=self.epsilon, reduction=self.reduction,  # type: ignore[arg-type]
+            epsilon=self.epsilon, reduction=self.reduction,
             check_finite=self.check_finite,
         )  # fmt: skip

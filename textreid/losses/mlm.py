@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from textreid._checks import check_int, check_positive, check_reduction, check_tensor
+from textreid._checks import Reduction, check_int, check_positive, check_reduction, check_tensor
 from textreid.losses._common import compute_dtype
 
 __all__ = ["MLMLoss", "mask_for_mlm"]
@@ -112,7 +112,7 @@ class MLMLoss(nn.Module):
     ``nn.CrossEntropyLoss``.
     """
 
-    def __init__(self, vocab_size: int | None = None, reduction: str = "mean") -> None:
+    def __init__(self, vocab_size: int | None = None, *, reduction: Reduction = "mean") -> None:
         super().__init__()
         if vocab_size is not None:
             check_int(vocab_size, "vocab_size", type(self).__name__, min_value=2)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from textreid.recipes import Recipe, register_recipe
 from textreid.recipes.irra import irra, tiny_irra
 
+__all__ = ["cmr", "tiny_cmr"]
+
 CMR_CITATION = (
     "Jicheol Park, Boseung Jeong, Dongwon Kim and Suha Kwak. Improving Text-based Person "
     "Search via Part-level Cross-modal Correspondence. arXiv:2501.00318, 2024"
@@ -31,6 +33,7 @@ _CMR_KWARGS: dict[str, object] = {
 
 
 def cmr() -> Recipe:
+    """The part-level commonality ranking method on CLIP ViT-B/16 at 384x128 (experimental)."""
     return irra().replace(
         name="cmr",
         method="cmr",

@@ -23,6 +23,8 @@ from textreid.recipes import Recipe, register_recipe
 from textreid.recipes.irra import irra, tiny_irra
 from textreid.training.optim import irra_param_rules
 
+__all__ = ["fmfa", "fmfa_v1", "tiny_fmfa"]
+
 FMFA_CITATION = (
     "Hao Yin et al. FMFA: Full-Mode Fine-grained Alignment for Text-Based Person Retrieval. "
     "arXiv:2509.13754, 2025"
@@ -42,6 +44,7 @@ def _fmfa_kwargs(alpha: float, efa_temperature: float, margin_patch: float) -> d
 
 
 def fmfa() -> Recipe:
+    """FMFA as in its current code release: A-SDM (alpha 0.1) + EFA (temperature 1, margins 0.1/0.9) + ID + MLM, flat lr 5e-6."""
     base = irra()
     return base.replace(
         name="fmfa",
@@ -54,6 +57,7 @@ def fmfa() -> Recipe:
 
 
 def fmfa_v1() -> Recipe:
+    """FMFA's first code release: A-SDM alpha 10, EFA temperature 0.1, margins 0.1/0.1, IRRA's lr rules."""
     base = irra()
     return base.replace(
         name="fmfa-v1",

@@ -17,6 +17,8 @@ from textreid.recipes import DataSettings, Recipe, register_recipe
 from textreid.training.optim import irra_param_rules
 from textreid.training.trainer import TrainerConfig
 
+__all__ = ["irra", "tiny_irra"]
+
 IRRA_CITATION = (
     "Ding Jiang and Mang Ye. Cross-Modal Implicit Relation Reasoning and Aligning for "
     "Text-to-Image Person Retrieval. CVPR 2023. arXiv:2303.12501"
@@ -24,6 +26,7 @@ IRRA_CITATION = (
 
 
 def irra() -> Recipe:
+    """The paper's IRRA setting: CLIP ViT-B/16 at 384x128, SDM + ID + MLM, 60 epochs."""
     return Recipe(
         name="irra",
         method="irra",

@@ -15,6 +15,8 @@ from __future__ import annotations
 from textreid.recipes import Recipe, register_recipe
 from textreid.recipes.irra import irra, tiny_irra
 
+__all__ = ["tiny_uca", "uca"]
+
 UCA_CITATION = (
     "Yifei Deng, Zhengyu Chen, Chenglong Li and Jin Tang. Uncertainty-aware coarse-to-fine "
     "alignment for text-image person retrieval. Visual Intelligence 3, 2025. "
@@ -33,6 +35,7 @@ _UCA_KWARGS: dict[str, object] = {
 
 
 def uca() -> Recipe:
+    """The uncertainty-aware method on CLIP ViT-B/16 at 384x128 (our reading of the paper)."""
     return irra().replace(
         name="uca",
         method="uca",

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from textreid._checks import check_features, check_positive, check_same_width
+from textreid._checks import check_features, check_finite, check_positive, check_same_width
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_QUERY_BLOCK", "ScoreChunk", "cosine_scores"]
 
@@ -29,6 +29,11 @@ DEFAULT_QUERY_BLOCK = 1024
 """Query rows scored at once."""
 
 _NORM_EPS = 1e-12  # the eps of torch.nn.functional.normalize, as in IRRA's evaluation
+
+_GEMM_COLS = 512
+"""On CPU a score block is computed as matmuls of at most this many gallery rows: the BLAS
+runs about 1.3x faster on such panels than on one wide ``[1024, 3074]`` product (measured
+with D=512, one thread), and the block's memory is unchanged."""
 
 
 class ScoreChunk(NamedTuple):
@@ -47,6 +52,18 @@ class ScoreChunk(NamedTuple):
 def _compute_dtype(*xs: Tensor) -> torch.dtype:
     """float64 when any input is float64, else float32 (fp16/bf16 accumulate in float32)."""
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+
+
+def _features(x: object, name: str, fn: str, dims: str, finite: bool) -> Tensor:
+    """:func:`check_features` whose finiteness test is one ``aminmax`` reduction (NaN and
+    inf both propagate to it), several times cheaper than counting; only inputs that fail it
+    are counted by :func:`check_finite`, which raises the shared message."""
+    t = check_features(x, name, fn, dims=dims, finite=False)
+    if finite:
+        lo, hi = torch.aminmax(t)
+        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
+            check_finite(t, name, fn)
+    return t
 
 
 def _row_norms(x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int) -> Tensor:
@@ -69,6 +86,16 @@ def _rows(
     return rows / norms[index].unsqueeze(-1)
 
 
+def _scores(query_rows: Tensor, chunk: Tensor) -> Tensor:
+    """``query_rows @ chunk.T``, on CPU in panels of :data:`_GEMM_COLS` gallery rows."""
+    if chunk.device.type != "cpu" or chunk.shape[0] <= _GEMM_COLS:
+        return query_rows @ chunk.T
+    out = query_rows.new_empty(query_rows.shape[0], chunk.shape[0])
+    for c0 in range(0, chunk.shape[0], _GEMM_COLS):
+        torch.mm(query_rows, chunk[c0 : c0 + _GEMM_COLS].T, out=out[:, c0 : c0 + _GEMM_COLS])
+    return out
+
+
 def _score_chunks(
     query_rows: Tensor,
     gallery: Tensor,
@@ -79,7 +106,7 @@ def _score_chunks(
     dtype, device = query_rows.dtype, query_rows.device
     for start in range(0, gallery.shape[0], chunk_size):
         chunk = _rows(gallery, slice(start, start + chunk_size), gallery_norms, dtype, device)
-        yield ScoreChunk(start, query_rows @ chunk.T)
+        yield ScoreChunk(start, _scores(query_rows, chunk))
 
 
 def _pair_scores(
@@ -137,8 +164,8 @@ def cosine_scores(
         torch.Size([3, 10])
     """
     fn = "cosine_scores"
-    check_features(query, "query", fn, dims="(Nq, D)", finite=check_finite)
-    check_features(gallery, "gallery", fn, dims="(Ng, D)", finite=check_finite)
+    _features(query, "query", fn, "(Nq, D)", check_finite)
+    _features(gallery, "gallery", fn, "(Ng, D)", check_finite)
     check_same_width(fn, query, "query", gallery, "gallery")
     check_positive(chunk_size, "chunk_size", fn)
     dev = torch.device(device) if device is not None else query.device
