@@ -122,18 +122,17 @@ def _neg_ahead_compare(
     lowest: Tensor,
     start: int,
     scores: Tensor,
-    is_pos: Tensor,
 ) -> Tensor:
     """Negatives of one chunk ahead of each positive, ``[B, P]``, by direct comparison.
 
-    Only negatives scoring at least a query's lowest positive can be ahead of any of its
+    Only items scoring at least a query's lowest positive can be ahead of any of its
     positives; with a useful model they are few, so they are gathered first and compared
-    with each positive (ties by gallery index) on that short list.
+    with each positive (ties by gallery index) on that short list. Positives are not masked
+    out of the block (a ``[B, C]`` id comparison and a gather per candidate): the ones among
+    the candidates are read off the block at their own columns and subtracted.
     """
-    b = scores.shape[0]
+    b, c = scores.shape
     rows, cols = (scores >= lowest).nonzero(as_tuple=True)
-    keep = ~is_pos[rows, cols]
-    rows, cols = rows[keep], cols[keep]
     vals = scores[rows, cols]
     cols = cols + start
     out = torch.empty(pos_scores.shape, dtype=torch.int64, device=scores.device)
@@ -141,7 +140,14 @@ def _neg_ahead_compare(
         thr, idx = pos_scores[rows, j], pos_idx[rows, j]
         ahead = (vals > thr) | ((vals == thr) & (cols < idx))
         out[:, j] = torch.bincount(rows[ahead], minlength=b)
-    return out
+    # The same test for the positives of this chunk, scored as the block scored them.
+    here = (pos_idx >= start) & (pos_idx < start + c)
+    own = scores.gather(1, (pos_idx - start).clamp_(0, c - 1))
+    own_i, idx_i = own.unsqueeze(2), pos_idx.unsqueeze(2)
+    thr_j, idx_j = pos_scores.unsqueeze(1), pos_idx.unsqueeze(1)
+    ahead_pos = (own_i > thr_j) | ((own_i == thr_j) & (idx_i < idx_j))
+    ahead_pos &= (here & (own >= lowest)).unsqueeze(2)
+    return out - ahead_pos.sum(1)
 
 
 def _neg_ahead_histogram(
@@ -211,14 +217,12 @@ def _positive_ranks(
         lowest = torch.where(num_pos.unsqueeze(1) > 0, scores_sorted.gather(1, last), top)
     neg_ahead = torch.zeros_like(idx_sorted)
     for start, scores in chunks:
-        is_pos = gallery_pids[start : start + scores.shape[1]] == query_pids.unsqueeze(1)
         if compare:
-            neg_ahead += _neg_ahead_compare(
-                scores_sorted, idx_sorted, lowest, start, scores, is_pos
-            )
+            neg_ahead += _neg_ahead_compare(scores_sorted, idx_sorted, lowest, start, scores)
         else:
+            is_neg = gallery_pids[start : start + scores.shape[1]] != query_pids.unsqueeze(1)
             neg_ahead += _neg_ahead_histogram(
-                neg_sorted, pos_key, limit, stride, start, scores, ~is_pos
+                neg_sorted, pos_key, limit, stride, start, scores, is_neg
             )
     return neg_ahead + torch.arange(1, p + 1, device=pos_scores.device)
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from textreid._checks import check_features, check_finite, check_positive, check_same_width
+from textreid._checks import check_features, check_positive, check_same_width
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_QUERY_BLOCK", "ScoreChunk", "cosine_scores"]
 
@@ -52,18 +52,6 @@ class ScoreChunk(NamedTuple):
 def _compute_dtype(*xs: Tensor) -> torch.dtype:
     """float64 when any input is float64, else float32 (fp16/bf16 accumulate in float32)."""
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
-
-
-def _features(x: object, name: str, fn: str, dims: str, finite: bool) -> Tensor:
-    """:func:`check_features` whose finiteness test is one ``aminmax`` reduction (NaN and
-    inf both propagate to it), several times cheaper than counting; only inputs that fail it
-    are counted by :func:`check_finite`, which raises the shared message."""
-    t = check_features(x, name, fn, dims=dims, finite=False)
-    if finite:
-        lo, hi = torch.aminmax(t)
-        if not bool(torch.isfinite(lo) & torch.isfinite(hi)):
-            check_finite(t, name, fn)
-    return t
 
 
 def _row_norms(x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int) -> Tensor:
@@ -164,8 +152,8 @@ def cosine_scores(
         torch.Size([3, 10])
     """
     fn = "cosine_scores"
-    _features(query, "query", fn, "(Nq, D)", check_finite)
-    _features(gallery, "gallery", fn, "(Ng, D)", check_finite)
+    check_features(query, "query", fn, dims="(Nq, D)", finite=check_finite)
+    check_features(gallery, "gallery", fn, dims="(Ng, D)", finite=check_finite)
     check_same_width(fn, query, "query", gallery, "gallery")
     check_positive(chunk_size, "chunk_size", fn)
     dev = torch.device(device) if device is not None else query.device

@@ -74,7 +74,7 @@ def _select_topk(values: Tensor, k: int) -> Tensor:
 
 
 _GROUP = 32
-"""Columns per group in :func:`_candidate_columns`."""
+"""Columns per group in :func:`_candidates`."""
 
 
 def _candidates(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -91,7 +91,7 @@ def _candidates(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """
     c = scores.shape[1]
     full = c // _GROUP * _GROUP
-    maxima = scores[:, :full].unflatten(1, (-1, _GROUP)).amax(2)
+    maxima = scores[:, :full].reshape(scores.shape[0], -1, _GROUP).amax(2)
     if full < c:
         maxima = torch.cat([maxima, scores[:, full:].amax(1, keepdim=True)], 1)
     groups = torch.sort(_select_topk(maxima, k), dim=1).values
