@@ -34,20 +34,11 @@ DOCUMENTED_PACKAGES = [
 # A paper year, and a formula written as reStructuredText math or LaTeX.
 YEAR = re.compile(r"\b(19[89]\d|20[0-4]\d)\b")
 FORMULA = re.compile(r"\.\. math::|:math:`|\$\$|\\\[")
-# Gaps reported to the package owners; strict xfail: a fix makes the test XPASS and fail, so
-# the entry must then be deleted here.
-KNOWN_GAPS: dict[str, str] = {}
-
-
-def _known_gap(key: str) -> list[pytest.MarkDecorator]:
-    if key not in KNOWN_GAPS:
-        return []
-    return [pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[key])]
 
 
 def _public_names() -> list[object]:
     return [
-        pytest.param(pkg, name, marks=_known_gap(f"{pkg}.{name}"), id=f"{pkg}.{name}")
+        pytest.param(pkg, name, id=f"{pkg}.{name}")
         for pkg in DOCUMENTED_PACKAGES
         for name in importlib.import_module(pkg).__all__
         if name != "__version__"
@@ -107,7 +98,7 @@ def test_the_zoo_is_not_empty() -> None:
 
 @pytest.mark.parametrize(
     "cls",
-    [pytest.param(c, marks=_known_gap(c.__name__), id=c.__name__) for c in _loss_classes()],
+    [pytest.param(c, id=c.__name__) for c in _loss_classes()],
 )
 def test_loss_docstring_cites_a_year_and_gives_a_formula(cls: type[nn.Module]) -> None:
     doc = cls.__doc__ or ""
