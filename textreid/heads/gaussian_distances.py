@@ -37,6 +37,7 @@ from textreid._checks import (
     check_same_width,
     check_tensor,
 )
+from textreid._numerics import compute_dtype
 from textreid.heads.gaussian import GaussianEmbedding
 
 __all__ = [
@@ -313,7 +314,7 @@ def sample_match_logits(
         TypeError, ValueError: bad ranks, dtypes, widths, devices or ``K = 0``.
     """
     xs, ys = _check_samples("sample_match_logits", x_samples, y_samples)
-    dtype = torch.promote_types(xs.dtype, torch.float32)
+    dtype = compute_dtype(xs)
     (bx, k, d), (by, k2, _) = xs.shape, ys.shape
     sq = _sq_euclid(xs.reshape(bx * k, d).to(dtype), ys.reshape(by * k2, d).to(dtype))
     dist = (sq + _PCME_SQRT_EPS).sqrt().reshape(bx, k, by, k2).permute(0, 2, 1, 3)

@@ -29,6 +29,7 @@ from textreid._checks import (
     check_same_width,
     check_token_mask,
 )
+from textreid._numerics import compute_dtype
 
 __all__ = [
     "SparseTokenSimilarity",
@@ -36,11 +37,6 @@ __all__ = [
     "maxsim_logsumexp",
     "sparse_aggregate",
 ]
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    # Half-precision min/max ranges and log-sum-exp lose too much; float64 stays float64.
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def sparse_aggregate(
@@ -76,7 +72,7 @@ def sparse_aggregate(
     instead of NaN, and the row maximum is always kept (the reference drops every entry, and
     returns NaN, when ``N = 1``). No argument checks here: the public modules validate.
     """
-    dt = _compute_dtype(text_tokens)
+    dt = compute_dtype(text_tokens)
     t = text_tokens.to(dt)
     img = image_tokens.to(dt)
     if image_mask is not None:
@@ -131,7 +127,7 @@ def maxsim_logsumexp(
     Returns:
         ``[...]`` scores in the compute dtype (float32 for half inputs).
     """
-    dt = _compute_dtype(x_tokens)
+    dt = compute_dtype(x_tokens)
     x = F.normalize(x_tokens.to(dt), dim=-1)
     c = F.normalize(c_tokens.to(dt), dim=-1)
     zero = torch.zeros((), dtype=dt, device=x.device)

@@ -18,6 +18,7 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
+from textreid._numerics import compute_dtype
 
 __all__ = [
     "DirectionalLosses",
@@ -81,14 +82,6 @@ def prepare_pair(
         check_finite(image_feats, "image_feats", fn)
         check_finite(text_feats, "text_feats", fn)
     return ip, tp
-
-
-def compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """float32 for half/bfloat16/float32 inputs, float64 when any input is float64."""
-    dtype = torch.float32
-    for t in tensors:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
 
 
 def resolve_logit_scale(

@@ -23,6 +23,7 @@ from textreid._checks import (
     check_same_device,
     check_tensor,
 )
+from textreid._numerics import compute_dtype
 
 __all__ = [
     "PEDESTRIAN_ATTRIBUTE_WORDS",
@@ -212,7 +213,7 @@ def _amr(
     check_same_device(fn, logits=lg, labels=lb)
     if finite:
         check_finite(lg, "logits", fn)
-    dtype = torch.promote_types(lg.dtype, torch.float32)
+    dtype = compute_dtype(lg)
     weights: Tensor | None = None
     if weighting == "inverse":
         if uncertainty is None:

@@ -16,7 +16,8 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
-from textreid.losses._common import DirectionalLosses, compute_dtype, reduce_directional
+from textreid._numerics import compute_dtype
+from textreid.losses._common import DirectionalLosses, reduce_directional
 
 __all__ = ["CommonalityMarginRankingLoss", "part_commonality"]
 

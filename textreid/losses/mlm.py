@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_int, check_positive, check_reduction, check_tensor
-from textreid.losses._common import compute_dtype
+from textreid._numerics import compute_dtype
 
 __all__ = ["MLMLoss", "mask_for_mlm"]
 

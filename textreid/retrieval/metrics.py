@@ -38,10 +38,10 @@ from textreid._checks import (
     check_positive,
     check_same_width,
 )
+from textreid._numerics import compute_dtype
 from textreid.retrieval.scores import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_QUERY_BLOCK,
-    _compute_dtype,
     _pair_scores,
     _row_norms,
     _rows,
@@ -302,7 +302,7 @@ def evaluate(
         s = check_features(scores, "scores", fn, dims="(Nq, Ng)", finite=check_finite)
         nq, ng = s.shape
         base_device = s.device
-        dtype = _compute_dtype(s)
+        dtype = compute_dtype(s)
     else:
         if query_feats is None or gallery_feats is None:
             raise ValueError(f"{fn}: query_feats and gallery_feats must be given together")
@@ -311,7 +311,7 @@ def evaluate(
         check_same_width(fn, q, "query_feats", g, "gallery_feats")
         nq, ng = q.shape[0], g.shape[0]
         base_device = q.device
-        dtype = _compute_dtype(q, g)
+        dtype = compute_dtype(q, g)
     rows_name = "scores" if use_scores else "query_feats"
     qp = check_ids(query_pids, "query_pids", fn, nq, rows_name)
     gp = check_ids(

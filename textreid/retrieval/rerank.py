@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_features, check_positive, check_same_width, check_tensor
-from textreid.retrieval.scores import _compute_dtype
+from textreid._numerics import compute_dtype
 from textreid.retrieval.search import SearchResult, _order_by_score, _select_topk
 
 __all__ = ["k_reciprocal_rerank", "rerank_topk"]
@@ -162,7 +162,7 @@ def k_reciprocal_rerank(
     if not 0.0 <= lambda_value <= 1.0:
         raise ValueError(f"{fn}: lambda_value must be in [0, 1], got {lambda_value}")
     check_positive(query_block, "query_block", fn)
-    dtype = _compute_dtype(q, g)
+    dtype = compute_dtype(q, g)
     x = torch.cat([q.to(dtype), g.to(device=q.device, dtype=dtype)])
     if normalize:
         x = torch.nn.functional.normalize(x, dim=1)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_features, check_positive, check_same_width
+from textreid._numerics import compute_dtype
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_QUERY_BLOCK", "ScoreChunk", "cosine_scores"]
 
@@ -47,11 +48,6 @@ class ScoreChunk(NamedTuple):
 
     start: int
     scores: Tensor
-
-
-def _compute_dtype(*xs: Tensor) -> torch.dtype:
-    """float64 when any input is float64, else float32 (fp16/bf16 accumulate in float32)."""
-    return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
 
 
 def _row_norms(x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int) -> Tensor:
@@ -157,7 +153,7 @@ def cosine_scores(
     check_same_width(fn, query, "query", gallery, "gallery")
     check_positive(chunk_size, "chunk_size", fn)
     dev = torch.device(device) if device is not None else query.device
-    dtype = _compute_dtype(query, gallery)
+    dtype = compute_dtype(query, gallery)
     q_norms = _row_norms(query, dtype, dev, chunk_size) if normalize else None
     g_norms = _row_norms(gallery, dtype, dev, chunk_size) if normalize else None
     q_rows = _rows(query, slice(None), q_norms, dtype, dev)

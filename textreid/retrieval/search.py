@@ -19,10 +19,10 @@ from textreid._checks import (
     check_positive,
     check_same_width,
 )
+from textreid._numerics import compute_dtype
 from textreid.retrieval.scores import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_QUERY_BLOCK,
-    _compute_dtype,
     _row_norms,
     _rows,
     _score_chunks,
@@ -131,7 +131,7 @@ def _merge(
 def _torch_search(
     query: Tensor, gallery: Tensor, k: int, chunk_size: int, query_block: int, normalize: bool
 ) -> SearchResult:
-    dtype, device = _compute_dtype(query, gallery), query.device
+    dtype, device = compute_dtype(query, gallery), query.device
     g_norms = _row_norms(gallery, dtype, device, chunk_size) if normalize else None
     q_norms = _row_norms(query, dtype, device, query_block) if normalize else None
     out_s = torch.empty(query.shape[0], k, dtype=dtype, device=device)
