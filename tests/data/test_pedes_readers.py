@@ -20,6 +20,7 @@ from textreid.data import (
     read_cuhk_pedes,
     read_icfg_pedes,
     read_rstpreid,
+    read_synthpedes,
     register_dataset,
 )
 from textreid.data import pedes as pedes_module
@@ -291,3 +292,10 @@ def test_registry(tmp_path: Path, cuhk_entries: list[dict[str, Any]]) -> None:
         register_dataset(" ", reader)
     with pytest.raises(TypeError, match="reader must be callable, got int"):
         register_dataset("x", 3)  # type: ignore[arg-type]
+
+
+def test_missing_synthpedes_says_how_to_generate_it(tmp_path: Path) -> None:
+    with pytest.raises(
+        FileNotFoundError, match=r"read_synthpedes: .*generate it first with `textreid synth"
+    ):
+        read_synthpedes(tmp_path / "nothing")

@@ -364,7 +364,11 @@ def read_cuhk_pedes(
             else "; request CUHK-PEDES from its authors (Li et al., CVPR 2017) and lay it out "
             "as <root>/CUHK-PEDES/reid_raw.json and <root>/CUHK-PEDES/imgs/"
         )
-        raise FileNotFoundError(f"read_cuhk_pedes: annotation file {anno} does not exist{hint}")
+        if name == "synthpedes":
+            hint = f"; generate it first with `textreid synth {root}` (or write_synthpedes)"
+        raise FileNotFoundError(
+            f"read_{name.replace('-', '_')}: annotation file {anno} does not exist{hint}"
+        )
     return read_pedes_json(
         anno,
         folder / "imgs",
