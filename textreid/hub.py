@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_format_version, check_positive, check_tensor
+from textreid._io import atomic_path, atomic_write
 from textreid._version import __version__
 from textreid.config import CLIPConfig, PreprocessConfig
 from textreid.data.transforms import build_transforms
@@ -475,9 +476,8 @@ class Retriever:
             k: v.detach().to("cpu", torch.float32).contiguous()
             for k, v in self.model.state_dict().items()
         }
-        tmp = out / (_WEIGHTS + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "textreid_version": __version__})
-        os.replace(tmp, out / _WEIGHTS)
+        with atomic_path(out / _WEIGHTS) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "textreid_version": __version__})
         if self.tokenizer.to_config()["files"]:
             self.tokenizer.save_vocabulary(out)
         _write_text(out / _CONFIG, json.dumps(self.config_dict(), indent=2) + "\n")
@@ -670,6 +670,4 @@ class Retriever:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

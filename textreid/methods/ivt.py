@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -155,35 +156,36 @@ class IVTMethod(RetrievalMethod):
         return torch.stack([word_ids, phrase_ids, ids], dim=1)
 
     def _views_and_levels(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        fn = type(self).__name__
-        images, ids = batch["images"], batch["text_ids"]
-        b = images.shape[0]
-        k = len(IVT_LEVELS)
-        if "image_views" in batch:
-            views = check_tensor(
-                batch["image_views"], "batch['image_views']", fn, ndim=5, kind="float",
-                dims="(B, 3, 3, H, W)",
-            )  # fmt: skip
-            if views.shape[:2] != (b, k):
-                raise ValueError(
-                    f"{fn}: batch['image_views'] must be ({b}, {k}, 3, H, W), "
-                    f"got {tuple(views.shape)}"
-                )
-        else:
+        images = batch["images"]
+        views = self._given(batch, "image_views", "3, H, W", "float")
+        if views is None:
             views = torch.stack([images, _reaugment(images), _reaugment(images)], dim=1)
-        if "text_levels" in batch:
-            levels = check_tensor(
-                batch["text_levels"], "batch['text_levels']", fn, ndim=3, kind="int",
-                dims="(B, 3, L)",
-            )  # fmt: skip
-            if levels.shape[:2] != (b, k):
-                raise ValueError(
-                    f"{fn}: batch['text_levels'] must be ({b}, {k}, L) (word, phrase, "
-                    f"sentence), got {tuple(levels.shape)}"
-                )
-        else:
-            levels = self.derive_levels(ids)
+        levels = self._given(batch, "text_levels", "L", "int", " (word, phrase, sentence)")
+        if levels is None:
+            levels = self.derive_levels(batch["text_ids"])
         return views, levels
+
+    def _given(
+        self,
+        batch: dict[str, Tensor],
+        key: str,
+        tail: str,
+        kind: Literal["float", "int"],
+        note: str = "",
+    ) -> Tensor | None:
+        """``batch[key]`` checked as ``[B, 3, *tail]`` (one entry per IVT level), or None."""
+        if key not in batch:
+            return None
+        fn = type(self).__name__
+        ndim = 2 + len(tail.split(","))
+        dims = f"(B, 3, {tail})"
+        t = check_tensor(batch[key], f"batch[{key!r}]", fn, ndim=ndim, kind=kind, dims=dims)
+        b, k = batch["images"].shape[0], len(IVT_LEVELS)
+        if t.shape[:2] != (b, k):
+            raise ValueError(
+                f"{fn}: batch[{key!r}] must be ({b}, {k}, {tail}){note}, got {tuple(t.shape)}"
+            )
+        return t
 
     def forward(self, batch: dict[str, Tensor]) -> LossOutput:
         require_batch_keys(batch, ("images", "text_ids", "pids"), type(self).__name__)

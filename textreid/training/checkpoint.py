@@ -16,17 +16,17 @@ import contextlib
 import os
 import random
 import re
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from textreid._checks import check_format_version
+from textreid._io import atomic_path, atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -50,42 +50,6 @@ _NAME = re.compile(r"^checkpoint-epoch(\d+)\.pt$")
 def checkpoint_path(directory: str | os.PathLike[str], epoch: int) -> Path:
     """``directory/checkpoint-epoch{epoch:04d}.pt`` (``epoch`` = completed epochs)."""
     return Path(directory) / f"checkpoint-epoch{epoch:04d}.pt"
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, rename it to ``path``.
-
-    On any error the temporary file is removed and ``path`` is left as it was.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-    return target
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -166,21 +130,9 @@ def save_weights(
     """Atomically write ``model``'s weights as safetensors (shared tensors are stored once)."""
     from safetensors.torch import save_model
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        save_model(model, tmp, metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-    return target
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp), metadata=metadata)
+    return Path(path)
 
 
 def _generators(loader: object) -> Iterator[torch.Generator]:
