@@ -21,7 +21,7 @@ from torch import Tensor
 
 from textreid._checks import check_features, check_format_version, check_ids, check_same_width
 from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK
-from textreid.retrieval.search import SearchResult, topk_search
+from textreid.retrieval.search import Screen, SearchResult, topk_search
 
 __all__ = ["GalleryIndex"]
 
@@ -182,6 +182,7 @@ class GalleryIndex:
         normalize: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         query_block: int = DEFAULT_QUERY_BLOCK,
+        screen: Screen = "auto",
     ) -> SearchResult:
         """Exact top-``k`` of ``[Nq, D]`` queries; see :func:`~textreid.retrieval.topk_search`.
 
@@ -194,6 +195,7 @@ class GalleryIndex:
             chunk_size=chunk_size,
             query_block=query_block,
             normalize=normalize,
+            screen=screen,
         )
 
     def ids_of(self, result: SearchResult) -> Tensor:

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from textreid._checks import check_features, check_positive, check_same_width, check_tensor
 from textreid._numerics import compute_dtype
-from textreid.retrieval.search import SearchResult, _order_by_score, _select_topk
+from textreid.retrieval.search import SearchResult
+from textreid.retrieval.topk import _order_by_score, _select_topk
 
 __all__ = ["k_reciprocal_rerank", "rerank_topk"]
 

@@ -1,9 +1,7 @@
 """Exact top-k search, streamed over query blocks and gallery chunks.
 
-Tie rule everywhere in :mod:`textreid.retrieval`: among equal scores the lower gallery index
-comes first, i.e. the order of a *stable* descending sort. ``torch.topk`` alone does not
-promise which of several tied items it keeps, so rows where a tie straddles the cut-off are
-re-selected with a stable sort (rare with float features; exact either way).
+Ties follow the rule of :mod:`textreid.retrieval.topk`: among equal scores the lower gallery
+index comes first.
 """
 
 from __future__ import annotations
@@ -25,12 +23,26 @@ from textreid.retrieval.scores import (
     DEFAULT_QUERY_BLOCK,
     _row_norms,
     _rows,
-    _score_chunks,
+    _scores,
 )
+from textreid.retrieval.screening import (
+    GROUP,
+    ScreenChunk,
+    native_bf16,
+    screen_chunk,
+    screen_queries,
+    screened_topk,
+)
+from textreid.retrieval.topk import _chunk_topk, _merge, _order_by_score
 
 __all__ = ["SearchResult", "topk_search"]
 
 Backend = Literal["torch", "faiss"]
+Screen = Literal["auto", "bf16", "off"]
+
+_SCREEN_MIN_GROUPS = 4
+"""A chunk is screened when it has at least this many column groups per hit: fewer, and the
+``k`` best groups hold most of the chunk."""
 
 
 class SearchResult(NamedTuple):
@@ -46,103 +58,54 @@ class SearchResult(NamedTuple):
     indices: Tensor
 
 
-def _order_by_score(scores: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
-    """Sort each row by score descending, ties by gallery index ascending."""
-    by_index = torch.argsort(indices, dim=1)
-    scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
-    by_score = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    return scores.gather(1, by_score), indices.gather(1, by_score)
-
-
-def _select_topk(values: Tensor, k: int) -> Tensor:
-    """Column positions of the top ``k`` of each row, ties to the lower position.
-
-    ``torch.topk`` keeps an unspecified subset of values tied at the cut-off. Taking ``k + 1``
-    reveals such rows (the k-th and (k+1)-th values are equal); only those are redone with a
-    stable sort, so the common tie-free case costs one ``topk``.
-    """
-    top = torch.topk(values, min(k + 1, values.shape[1]), dim=1, sorted=True)
-    pos = top.indices[:, :k]
-    if top.indices.shape[1] > k:
-        straddles = top.values[:, k - 1] == top.values[:, k]
-        if bool(straddles.any()):
-            rows = straddles.nonzero().squeeze(1)
-            stable = torch.sort(values[rows], dim=1, descending=True, stable=True).indices
-            pos = pos.clone()
-            pos[rows] = stable[:, :k]
-    return pos
-
-
-_GROUP = 32
-"""Columns per group in :func:`_candidates`."""
-
-
-def _candidates(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Ascending columns ``[B, k * _GROUP]`` of each row that hold its top ``k``, and their
-    scores.
-
-    Columns are cut into groups of :data:`_GROUP`; the ``k`` groups with the largest maxima
-    (ties to the lower group, i.e. the stable order) contain the top ``k``: any item outside
-    them has ``k`` group maxima ahead of it in the stable order. One max-reduction over the
-    block and a ``topk`` over the few candidates cost far less than a ``topk`` over the block.
-    Slots of a last, partial group past the block get the lowest score and, sitting after
-    every real column, lose all ties, so they are never selected (the groups hold at least
-    ``k`` real columns).
-    """
-    c = scores.shape[1]
-    full = c // _GROUP * _GROUP
-    maxima = scores[:, :full].reshape(scores.shape[0], -1, _GROUP).amax(2)
-    if full < c:
-        maxima = torch.cat([maxima, scores[:, full:].amax(1, keepdim=True)], 1)
-    groups = torch.sort(_select_topk(maxima, k), dim=1).values
-    cols = (groups.unsqueeze(2) * _GROUP + torch.arange(_GROUP, device=scores.device)).flatten(1)
-    past = cols >= c
-    vals = scores.gather(1, cols.clamp(max=c - 1)).masked_fill_(past, torch.finfo(scores.dtype).min)
-    return cols, vals
-
-
-def _chunk_topk(scores: Tensor, start: int, k: int) -> tuple[Tensor, Tensor]:
-    """Ordered top-``k`` of one ``[B, C]`` score block whose columns start at ``start``."""
-    k = min(k, scores.shape[1])
-    if 4 * k * _GROUP > scores.shape[1]:
-        pos = _select_topk(scores, k)
-    else:
-        cols, vals = _candidates(scores, k)
-        pos = cols.gather(1, _select_topk(vals, k))
-    return _order_by_score(scores.gather(1, pos), pos + start)
-
-
-def _merge(
-    best: tuple[Tensor, Tensor] | None, cand: tuple[Tensor, Tensor], k: int
+def _chunk_hits(
+    q_rows: Tensor,
+    chunk: Tensor,
+    screen: ScreenChunk | None,
+    start: int,
+    k: int,
+    best: tuple[Tensor, Tensor] | None,
 ) -> tuple[Tensor, Tensor]:
-    """Top-k of the running hits and an ordered candidate list from a later chunk.
-
-    Both lists are ordered (score desc, index asc) and every running index is below every
-    candidate index, so after concatenation equal scores sit in index order and a stable
-    selection by position realises the tie rule.
-    """
-    if best is None:
-        return cand
-    s, i = torch.cat([best[0], cand[0]], 1), torch.cat([best[1], cand[1]], 1)
-    pos = _select_topk(s, min(k, s.shape[1]))
-    return _order_by_score(s.gather(1, pos), i.gather(1, pos))
+    """Running top-k of a query block after one gallery chunk (screened when prepared)."""
+    if screen is not None:
+        floor = None if best is None or best[0].shape[1] < k else best[0][:, k - 1]
+        screened = screened_topk(screen_queries(q_rows), screen, start, k, floor)
+        if screened is not None:
+            (scores, index), exact_rows = screened
+            if exact_rows.numel():
+                exact = _chunk_topk(_scores(q_rows[exact_rows], chunk), start, k)
+                scores[exact_rows], index[exact_rows] = exact
+            return _merge(best, (scores, index), k)
+    return _merge(best, _chunk_topk(_scores(q_rows, chunk), start, k), k)
 
 
 def _torch_search(
-    query: Tensor, gallery: Tensor, k: int, chunk_size: int, query_block: int, normalize: bool
+    query: Tensor,
+    gallery: Tensor,
+    k: int,
+    chunk_size: int,
+    query_block: int,
+    normalize: bool,
+    screen: bool,
 ) -> SearchResult:
+    # Gallery chunks outside, query blocks inside: each chunk is read (from disk, for a
+    # memory-mapped gallery) and prepared once; the running hits live in the outputs.
     dtype, device = compute_dtype(query, gallery), query.device
     g_norms = _row_norms(gallery, dtype, device, chunk_size) if normalize else None
     q_norms = _row_norms(query, dtype, device, query_block) if normalize else None
     out_s = torch.empty(query.shape[0], k, dtype=dtype, device=device)
     out_i = torch.empty(query.shape[0], k, dtype=torch.int64, device=device)
-    for q0 in range(0, query.shape[0], query_block):
-        q_rows = _rows(query, slice(q0, q0 + query_block), q_norms, dtype, device)
-        best: tuple[Tensor, Tensor] | None = None
-        for chunk in _score_chunks(q_rows, gallery, g_norms, chunk_size):
-            best = _merge(best, _chunk_topk(chunk.scores, chunk.start, k), k)
-        assert best is not None  # the gallery is non-empty
-        out_s[q0 : q0 + len(q_rows)], out_i[q0 : q0 + len(q_rows)] = best
+    for g0 in range(0, gallery.shape[0], chunk_size):
+        chunk = _rows(gallery, slice(g0, g0 + chunk_size), g_norms, dtype, device)
+        wide = chunk.shape[0] >= _SCREEN_MIN_GROUPS * k * GROUP
+        prepared = screen_chunk(chunk) if screen and wide else None
+        for q0 in range(0, query.shape[0], query_block):
+            q_rows = _rows(query, slice(q0, q0 + query_block), q_norms, dtype, device)
+            rows = slice(q0, q0 + q_rows.shape[0])
+            have = min(k, g0)  # hits so far: the first chunks may hold fewer than k
+            best = None if g0 == 0 else (out_s[rows, :have], out_i[rows, :have])
+            hits = _chunk_hits(q_rows, chunk, prepared, g0, k, best)
+            out_s[rows, : hits[0].shape[1]], out_i[rows, : hits[1].shape[1]] = hits
     return SearchResult(out_s, out_i)
 
 
@@ -181,6 +144,7 @@ def topk_search(
     query_block: int = DEFAULT_QUERY_BLOCK,
     normalize: bool = False,
     backend: Backend = "torch",
+    screen: Screen = "auto",
     check_finite: bool = True,
 ) -> SearchResult:
     """Exact top-``k`` gallery items for every query, without the full score matrix.
@@ -203,6 +167,15 @@ def topk_search(
             results moved back to the query's device; needs ``faiss-cpu``). faiss computes the
             same exact scores up to float rounding, but which of several tied items it keeps at
             the cut-off is its own choice.
+        screen: ``"bf16"`` scores all pairs with a bfloat16 matmul first and rescores, in the
+            compute dtype, only the pairs a rigorous error bound cannot rule out (see
+            :mod:`textreid.retrieval.screening`); the hits are the same exact top-k, and this
+            is about 2x faster where the CPU has native bfloat16 dot products. ``"off"`` scores
+            every pair in the compute dtype. ``"auto"`` (default) screens on such CPUs, for
+            float32 features, with the torch backend; nowhere else. CPU only: ``"bf16"`` on
+            another device is an error (GPU bfloat16 matmuls may reduce in lower precision,
+            which the bound does not cover). Returned scores of the two paths can differ in
+            the last bit (another summation order), as between chunk sizes.
         check_finite: raise on NaN/inf features (one pass over the inputs).
 
     Returns:
@@ -212,7 +185,8 @@ def topk_search(
     Raises:
         TypeError: non-tensor or non-floating features.
         ValueError: wrong shapes or widths, empty inputs, non-finite values, ``k`` outside
-            ``[1, Ng]``, a non-positive block size, an unknown backend.
+            ``[1, Ng]``, a non-positive block size, an unknown backend or screen,
+            ``screen="bf16"`` off the CPU or with the faiss backend.
         ImportError: ``backend="faiss"`` without faiss installed.
 
     Example:
@@ -232,5 +206,16 @@ def topk_search(
             f"{fn}: k must be an int in [1, Ng={gallery.shape[0]}], got {k!r}; "
             f"pass k=min(k, len(gallery)) to ask for everything"
         )
-    run = _torch_search if backend == "torch" else _faiss_search
-    return run(query, gallery, k, chunk_size, query_block, normalize)
+    check_choice(screen, "screen", fn, ("auto", "bf16", "off"))
+    if screen == "bf16" and (backend != "torch" or query.device.type != "cpu"):
+        raise ValueError(
+            f'{fn}: screen="bf16" runs with backend="torch" on CPU tensors, got '
+            f'backend={backend!r} with query on {query.device}; use screen="auto" or "off"'
+        )
+    if backend == "faiss":
+        return _faiss_search(query, gallery, k, chunk_size, query_block, normalize)
+    dtype = compute_dtype(query, gallery)
+    use_screen = screen == "bf16" or (
+        screen == "auto" and query.device.type == "cpu" and dtype == torch.float32 and native_bf16()
+    )
+    return _torch_search(query, gallery, k, chunk_size, query_block, normalize, use_screen)
