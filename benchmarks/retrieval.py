@@ -6,7 +6,9 @@ Compared, per size ``NQxNG`` (queries x gallery, features of width ``--dim``):
 - ``full-sort eval``: the IRRA-style evaluation written out below: full ``[Nq, Ng]`` similarity,
   full ``argsort``, match matrix, cumulative sums, and a per-query loop for mINP. Skipped where
   its matrices (about 40 bytes per query-gallery pair) would not fit in half the free memory.
-- ``topk_search``: :func:`textreid.retrieval.topk_search` with ``k`` (default 10).
+- ``topk_search``: :func:`textreid.retrieval.topk_search` with ``k`` (default 10) and its
+  default ``screen="auto"`` (the bfloat16 screen where the CPU has bfloat16 dot products).
+- ``topk_search screen=off``: the same, every pair scored in float32.
 - ``faiss IndexFlatIP``: exact inner-product search with faiss, when installed.
 
 Memory method: every measurement runs in a fresh child process, which builds its inputs,
@@ -40,8 +42,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from textreid.retrieval import evaluate, topk_search
+from textreid.retrieval.screening import native_bf16
 
-METHODS = ("evaluate", "full-sort eval", "topk_search", "faiss IndexFlatIP")
+METHODS = (
+    "evaluate",
+    "full-sort eval",
+    "topk_search",
+    "topk_search screen=off",
+    "faiss IndexFlatIP",
+)
 
 
 def _status_kb(field: str) -> int:
@@ -112,8 +121,8 @@ def _child(method: str, nq: int, ng: int, dim: int, k: int, device: str) -> dict
         result = evaluate(q, g, query_pids=qpid, gallery_pids=gpid).to_dict()
     elif method == "full-sort eval":
         result = _full_sort_eval(q, g, qpid, gpid)
-    elif method == "topk_search":
-        hits = topk_search(q, g, k, normalize=True)
+    elif method.startswith("topk_search"):
+        hits = topk_search(q, g, k, normalize=True, screen="off" if "off" in method else "auto")
         result = {"indices": hits.indices[:200].tolist()}
     else:
         index = faiss.IndexFlatIP(gn.shape[1])
@@ -155,6 +164,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the fastest is shown")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -170,13 +180,17 @@ def main() -> None:
         have_faiss = True
     except ImportError:
         have_faiss = False
-    print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}, D={args.dim}")
+    screen = "on" if args.device == "cpu" and native_bf16() else "off"
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
+        f"D={args.dim}, k={args.k}, bfloat16 screen under screen='auto': {screen}"
+    )
     print("| size (Nq x Ng) | method | time (s) | peak extra memory (MiB) | check |")
     print("|---|---|---|---|---|")
     for size in args.sizes:
         nq, ng = (int(v) for v in size.split("x"))
         rows: dict[str, dict[str, Any]] = {}
-        for method in METHODS:
+        for method in args.methods:
             if method == "full-sort eval" and not _fits(nq, ng):
                 print(
                     f"| {nq} x {ng} | {method} | skipped: needs ~{nq * ng * 40 / 2**30:.0f} GiB | | |"
@@ -194,12 +208,12 @@ def main() -> None:
                 same = all(f"{ours[key]:.3f}" == f"{ref[key]:.3f}" for key in ref)
                 speed = best["seconds"] / rows["evaluate"]["seconds"]
                 check = f"same numbers: {same}; evaluate is {speed:.1f}x faster"
-            if method == "faiss IndexFlatIP" and "topk_search" in rows:
+            if method in ("faiss IndexFlatIP", "topk_search screen=off") and "topk_search" in rows:
                 a, b = rows["topk_search"]["result"]["indices"], best["result"]["indices"]
                 agree = sum(x == y for ra, rb in zip(a, b) for x, y in zip(ra, rb))
                 total = sum(len(r) for r in a)
-                speed = best["seconds"] / rows["topk_search"]["seconds"]
-                check = f"hits agree {agree}/{total}; topk_search/faiss time ratio {1 / speed:.2f}"
+                ratio = rows["topk_search"]["seconds"] / best["seconds"]
+                check = f"hits agree {agree}/{total}; topk_search/this time ratio {ratio:.2f}"
             if method == "evaluate":
                 r = best["result"]
                 check = f"R1 {r['R1']:.2f} mAP {r['mAP']:.2f} mINP {r['mINP']:.2f}"
