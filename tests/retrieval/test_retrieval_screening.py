@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+import textreid.retrieval.screening as screening
 import textreid.retrieval.search as search_module
 from textreid.retrieval import GalleryIndex, SearchResult, topk_search
 from textreid.retrieval.screening import (
@@ -192,14 +193,35 @@ def _cancelling(gen: torch.Generator, n: int, d: int, offset: float, alternate: 
     return offset * pattern + torch.randn(n, d, generator=gen)
 
 
-@pytest.mark.parametrize("seed", range(2))
-@pytest.mark.parametrize("exact_side", ["none", "query"])
-def test_cancellation_scrambles_the_screen_but_not_the_hits(seed: int, exact_side: str) -> None:
-    # exact_side="query": the queries are already bfloat16, so only the gallery's rounding
-    # (and its term of the bound) reorders the hits.
+def _scrambled(seed: int, shift: bool) -> tuple[Tensor, Tensor]:
+    """Cancelling queries and gallery (20 x 3000, D=6); with ``shift`` a seventh coordinate
+    adds the same 9e5 to every score, so the scores are positive (screened rows) while the
+    bound, driven by the norms, stays wider than their whole spread."""
     gen = torch.Generator().manual_seed(seed)
     q = _cancelling(gen, 20, 6, 300.0, alternate=True)
     g = _cancelling(gen, 3000, 6, 2000.0, alternate=False)
+    if shift:
+        q = torch.cat([q, torch.full((20, 1), 3000.0)], 1)
+        g = torch.cat([g, torch.full((3000, 1), 300.0)], 1)
+    return q, g
+
+
+@pytest.mark.parametrize("seed", range(2))
+@pytest.mark.parametrize("exact_side", ["none", "query"])
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("dense_fraction", [screening.DENSE_FRACTION, 1.0])
+def test_cancellation_scrambles_the_screen_but_not_the_hits(
+    seed: int,
+    exact_side: str,
+    shift: bool,
+    dense_fraction: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # exact_side="query": the queries are already bfloat16, so only the gallery's rounding
+    # (and its term of the bound) reorders the hits. dense_fraction=1: never fall back to
+    # dense scoring, however many pairs the screen keeps.
+    monkeypatch.setattr(screening, "DENSE_FRACTION", dense_fraction)
+    q, g = _scrambled(seed, shift)
     if exact_side == "query":
         q = q.bfloat16().float()
     exact = q.double() @ g.double().T
@@ -211,6 +233,37 @@ def test_cancellation_scrambles_the_screen_but_not_the_hits(seed: int, exact_sid
     got = topk_search(q, g, 10, screen="bf16", chunk_size=1400, query_block=8)
     assert torch.equal(got.indices, ref.indices)
     _assert_exact_top_k(got, q, g, 10)
+
+
+@pytest.mark.parametrize(
+    ("shift", "dense_fraction", "outcome"),
+    [
+        (False, screening.DENSE_FRACTION, "rows scored exactly"),  # thresholds not positive
+        (True, screening.DENSE_FRACTION, "dense"),  # every group would open
+        (True, 1.0, "screened"),
+    ],
+)
+def test_which_path_scrambled_blocks_take(
+    shift: bool, dense_fraction: float, outcome: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(screening, "DENSE_FRACTION", dense_fraction)
+    outcomes: list[str] = []
+    real = search_module.screened_topk
+
+    def spy(*args: object, **kwargs: object) -> object:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        if out is None:
+            outcomes.append("dense")
+        elif out[1].numel():
+            outcomes.append("rows scored exactly")
+        else:
+            outcomes.append("screened")
+        return out
+
+    monkeypatch.setattr(search_module, "screened_topk", spy)
+    q, g = _scrambled(0, shift)
+    topk_search(q, g, 10, screen="bf16")
+    assert outcomes == [outcome]
 
 
 def test_threshold_is_rounded_down_onto_the_bfloat16_grid() -> None:

@@ -59,6 +59,11 @@ _MIN_NORMAL = 2.0**-126
 _MAX_NORM = 2.0**100  # larger rows (or products of norms) could overflow the bfloat16 path
 _NO_INDEX = torch.iinfo(torch.int64).max  # pads candidate rows; sorts after every real index
 
+DENSE_FRACTION = 0.125
+"""When the screen would open more than this fraction of a block's column groups (features
+the bound cannot separate, e.g. large offsets that cancel), the block is scored densely
+instead: rescoring most pairs one by one is slower and larger than one matmul."""
+
 
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 dot products natively (else a bfloat16 matmul is
@@ -172,7 +177,9 @@ def screened_topk(
         ``((scores, indices), unscreened)``: ``[B, k]`` hits ordered by score then index
         (rows that cannot reach ``floor`` in this chunk are padded with ``-inf`` and an index
         past every real one), and the rows the caller must score exactly instead (their
-        entries are padding). ``None`` when the features are too large for the bound.
+        entries are padding). ``None`` when the features are too large for the bound or
+        the screen cannot rule out enough pairs (see :data:`DENSE_FRACTION`); the caller then
+        scores the block densely.
     """
     q_norm = float(queries.norm.max())
     if not (q_norm < _MAX_NORM and chunk.norm < _MAX_NORM and q_norm * chunk.norm < _MAX_NORM):
@@ -191,6 +198,8 @@ def screened_topk(
     thresh.masked_fill_(thresh <= 0, torch.iinfo(torch.int16).max)  # opens no group
 
     hit_rows, hit_groups = (maxima >= thresh.unsqueeze(1)).nonzero(as_tuple=True)
+    if hit_rows.numel() > DENSE_FRACTION * maxima.numel():
+        return None
     passes = keys[hit_rows, hit_groups] >= thresh[hit_rows].unsqueeze(1)
     which, offset = passes.nonzero(as_tuple=True)
     rows, cols = hit_rows[which], hit_groups[which] * GROUP + offset  # row-major, ascending
