@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from textreid._checks import check_choice, check_positive
+from textreid._checks import check_choice, check_int, check_positive
 
 __all__ = [
     "OPENAI_MEAN",
@@ -39,16 +39,10 @@ _RESIZE_MODES = ("squash",)
 _C = TypeVar("_C")
 
 
-def _check_int(value: object, name: str, fn: str, *, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{fn}: {name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_pair(value: object, name: str, fn: str) -> tuple[int, int]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
         raise ValueError(f"{fn}: {name} must be a (height, width) pair, got {value!r}")
-    return (_check_int(value[0], name, fn), _check_int(value[1], name, fn))
+    return (check_int(value[0], name, fn, min_value=1), check_int(value[1], name, fn, min_value=1))
 
 
 def _check_triple(value: object, name: str, fn: str) -> tuple[float, float, float]:
@@ -122,17 +116,20 @@ class VisionConfig:
     def __post_init__(self) -> None:
         fn = "VisionConfig"
         object.__setattr__(self, "image_size", _check_pair(self.image_size, "image_size", fn))
-        _check_int(self.patch_size, "patch_size", fn)
-        _check_int(self.width, "width", fn)
-        _check_int(self.layers, "layers", fn, minimum=0)
-        _check_int(self.heads, "heads", fn)
+        check_int(self.patch_size, "patch_size", fn, min_value=1)
+        check_int(self.width, "width", fn, min_value=1)
+        check_int(self.layers, "layers", fn, min_value=0)
+        check_int(self.heads, "heads", fn, min_value=1)
         if self.stride is not None:
-            _check_int(self.stride, "stride", fn)
+            check_int(self.stride, "stride", fn, min_value=1)
         check_positive(self.mlp_ratio, "mlp_ratio", fn)
         check_choice(self.act, "act", fn, _ACTS)
         check_choice(self.pos_embed_resample_mode, "pos_embed_resample_mode", fn, _RESAMPLE_MODES)
         if not isinstance(self.pos_embed_antialias, bool):
-            raise ValueError(f"{fn}: pos_embed_antialias must be a bool")
+            raise TypeError(
+                f"{fn}: pos_embed_antialias must be a bool, "
+                f"got {type(self.pos_embed_antialias).__name__}"
+            )
         if self.width % self.heads != 0:
             raise ValueError(f"{fn}: width {self.width} is not divisible by heads {self.heads}")
         h, w = self.image_size
@@ -198,11 +195,11 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         fn = "TextConfig"
-        _check_int(self.context_length, "context_length", fn)
-        _check_int(self.vocab_size, "vocab_size", fn)
-        _check_int(self.width, "width", fn)
-        _check_int(self.layers, "layers", fn, minimum=0)
-        _check_int(self.heads, "heads", fn)
+        check_int(self.context_length, "context_length", fn, min_value=1)
+        check_int(self.vocab_size, "vocab_size", fn, min_value=1)
+        check_int(self.width, "width", fn, min_value=1)
+        check_int(self.layers, "layers", fn, min_value=0)
+        check_int(self.heads, "heads", fn, min_value=1)
         check_positive(self.mlp_ratio, "mlp_ratio", fn)
         check_choice(self.act, "act", fn, _ACTS)
         if self.width % self.heads != 0:
@@ -237,7 +234,7 @@ class CLIPConfig:
 
     def __post_init__(self) -> None:
         fn = "CLIPConfig"
-        _check_int(self.embed_dim, "embed_dim", fn)
+        check_int(self.embed_dim, "embed_dim", fn, min_value=1)
         if not isinstance(self.vision, VisionConfig):
             raise TypeError(f"{fn}: vision must be a VisionConfig, got {type(self.vision)}")
         if not isinstance(self.text, TextConfig):

@@ -91,3 +91,11 @@ def test_errors() -> None:
         mask_for_mlm(torch.tensor([[1.0, 2.0]]), MASK, VOCAB)
     with pytest.raises(ValueError, match="at least 2 positions"):
         mask_for_mlm(torch.tensor([[1]]), MASK, VOCAB)
+
+
+def test_non_finite_logits() -> None:
+    logits, labels = torch.randn(2, 3, 10), torch.tensor([[0, 4, 0], [1, 0, 0]])
+    logits[1, 2, 7] = float("nan")  # an unmasked position: it would not reach the loss
+    with pytest.raises(ValueError, match="MLMLoss: logits contains 1 non-finite"):
+        MLMLoss()(logits, labels)
+    assert torch.isfinite(MLMLoss(check_finite=False)(logits, labels))

@@ -45,13 +45,28 @@ def test_act_is_required() -> None:
         ({"width": 30}, "not divisible by heads"),
         ({"patch_size": 200}, "larger than image_size"),
         ({"image_size": (32,)}, "image_size must be a"),
-        ({"stride": 0}, "stride must be an integer >= 1"),
+        ({"stride": 0}, "stride must be >= 1, got 0"),
+        ({"layers": -1}, "layers must be >= 0, got -1"),
         ({"pos_embed_resample_mode": "area"}, "pos_embed_resample_mode"),
         ({"mlp_ratio": 0.0}, "mlp_ratio must be > 0"),
     ],
 )
 def test_vision_errors(kw: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
+        _vision(**kw)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"patch_size": 16.0}, "patch_size must be an int, got float"),
+        ({"heads": True}, "heads must be an int, got bool"),
+        ({"image_size": (384, "128")}, "image_size must be an int, got str"),
+        ({"pos_embed_antialias": 1}, "pos_embed_antialias must be a bool, got int"),
+    ],
+)
+def test_vision_type_errors(kw: dict[str, object], match: str) -> None:
+    with pytest.raises(TypeError, match=match):
         _vision(**kw)
 
 

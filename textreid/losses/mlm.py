@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from textreid._checks import Reduction, check_int, check_positive, check_reduction, check_tensor
+from textreid._checks import (
+    Reduction,
+    check_finite,
+    check_int,
+    check_positive,
+    check_reduction,
+    check_tensor,
+)
 from textreid._numerics import compute_dtype
 
 __all__ = ["MLMLoss", "mask_for_mlm"]
@@ -99,26 +106,34 @@ class MLMLoss(nn.Module):
         vocab_size: expected last dimension of ``logits`` (IRRA: 49408); None skips the check.
         reduction: ``"mean"`` (the paper's), ``"sum"`` or ``"none"`` (``[B, L]``, 0 where not
             masked).
+        check_finite: raise on NaN/inf logits (one pass over them, one host sync per call).
 
     Shapes:
         logits ``[B, L, V]``, labels int ``[B, L]`` (0 = not masked) -> scalar.
 
     Raises:
         ValueError: ``logits`` width differs from ``vocab_size``, shapes disagree, labels out of
-            range.
+            range, non-finite logits.
         TypeError: non-tensor or wrongly typed inputs.
 
     A batch without any masked position gives 0 (connected to the graph) instead of the NaN of
     ``nn.CrossEntropyLoss``.
     """
 
-    def __init__(self, vocab_size: int | None = None, *, reduction: Reduction = "mean") -> None:
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        *,
+        reduction: Reduction = "mean",
+        check_finite: bool = True,
+    ) -> None:
         super().__init__()
         if vocab_size is not None:
             check_int(vocab_size, "vocab_size", type(self).__name__, min_value=2)
         check_reduction(reduction, type(self).__name__)
         self.vocab_size = vocab_size
         self.reduction = reduction
+        self.check_finite = check_finite
 
     def extra_repr(self) -> str:
         return f"vocab_size={self.vocab_size}, reduction={self.reduction!r}"
@@ -142,6 +157,8 @@ class MLMLoss(nn.Module):
                 f"{fn}: labels must lie in [0, {z.shape[-1]}), got min {int(y.min())} and "
                 f"max {int(y.max())}"
             )
+        if self.check_finite:
+            check_finite(z, "logits", fn)
         per_token = F.cross_entropy(
             z.to(compute_dtype(z)).reshape(-1, z.shape[-1]),
             y.reshape(-1),
