@@ -236,15 +236,16 @@ def test_cancellation_scrambles_the_screen_but_not_the_hits(
 
 
 @pytest.mark.parametrize(
-    ("shift", "dense_fraction", "outcome"),
+    ("data", "dense_fraction", "outcome"),
     [
-        (False, screening.DENSE_FRACTION, "rows scored exactly"),  # thresholds not positive
-        (True, screening.DENSE_FRACTION, "dense"),  # every group would open
-        (True, 1.0, "screened"),
+        ("scrambled", screening.DENSE_FRACTION, "rows scored exactly"),  # threshold <= 0
+        ("scrambled+shift", screening.DENSE_FRACTION, "dense"),  # every pair would pass
+        ("scrambled+shift", 1.0, "screened"),
+        ("retrieval", screening.DENSE_FRACTION, "screened"),  # the common case
     ],
 )
-def test_which_path_scrambled_blocks_take(
-    shift: bool, dense_fraction: float, outcome: str, monkeypatch: pytest.MonkeyPatch
+def test_which_path_blocks_take(
+    data: str, dense_fraction: float, outcome: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(screening, "DENSE_FRACTION", dense_fraction)
     outcomes: list[str] = []
@@ -261,7 +262,14 @@ def test_which_path_scrambled_blocks_take(
         return out
 
     monkeypatch.setattr(search_module, "screened_topk", spy)
-    q, g = _scrambled(0, shift)
+    if data == "retrieval":  # CUHK-PEDES-like: unit features around identity prototypes
+        gen = torch.Generator().manual_seed(9)
+        protos = torch.randn(1000, 256, generator=gen)
+        q = protos[torch.randint(0, 1000, (64,), generator=gen)]
+        q = F.normalize(q + 2.5 * torch.randn(64, 256, generator=gen), dim=1)
+        g = F.normalize(protos.repeat(3, 1) + 2.5 * torch.randn(3000, 256, generator=gen), dim=1)
+    else:
+        q, g = _scrambled(0, shift=data.endswith("shift"))
     topk_search(q, g, 10, screen="bf16")
     assert outcomes == [outcome]
 
