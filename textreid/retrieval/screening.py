@@ -66,10 +66,12 @@ pair on its own costs about 3x its share of a float32 matmul (measured, D=512)."
 
 
 def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 dot products natively (else a bfloat16 matmul is
-    emulated and slower than float32, so screening would not pay)."""
+    """Whether this CPU computes bfloat16 dot products natively and torch reaches them
+    through oneDNN (else a bfloat16 matmul is emulated and slower than float32, so screening
+    would not pay)."""
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    return bool(probe()) if callable(probe) else False
+    native = bool(probe()) if callable(probe) else False
+    return native and torch.backends.mkldnn.is_available()
 
 
 def _gamma(n: int, dtype: torch.dtype) -> float:
