@@ -71,7 +71,7 @@ def native_bf16() -> bool:
     would not pay)."""
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     native = bool(probe()) if callable(probe) else False
-    return native and torch.backends.mkldnn.is_available()
+    return native and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
 
 
 def _gamma(n: int, dtype: torch.dtype) -> float:
