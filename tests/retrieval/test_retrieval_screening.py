@@ -11,6 +11,7 @@ from torch import Tensor
 
 import textreid.retrieval.screening as screening
 import textreid.retrieval.search as search_module
+from tests.retrieval._helpers import stable_topk
 from textreid.retrieval import GalleryIndex, SearchResult, topk_search
 from textreid.retrieval.screening import (
     _BETA,
@@ -20,11 +21,6 @@ from textreid.retrieval.screening import (
     screen_chunk,
     screen_queries,
 )
-
-
-def _reference(scores: Tensor, k: int) -> SearchResult:
-    out = torch.sort(scores, dim=1, descending=True, stable=True)
-    return SearchResult(out.values[:, :k], out.indices[:, :k])
 
 
 def _assert_exact_top_k(got: SearchResult, q: Tensor, g: Tensor, k: int) -> None:
@@ -41,6 +37,27 @@ def _assert_exact_top_k(got: SearchResult, q: Tensor, g: Tensor, k: int) -> None
     assert (got.scores[:, :-1] >= got.scores[:, 1:]).all()
     best_missed = exact.scatter(1, got.indices, float("-inf")).amax(1, keepdim=True)
     assert (best_missed <= got_exact[:, -1:] + tol).all()
+
+
+@pytest.fixture
+def outcomes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What each call of the screen did: "screened", "rows scored exactly" (some rows'
+    thresholds were not positive) or "dense" (it declined the block)."""
+    seen: list[str] = []
+    real = search_module.screened_topk
+
+    def spy(*args: object, **kwargs: object) -> object:
+        out = real(*args, **kwargs)  # type: ignore[arg-type]
+        if out is None:
+            seen.append("dense")
+        elif out[1].numel():
+            seen.append("rows scored exactly")
+        else:
+            seen.append("screened")
+        return out
+
+    monkeypatch.setattr(search_module, "screened_topk", spy)
+    return seen
 
 
 def test_bound_holds_for_every_pair() -> None:
@@ -103,7 +120,7 @@ def test_differences_below_bfloat16_resolution_are_ranked_exactly() -> None:
     approx = (q.bfloat16() @ g.bfloat16().T).float()
     assert (approx == approx.amax(1, keepdim=True)).sum(1).min() > 10  # the screen cannot tell
     got = topk_search(q, g, 10, screen="bf16")
-    assert torch.equal(got.indices, _reference(q.double() @ g.double().T, 10).indices)
+    assert torch.equal(got.indices, stable_topk(q.double() @ g.double().T, 10).indices)
     _assert_exact_top_k(got, q, g, 10)
 
 
@@ -123,7 +140,7 @@ def test_rows_whose_scores_are_not_positive_fall_back() -> None:
     q = torch.cat([-torch.rand(3, 8, generator=gen), torch.zeros(1, 8)])
     got = topk_search(q, g, 4, screen="bf16")
     assert torch.equal(got.indices, topk_search(q, g, 4, screen="off").indices)
-    assert torch.equal(got.indices, _reference(q.double() @ g.double().T, 4).indices)
+    assert torch.equal(got.indices, stable_topk(q.double() @ g.double().T, 4).indices)
 
 
 def test_mixed_rows_and_huge_features() -> None:
@@ -133,7 +150,7 @@ def test_mixed_rows_and_huge_features() -> None:
     q[2] = -g[:50].sum(0).abs()  # mostly negative scores for this row only
     for scale in (1.0, 1e25):  # 1e25: norms products past the bound's safe range
         got = topk_search(q * scale, g, 7, screen="bf16", query_block=4)
-        assert torch.equal(got.indices, _reference((q * scale).double() @ g.double().T, 7).indices)
+        assert torch.equal(got.indices, stable_topk((q * scale).double() @ g.double().T, 7).indices)
 
 
 def test_bound_holds_when_rounding_errors_align_on_both_sides() -> None:
@@ -226,7 +243,7 @@ def test_cancellation_scrambles_the_screen_but_not_the_hits(
         q = q.bfloat16().float()
     exact = q.double() @ g.double().T
     approx = (q.bfloat16() @ g.bfloat16().T).double()
-    ref = _reference(exact, 10)
+    ref = stable_topk(exact, 10)
     screen_top = approx.topk(10, dim=1).indices
     shared = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(screen_top, ref.indices)]
     assert sum(shared) / len(shared) < 5  # the screen's own top-10 is mostly wrong
@@ -245,23 +262,13 @@ def test_cancellation_scrambles_the_screen_but_not_the_hits(
     ],
 )
 def test_which_path_blocks_take(
-    data: str, dense_fraction: float, outcome: str, monkeypatch: pytest.MonkeyPatch
+    data: str,
+    dense_fraction: float,
+    outcome: str,
+    outcomes: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(screening, "DENSE_FRACTION", dense_fraction)
-    outcomes: list[str] = []
-    real = search_module.screened_topk
-
-    def spy(*args: object, **kwargs: object) -> object:
-        out = real(*args, **kwargs)  # type: ignore[arg-type]
-        if out is None:
-            outcomes.append("dense")
-        elif out[1].numel():
-            outcomes.append("rows scored exactly")
-        else:
-            outcomes.append("screened")
-        return out
-
-    monkeypatch.setattr(search_module, "screened_topk", spy)
     if data == "retrieval":  # CUHK-PEDES-like: unit features around identity prototypes
         gen = torch.Generator().manual_seed(9)
         protos = torch.randn(1000, 256, generator=gen)
@@ -320,33 +327,27 @@ def test_property_screened_is_exact(
     assert (got.indices[:, 1:] > got.indices[:, :-1])[tied].all()
 
 
-def test_auto_screens_only_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real = search_module.screened_topk
-
-    def spy(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(search_module, "screened_topk", spy)
+def test_auto_screens_only_where_it_pays(
+    outcomes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     q, g = torch.randn(64, 8), torch.randn(1000, 8)
     monkeypatch.setattr(search_module, "native_bf16", lambda: True)
     topk_search(q, g, 2)
-    assert calls, "float32, 64 queries, a CPU with bfloat16 dot products: screened"
-    calls.clear()
+    assert outcomes, "float32, 64 queries, a CPU with bfloat16 dot products: screened"
+    outcomes.clear()
     topk_search(q.double(), g.double(), 2)
     topk_search(q, g, 2, screen="off")
     topk_search(q, g, 5)  # 1000 columns < 4 groups per hit
     topk_search(q[:63], g, 2)  # too few queries to pay for preparing the chunk
-    assert not calls
+    assert not outcomes
     topk_search(q[:63], g, 2, screen="bf16")
-    assert calls
-    calls.clear()
+    assert outcomes
+    outcomes.clear()
     monkeypatch.setattr(search_module, "native_bf16", lambda: False)
     topk_search(q, g, 2)
-    assert not calls
+    assert not outcomes
     topk_search(q, g, 2, screen="bf16")
-    assert calls
+    assert outcomes
 
 
 def test_float64_and_half_inputs() -> None:
@@ -354,9 +355,9 @@ def test_float64_and_half_inputs() -> None:
     q, g = torch.randn(7, 16, generator=gen), torch.randn(900, 16, generator=gen)
     got = topk_search(q.double(), g.double(), 3, screen="bf16")
     assert got.scores.dtype == torch.float64
-    assert torch.equal(got.indices, _reference(q.double() @ g.double().T, 3).indices)
+    assert torch.equal(got.indices, stable_topk(q.double() @ g.double().T, 3).indices)
     half = topk_search(q.half(), g.half(), 3, screen="bf16")
-    ref = _reference(q.half().double() @ g.half().double().T, 3)
+    ref = stable_topk(q.half().double() @ g.half().double().T, 3)
     assert torch.equal(half.indices, ref.indices)
 
 

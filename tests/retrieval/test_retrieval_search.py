@@ -12,12 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from textreid.retrieval import SearchResult, cosine_scores, topk_search
-
-
-def _reference(scores: Tensor, k: int) -> SearchResult:
-    out = torch.sort(scores, dim=1, descending=True, stable=True)
-    return SearchResult(out.values[:, :k], out.indices[:, :k])
+from tests.retrieval._helpers import stable_topk
+from textreid.retrieval import cosine_scores, topk_search
 
 
 @st.composite
@@ -36,7 +32,7 @@ def test_topk_equals_stable_sort_with_ties(
 ) -> None:
     q, g, k = problem
     got = topk_search(q, g, k, chunk_size=chunk, query_block=block)
-    ref = _reference(q @ g.T, k)
+    ref = stable_topk(q @ g.T, k)
     assert torch.equal(got.indices, ref.indices)
     assert torch.equal(got.scores, ref.scores)
 
@@ -52,7 +48,7 @@ def test_random_features_match_full_matrix(dtype: torch.dtype) -> None:
     q = torch.randn(33, 24, generator=gen, dtype=dtype)
     g = torch.randn(101, 24, generator=gen, dtype=dtype)
     got = topk_search(q, g, 10, chunk_size=17, query_block=8, normalize=True)
-    ref = _reference(F.normalize(q, dim=1) @ F.normalize(g, dim=1).T, 10)
+    ref = stable_topk(F.normalize(q, dim=1) @ F.normalize(g, dim=1).T, 10)
     assert torch.equal(got.indices, ref.indices)
     torch.testing.assert_close(got.scores, ref.scores)
     assert got.scores.dtype == dtype
@@ -86,7 +82,7 @@ def test_half_inputs_accumulate_in_float32(half: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(3)
     q, g = torch.randn(10, 64, generator=gen).to(half), torch.randn(50, 64, generator=gen).to(half)
     got = topk_search(q, g, 5, chunk_size=16)
-    ref = _reference(q.float() @ g.float().T, 5)
+    ref = stable_topk(q.float() @ g.float().T, 5)
     assert got.scores.dtype == torch.float32
     assert torch.equal(got.indices, ref.indices)
     torch.testing.assert_close(got.scores, ref.scores)
@@ -95,7 +91,7 @@ def test_half_inputs_accumulate_in_float32(half: torch.dtype) -> None:
 def test_k_equal_to_gallery_returns_everything_sorted() -> None:
     q, g = torch.randn(3, 4), torch.randn(5, 4)
     got = topk_search(q, g, 5, chunk_size=2)
-    assert torch.equal(got.indices, _reference(q @ g.T, 5).indices)
+    assert torch.equal(got.indices, stable_topk(q @ g.T, 5).indices)
 
 
 def test_faiss_backend_matches_torch() -> None:
@@ -161,7 +157,7 @@ def test_wide_blocks_with_ties_match_stable_sort(seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     q = torch.randint(-2, 3, (7, 2), generator=gen).float()
     g = torch.randint(-2, 3, (1001, 2), generator=gen).float()
-    ref = _reference(q @ g.T, 10)
+    ref = stable_topk(q @ g.T, 10)
     for k in (1, 3, 7):
         for chunk in (1001, 450):
             got = topk_search(q, g, k, chunk_size=chunk, query_block=4)

@@ -130,8 +130,9 @@ def screen_chunk(rows: Tensor) -> ScreenChunk:
     queries, and only halves the bound.
     """
     n = rows.shape[0]
-    low = rows.new_zeros(-(-n // GROUP) * GROUP, rows.shape[1], dtype=torch.bfloat16)
+    low = rows.new_empty(-(-n // GROUP) * GROUP, rows.shape[1], dtype=torch.bfloat16)
     low[:n] = rows
+    low[n:] = 0
     return ScreenChunk(rows, low, float(_norms(rows).max()))
 
 
