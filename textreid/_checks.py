@@ -7,6 +7,7 @@ before any computation so a bad call never returns silent garbage.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Literal, TypeVar
 
@@ -96,6 +97,39 @@ def check_features(
     return t
 
 
+def check_tokens(
+    x: object,
+    name: str,
+    fn: str,
+    *,
+    dims: str,
+    ndim: int | None = 3,
+    finite: bool = True,
+) -> Tensor:
+    """Floating token features ``[..., N, D]`` with at least one token and a non-zero width.
+
+    ``ndim=None`` accepts any rank from 2 up (broadcasting helpers); otherwise the rank is
+    exactly ``ndim`` and the batch (dimension 0) must be non-empty. NaN/inf are refused
+    unless ``finite=False``.
+    """
+    if ndim is None:
+        t = check_tensor(x, name, fn, kind="float", allow_empty=True)
+        if t.dim() < 2:
+            raise ValueError(f"{fn}: {name} must be at least 2-D {dims}, got shape {_shape(t)}")
+    else:
+        t = check_tensor(x, name, fn, ndim=ndim, kind="float", dims=dims)
+    if t.shape[-2] == 0:
+        raise ValueError(
+            f"{fn}: {name} {dims} has 0 tokens, shape {_shape(t)}; every sample needs at least "
+            "one token"
+        )
+    if t.shape[-1] == 0:
+        raise ValueError(f"{fn}: {name} has a zero-sized feature dimension, shape {_shape(t)}")
+    if finite:
+        check_finite(t, name, fn)
+    return t
+
+
 def check_same_device(fn: str, **tensors: Tensor | None) -> None:
     """All given (non-None) tensors live on one device."""
     items = [(k, v) for k, v in tensors.items() if v is not None]
@@ -115,9 +149,47 @@ def check_same_width(fn: str, a: Tensor, a_name: str, b: Tensor, b_name: str) ->
         )
 
 
+def check_labels(
+    x: object,
+    name: str,
+    fn: str,
+    *,
+    ndim: int | Sequence[int],
+    dims: str,
+    allow_empty: bool = False,
+) -> Tensor:
+    """An integer label tensor of any integer dtype (bool refused); return it as int64.
+
+    ``cross_entropy`` and ``gather`` take only int64 targets; converting here is a device-side
+    cast, so int32 / int16 / uint8 labels are accepted without a host sync.
+    """
+    t = check_tensor(x, name, fn, ndim=ndim, kind="int", dims=dims, allow_empty=allow_empty)
+    return t.long()
+
+
+def check_label_range(
+    labels: Tensor, name: str, fn: str, num_classes: int, *, ignore_index: int | None = None
+) -> None:
+    """Every label lies in ``[0, num_classes)`` or equals ``ignore_index``.
+
+    One host sync decides; the offending values are only gathered for the message.
+    """
+    valid = (labels >= 0) & (labels < num_classes)
+    if ignore_index is not None:
+        valid |= labels == ignore_index
+    if bool(valid.all()):
+        return
+    bad = labels[~valid]
+    also = "" if ignore_index is None else f" or equal ignore_index {ignore_index}"
+    raise ValueError(
+        f"{fn}: {name} must lie in [0, {num_classes}){also}, got {bad.numel()} values "
+        f"outside it (min {int(bad.min())}, max {int(bad.max())})"
+    )
+
+
 def check_ids(ids: object, name: str, fn: str, n: int, rows_name: str) -> Tensor:
-    """A 1-D integer id tensor with ``n`` entries (``n`` = rows of ``rows_name``)."""
-    t = check_tensor(ids, name, fn, ndim=1, kind="int", dims="(B,)", allow_empty=True)
+    """A 1-D integer id tensor with ``n`` entries (``n`` = rows of ``rows_name``), as int64."""
+    t = check_labels(ids, name, fn, ndim=1, dims="(B,)", allow_empty=True)
     if t.shape[0] != n:
         raise ValueError(f"{fn}: {name} has {t.shape[0]} entries but {rows_name} has {n} rows")
     return t
@@ -132,12 +204,17 @@ def resolve_pids(
     text_pids: Tensor | None,
     *,
     default_instance: bool = True,
+    image_name: str = "image_feats",
+    text_name: str = "text_feats",
 ) -> tuple[Tensor, Tensor]:
     """Turn the shared ``pids`` / ``image_pids`` / ``text_pids`` arguments into two id vectors.
 
     - ``pids`` given: one caption per image row, so ``B_i == B_t == len(pids)``.
     - ``image_pids`` and ``text_pids`` given: sides may differ in length.
     - none given and ``default_instance``: instance labels ``arange(B)`` (needs ``B_i == B_t``).
+
+    ``image_name`` / ``text_name`` are the caller's argument names, used in messages. The ids
+    come back as int64 whatever their integer dtype.
     """
     b_i, b_t = image_feats.shape[0], text_feats.shape[0]
     if pids is not None and (image_pids is not None or text_pids is not None):
@@ -145,25 +222,25 @@ def resolve_pids(
     if pids is not None:
         if b_i != b_t:
             raise ValueError(
-                f"{fn}: pids needs one caption per image row, but image_feats has {b_i} rows "
-                f"and text_feats has {b_t}; pass image_pids and text_pids for unequal sides"
+                f"{fn}: pids needs one caption per image row, but {image_name} has {b_i} rows "
+                f"and {text_name} has {b_t}; pass image_pids and text_pids for unequal sides"
             )
-        p = check_ids(pids, "pids", fn, b_i, "image_feats")
-        check_same_device(fn, image_feats=image_feats, pids=p)
+        p = check_ids(pids, "pids", fn, b_i, image_name)
+        check_same_device(fn, **{image_name: image_feats, "pids": p})
         return p, p
     if (image_pids is None) != (text_pids is None):
         raise ValueError(f"{fn}: image_pids and text_pids must be given together")
     if image_pids is not None and text_pids is not None:
-        ip = check_ids(image_pids, "image_pids", fn, b_i, "image_feats")
-        tp = check_ids(text_pids, "text_pids", fn, b_t, "text_feats")
-        check_same_device(fn, image_feats=image_feats, image_pids=ip, text_pids=tp)
+        ip = check_ids(image_pids, "image_pids", fn, b_i, image_name)
+        tp = check_ids(text_pids, "text_pids", fn, b_t, text_name)
+        check_same_device(fn, **{image_name: image_feats, "image_pids": ip, "text_pids": tp})
         return ip, tp
     if not default_instance:
         raise ValueError(f"{fn}: pids (or image_pids and text_pids) are required")
     if b_i != b_t:
         raise ValueError(
-            f"{fn}: without pids the i-th image must match the i-th caption, but image_feats "
-            f"has {b_i} rows and text_feats has {b_t}; pass image_pids and text_pids"
+            f"{fn}: without pids the i-th image must match the i-th caption, but {image_name} "
+            f"has {b_i} rows and {text_name} has {b_t}; pass image_pids and text_pids"
         )
     ar = torch.arange(b_i, device=image_feats.device)
     return ar, ar
@@ -176,7 +253,10 @@ def check_reduction(reduction: str, fn: str) -> None:
 
 
 def check_positive(value: float, name: str, fn: str, *, allow_zero: bool = False) -> None:
-    """``value > 0`` (``>= 0`` with ``allow_zero``); NaN is refused."""
+    """A real number (``bool`` refused) with ``value > 0`` (``>= 0`` with ``allow_zero``); NaN
+    is refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
     ok = value >= 0 if allow_zero else value > 0
     if not ok or value != value:
         cmp = ">= 0" if allow_zero else "> 0"
