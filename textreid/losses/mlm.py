@@ -10,8 +10,11 @@ from textreid._checks import (
     Reduction,
     check_finite,
     check_int,
+    check_label_range,
+    check_labels,
     check_positive,
     check_reduction,
+    check_same_device,
     check_tensor,
 )
 from textreid._numerics import compute_dtype
@@ -39,26 +42,38 @@ def mask_for_mlm(
         ids: int ``[L]`` or ``[B, L]`` token ids (``L >= 2``). Never modified in place (IRRA's
             dataset writes into the caption it also uses for the global loss; see the IRRA
             recipe's ``global_text_from_masked_caption`` to reproduce that).
-        mask_token_id: id of the mask token (IRRA: 49405).
+        mask_token_id: id of the mask token, in ``[2, vocab_size)`` (IRRA: 49405); the ids
+            below it are the ordinary tokens, those above it special ones.
         vocab_size: vocabulary size; every id must be below it (IRRA: 49408).
-        generator: torch random generator for reproducible masks.
+        generator: torch random generator for reproducible masks, on the device of ``ids``.
         probability: selection probability (IRRA: 0.15).
 
     Returns:
         ``(masked_ids, labels)``, both shaped like ``ids``; ``labels`` 0 = not predicted.
 
     Raises:
-        ValueError: ids out of ``[0, vocab_size)``, ``mask_token_id`` not below ``vocab_size``,
-            rows shorter than 2, probability outside ``(0, 1]``.
-        TypeError: non-integer ids.
+        ValueError: ids out of ``[0, vocab_size)``, ``mask_token_id`` outside
+            ``[2, vocab_size)``, rows shorter than 2, probability outside ``(0, 1]``, a
+            generator on another device than ``ids``.
+        TypeError: non-integer ids, a non-int ``mask_token_id`` or ``vocab_size``, a non-number
+            probability, a generator that is not a ``torch.Generator``.
 
     Differences from the reference code: IRRA draws with Python's ``random`` per token in a
     DataLoader worker; this draws with torch (same distribution, not the same sequence).
     """
     fn = "mask_for_mlm"
     x = check_tensor(ids, "ids", fn, ndim=(1, 2), kind="int", dims="(L,) or (B, L)")
-    check_int(vocab_size, "vocab_size", fn, min_value=2)
-    check_int(mask_token_id, "mask_token_id", fn, min_value=1)
+    check_int(vocab_size, "vocab_size", fn, min_value=3)
+    check_int(mask_token_id, "mask_token_id", fn)
+    if mask_token_id < 2:
+        # Ordinary tokens are 0 < id < mask_token_id and random replacements are drawn from
+        # [1, mask_token_id): below 2 nothing could be masked or drawn, and 0 is padding.
+        raise ValueError(
+            f"{fn}: mask_token_id must be at least 2, got {mask_token_id}: the tokens that get "
+            "masked are the ids 0 < id < mask_token_id (0 is padding, ids above the mask token "
+            "are special such as start/end of text), so the mask token must sit above them "
+            "(IRRA/CLIP: 49405)"
+        )
     if mask_token_id >= vocab_size:
         raise ValueError(
             f"{fn}: mask_token_id {mask_token_id} must be below vocab_size {vocab_size}"
@@ -66,13 +81,16 @@ def mask_for_mlm(
     check_positive(probability, "probability", fn)
     if probability > 1:
         raise ValueError(f"{fn}: probability must be in (0, 1], got {probability}")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"{fn}: generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if generator.device.type != x.device.type:
+            raise ValueError(f"{fn}: ids is on {x.device} but generator is on {generator.device}")
     if x.shape[-1] < 2:
         raise ValueError(f"{fn}: ids needs at least 2 positions per row, got {x.shape[-1]}")
-    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
-        raise ValueError(
-            f"{fn}: ids must lie in [0, {vocab_size}) for vocab_size {vocab_size}, got "
-            f"min {int(x.min())} and max {int(x.max())}"
-        )
+    check_label_range(x, "ids", fn, vocab_size)
     rows = x.reshape(-1, x.shape[-1])
     u = torch.rand(rows.shape, generator=generator, device=rows.device)
     random_ids = torch.randint(
@@ -109,12 +127,15 @@ class MLMLoss(nn.Module):
         check_finite: raise on NaN/inf logits (one pass over them, one host sync per call).
 
     Shapes:
-        logits ``[B, L, V]``, labels int ``[B, L]`` (0 = not masked) -> scalar.
+        logits ``[B, L, V]``, labels ``[B, L]`` of any integer dtype (0 = not masked) -> scalar.
+
+    The label range check costs one host sync per call, on every device (out-of-range
+    targets would otherwise end in a device-side assert on GPUs).
 
     Raises:
         ValueError: ``logits`` width differs from ``vocab_size``, shapes disagree, labels out of
-            range, non-finite logits.
-        TypeError: non-tensor or wrongly typed inputs.
+            range, logits and labels on different devices, non-finite logits.
+        TypeError: non-tensor or wrongly typed inputs (bool or floating labels).
 
     A batch without any masked position gives 0 (connected to the graph) instead of the NaN of
     ``nn.CrossEntropyLoss``.
@@ -141,7 +162,7 @@ class MLMLoss(nn.Module):
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         fn = type(self).__name__
         z = check_tensor(logits, "logits", fn, ndim=3, kind="float", dims="(B, L, V)")
-        y = check_tensor(labels, "labels", fn, ndim=2, kind="int", dims="(B, L)")
+        y = check_labels(labels, "labels", fn, ndim=2, dims="(B, L)")
         if self.vocab_size is not None and z.shape[-1] != self.vocab_size:
             raise ValueError(
                 f"{fn}: logits has vocabulary size {z.shape[-1]} but vocab_size is "
@@ -152,11 +173,8 @@ class MLMLoss(nn.Module):
                 f"{fn}: labels has shape {tuple(y.shape)} but logits has {tuple(z.shape[:2])} "
                 "(batch, tokens)"
             )
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= z.shape[-1]):
-            raise ValueError(
-                f"{fn}: labels must lie in [0, {z.shape[-1]}), got min {int(y.min())} and "
-                f"max {int(y.max())}"
-            )
+        check_same_device(fn, logits=z, labels=y)
+        check_label_range(y, "labels", fn, z.shape[-1])
         if self.check_finite:
             check_finite(z, "logits", fn)
         per_token = F.cross_entropy(
