@@ -19,6 +19,9 @@ from textreid._checks import (
     Reduction,
     check_choice,
     check_finite,
+    check_int,
+    check_label_range,
+    check_labels,
     check_reduction,
     check_same_device,
     check_tensor,
@@ -204,13 +207,17 @@ def _amr(
     finite: bool,
 ) -> Tensor:
     _check_amr_args(fn, weighting, reduction)
+    check_int(ignore_index, "ignore_index", fn)
     lg = check_tensor(logits, "logits", fn, ndim=3, kind="float", dims="(B, L, V)")
-    lb = check_tensor(labels, "labels", fn, ndim=2, kind="int", dims="(B, L)")
+    lb = check_labels(labels, "labels", fn, ndim=2, dims="(B, L)")
     if lb.shape != lg.shape[:2]:
         raise ValueError(
             f"{fn}: labels has shape {tuple(lb.shape)} but logits has {tuple(lg.shape[:2])} (B, L)"
         )
     check_same_device(fn, logits=lg, labels=lb)
+    # The range check syncs with the device: eager on the CPU, behind check_finite elsewhere.
+    if finite or lb.device.type == "cpu":
+        check_label_range(lb, "labels", fn, lg.shape[-1], ignore_index=ignore_index)
     if finite:
         check_finite(lg, "logits", fn)
     dtype = compute_dtype(lg)
@@ -287,21 +294,25 @@ class AttributeMaskReconstructionLoss(nn.Module):
         detach_uncertainty: stop gradients into the uncertainty (True).
         reduction: ``"mean"`` (over masked tokens), ``"sum"``, or ``"none"`` (``[B, L]``, zero
             at ignored positions).
-        check_finite: raise on NaN/inf logits or uncertainty.
+        check_finite: raise on NaN/inf logits or uncertainty and, on accelerators, on labels
+            outside ``[0, V)`` (each check costs a host sync; on the CPU labels are always
+            checked).
 
     Call arguments:
         logits: ``[B, L, V]`` token logits from the cross-modal module (any float dtype; the
             cross-entropy runs in float32).
-        labels: ``[B, L]`` integer targets with ``ignore_index`` at unmasked positions.
+        labels: ``[B, L]`` targets of any integer dtype, in ``[0, V)``, with ``ignore_index``
+            at unmasked positions.
         uncertainty: ``[B]``, required for ``weighting="inverse"`` (negative values clamp to 0).
 
     Returns:
         A scalar, or ``[B, L]`` (float32, float64 for float64 logits). With no masked token the mean is 0 (connected).
 
     Raises:
-        TypeError: non-float logits/uncertainty, non-integer labels.
-        ValueError: wrong ranks or sizes, missing uncertainty, non-finite values, unknown
-            ``weighting`` or ``reduction``.
+        TypeError: non-float logits/uncertainty, non-integer (or bool) labels, a non-int
+            ``ignore_index``.
+        ValueError: wrong ranks or sizes, labels out of range, tensors on different devices,
+            missing uncertainty, non-finite values, unknown ``weighting`` or ``reduction``.
     """
 
     def __init__(
@@ -315,6 +326,7 @@ class AttributeMaskReconstructionLoss(nn.Module):
     ) -> None:
         super().__init__()
         _check_amr_args("AttributeMaskReconstructionLoss", weighting, reduction)
+        check_int(ignore_index, "ignore_index", "AttributeMaskReconstructionLoss")
         self.ignore_index = ignore_index
         self.weighting = weighting
         self.detach_uncertainty = detach_uncertainty
