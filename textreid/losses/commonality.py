@@ -10,8 +10,11 @@ from textreid._checks import (
     Reduction,
     check_choice,
     check_features,
+    check_finite,
+    check_ids,
     check_positive,
     check_reduction,
+    check_same_device,
     check_same_width,
     check_tensor,
     resolve_pids,
@@ -31,11 +34,47 @@ def part_commonality(
         \\cos(v_{ik}, t_{jk})\\big]_0^1
 
     0 when the batch holds a single identity.
+
+    Args:
+        image_parts: ``[B_i, K, D]`` floating part embeddings of the images.
+        text_parts: ``[B_t, K, D]`` floating part embeddings of the captions.
+        image_pids: ``[B_i]`` identities of the images, any integer dtype.
+        text_pids: ``[B_t]`` identities of the captions, any integer dtype.
+
+    Returns:
+        ``[K]`` in the compute dtype (float32, float64 when either side is float64).
+
+    Raises:
+        TypeError: non-tensor or non-floating parts, non-integer ids.
+        ValueError: wrong ranks, empty inputs, different part counts or widths, id counts that
+            differ from the rows, tensors on different devices, and (checked only for CPU
+            tensors, as it costs a host sync elsewhere) NaN/inf parts.
     """
+    fn = "part_commonality"
+    v = check_features(image_parts, "image_parts", fn, ndim=3, dims="(B_i, K, D)", finite=False)
+    t = check_features(text_parts, "text_parts", fn, ndim=3, dims="(B_t, K, D)", finite=False)
+    check_same_width(fn, v, "image_parts", t, "text_parts")
+    if v.shape[1] != t.shape[1]:
+        raise ValueError(
+            f"{fn}: image_parts has {v.shape[1]} parts but text_parts has {t.shape[1]}"
+        )
+    ip = check_ids(image_pids, "image_pids", fn, v.shape[0], "image_parts")
+    tp = check_ids(text_pids, "text_pids", fn, t.shape[0], "text_parts")
+    check_same_device(fn, image_parts=v, text_parts=t, image_pids=ip, text_pids=tp)
+    if v.device.type == "cpu":
+        check_finite(v, "image_parts", fn)
+        check_finite(t, "text_parts", fn)
+    return _part_commonality(v, t, ip, tp)
+
+
+def _part_commonality(
+    image_parts: Tensor, text_parts: Tensor, image_pids: Tensor, text_pids: Tensor
+) -> Tensor:
+    dtype = compute_dtype(image_parts, text_parts)
     s = torch.einsum(
         "ikd,jkd->kij",
-        F.normalize(image_parts.detach(), dim=-1),
-        F.normalize(text_parts.detach(), dim=-1),
+        F.normalize(image_parts.detach().to(dtype), dim=-1),
+        F.normalize(text_parts.detach().to(dtype), dim=-1),
     )
     neg = image_pids[:, None] != text_pids[None, :]
     n = neg.sum().clamp(min=1)
@@ -84,8 +123,13 @@ class CommonalityMarginRankingLoss(nn.Module):
         image_parts ``[B, K, D]``, text_parts ``[B, K, D]`` (row-aligned pairs), pids ``[B]``,
         optional commonality ``[K]``.
 
+    Features of any floating dtypes are compared in the common compute dtype (float32, or
+    float64 when either side is float64), and so is the result.
+
     Raises:
-        ValueError: shapes disagree, ``min_margin > margin``, bad settings.
+        TypeError: non-tensor or non-floating parts or commonality, non-integer ids.
+        ValueError: shapes disagree, tensors on different devices, non-finite features,
+            ``min_margin > margin``, bad settings.
     """
 
     experimental = True
@@ -131,28 +175,32 @@ class CommonalityMarginRankingLoss(nn.Module):
         commonality: Tensor | None = None,
     ) -> Tensor | DirectionalLosses:
         fn = type(self).__name__
-        v = check_features(
-            image_parts, "image_parts", fn, ndim=3, dims="(B, K, D)", finite=self.check_finite
-        )
-        t = check_features(
-            text_parts, "text_parts", fn, ndim=3, dims="(B, K, D)", finite=self.check_finite
-        )
+        v = check_features(image_parts, "image_parts", fn, ndim=3, dims="(B, K, D)", finite=False)
+        t = check_features(text_parts, "text_parts", fn, ndim=3, dims="(B, K, D)", finite=False)
         check_same_width(fn, v, "image_parts", t, "text_parts")
         if v.shape[:2] != t.shape[:2]:
             raise ValueError(
                 f"{fn}: image_parts has shape {tuple(v.shape)} but text_parts has "
                 f"{tuple(t.shape)}; pairs must be row-aligned with the same number of parts"
             )
-        ip, tp = resolve_pids(fn, v[:, 0], t[:, 0], pids, image_pids, text_pids)
-        if commonality is None:
-            commonality = part_commonality(v, t, ip, tp)
-        else:
+        check_same_device(fn, image_parts=v, text_parts=t)
+        ip, tp = resolve_pids(
+            fn, v[:, 0], t[:, 0], pids, image_pids, text_pids,
+            image_name="image_parts", text_name="text_parts",
+        )  # fmt: skip
+        if commonality is not None:
             check_tensor(commonality, "commonality", fn, ndim=1, kind="float", dims="(K,)")
             if commonality.shape[0] != v.shape[1]:
                 raise ValueError(
                     f"{fn}: commonality has {commonality.shape[0]} entries but there are "
                     f"{v.shape[1]} parts"
                 )
+            check_same_device(fn, image_parts=v, commonality=commonality)
+        if self.check_finite:
+            check_finite(v, "image_parts", fn)
+            check_finite(t, "text_parts", fn)
+        if commonality is None:
+            commonality = _part_commonality(v, t, ip, tp)
         dtype = compute_dtype(v, t)
         s = torch.einsum(
             "ikd,jkd->kij", F.normalize(v.to(dtype), dim=-1), F.normalize(t.to(dtype), dim=-1)
