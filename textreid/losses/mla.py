@@ -11,9 +11,11 @@ from torch import Tensor, nn
 from textreid._checks import (
     Reduction,
     check_features,
+    check_finite,
     check_ids,
     check_positive,
     check_reduction,
+    check_same_device,
     check_same_width,
 )
 from textreid.losses._common import DirectionalLosses
@@ -119,7 +121,9 @@ class MultiLevelAlignmentLoss(nn.Module):
         sample b); pids int ``[B]``.
 
     Raises:
-        ValueError: the numbers of views and levels differ, or shapes disagree.
+        ValueError: the numbers of views and levels differ, shapes disagree, tensors on
+            different devices, non-finite features.
+        TypeError: non-tensor or non-floating features, non-integer ids.
     """
 
     def __init__(
@@ -160,11 +164,18 @@ class MultiLevelAlignmentLoss(nn.Module):
                     f"{fn}: {name} has {x.shape[0]} rows but image_views[0] has {first.shape[0]}"
                 )
             check_same_width(fn, first, "image_views[0]", x, name)
+            check_same_device(fn, **{"image_views[0]": first, name: x})
+        p = check_ids(pids, "pids", fn, first.shape[0], "image_views[0]")
+        check_same_device(fn, **{"image_views[0]": first, "pids": p})
+        if self.check_finite:
+            for k, x in enumerate(views):
+                check_finite(x, f"image_views[{k}]", fn)
+            for k, x in enumerate(levels):
+                check_finite(x, f"text_levels[{k}]", fn)
         v = torch.cat(views, dim=0)
         t = torch.cat(levels, dim=0)
-        check_ids(pids, "pids", fn, first.shape[0], "image_views[0]")
+        # Already checked above, under this loss's name and per view and level.
         return cmpm_loss(
-            v, t, pids.repeat(len(views)),
-            epsilon=self.epsilon, reduction=self.reduction,
-            check_finite=self.check_finite,
+            v, t, p.repeat(len(views)),
+            epsilon=self.epsilon, reduction=self.reduction, check_finite=False,
         )  # fmt: skip
