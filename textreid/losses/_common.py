@@ -11,14 +11,19 @@ from torch import Tensor
 from textreid._checks import (
     check_features,
     check_finite,
-    check_positive,
     check_reduction,
     check_same_device,
     check_same_width,
     check_tensor,
     resolve_pids,
 )
-from textreid._numerics import compute_dtype
+from textreid._numerics import (
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    check_temperature,
+    compute_dtype,
+    l2_normalize,
+)
 
 __all__ = [
     "DirectionalLosses",
@@ -85,12 +90,23 @@ def prepare_pair(
 
 
 def resolve_logit_scale(
-    fn: str, temperature: float, logit_scale: float | Tensor | None, device: torch.device
+    fn: str,
+    temperature: float,
+    logit_scale: float | Tensor | None,
+    device: torch.device,
+    *,
+    finite: bool = True,
 ) -> float | Tensor:
     """The multiplier applied to cosine similarities: ``logit_scale`` if given, else ``1/τ``.
 
+    A float ``logit_scale`` must lie in ``[1e-4, 1e4]`` (see
+    :data:`textreid._numerics.MIN_TEMPERATURE`), so ``scale · |cos|`` cannot overflow.
+
     A tensor ``logit_scale`` (e.g. ``model.logit_scale.exp()``) must hold one floating value on
-    the features' device; it keeps its gradient. Its sign is not checked, to avoid a host sync.
+    the features' device; it keeps its gradient. Reading its value costs a host sync, so it is
+    checked (finite, in range) only on CPU and when ``finite`` (the caller's ``check_finite``);
+    on an accelerator it is clamped into the range in the graph instead, which bounds an
+    overflowing scale but lets a NaN through.
     """
     if logit_scale is None:
         return 1.0 / temperature
@@ -104,21 +120,21 @@ def resolve_logit_scale(
             raise ValueError(
                 f"{fn}: image_feats is on {device} but logit_scale is on {logit_scale.device}"
             )
-        return logit_scale.reshape(())
+        if finite and logit_scale.device.type == "cpu":
+            check_temperature(float(logit_scale.detach()), "logit_scale", fn)
+        return logit_scale.reshape(()).clamp(MIN_TEMPERATURE, MAX_TEMPERATURE)
     if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)):
         raise TypeError(
             f"{fn}: logit_scale must be a float or a 1-element tensor, "
             f"got {type(logit_scale).__name__}"
         )
-    check_positive(float(logit_scale), "logit_scale", fn)
-    return float(logit_scale)
+    return check_temperature(logit_scale, "logit_scale", fn)
 
 
 def cosine_matrix(image_feats: Tensor, text_feats: Tensor, dtype: torch.dtype) -> Tensor:
-    """``[B_i, B_t]`` cosine similarities computed in ``dtype`` (rows L2-normalised, eps 1e-12)."""
-    v = F.normalize(image_feats.to(dtype), dim=1)
-    t = F.normalize(text_feats.to(dtype), dim=1)
-    return v @ t.t()
+    """``[B_i, B_t]`` cosine similarities computed in ``dtype``, rows normalised by
+    :func:`~textreid._numerics.l2_normalize` (a zero row has cosine 0 with everything)."""
+    return l2_normalize(image_feats, 1, dtype=dtype) @ l2_normalize(text_feats, 1, dtype=dtype).t()
 
 
 def kl_rows(logits: Tensor, match: Tensor, norm: Literal["l1", "l2"], epsilon: float) -> Tensor:

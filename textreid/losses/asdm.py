@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._numerics import check_temperature
 from textreid.losses._common import (
     DirectionalLosses,
     compute_dtype,
@@ -24,7 +25,7 @@ def _check_asdm_args(
     fn: str, alpha: float, temperature: float, epsilon: float, reduction: str
 ) -> None:
     check_positive(alpha, "alpha", fn, allow_zero=True)
-    check_positive(temperature, "temperature", fn)
+    check_temperature(temperature, "temperature", fn)
     check_positive(epsilon, "epsilon", fn)
     check_reduction(reduction, fn)
 
@@ -61,7 +62,9 @@ def _asdm(
     ip, tp = prepare_pair(
         fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
     )
-    scale = resolve_logit_scale(fn, temperature, logit_scale, image_feats.device)
+    scale = resolve_logit_scale(
+        fn, temperature, logit_scale, image_feats.device, finite=check_finite
+    )
     sim = cosine_matrix(image_feats, text_feats, compute_dtype(image_feats, text_feats))
     logits = sim * scale
     match = pid_match(ip, tp)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._numerics import l2_normalize
 from textreid.losses._common import (
     DirectionalLosses,
     check_classifier,
@@ -46,8 +47,8 @@ def _cmpm(
     match = pid_match(ip, tp)
     # Each direction projects the raw anchor onto the normalised other side, so the two
     # logit matrices are not transposes of each other.
-    i2t = kl_rows(v @ F.normalize(t, dim=1).t(), match, "l2", epsilon)
-    t2i = kl_rows(t @ F.normalize(v, dim=1).t(), match.t(), "l2", epsilon)
+    i2t = kl_rows(v @ l2_normalize(text_feats, 1, dtype=dtype).t(), match, "l2", epsilon)
+    t2i = kl_rows(t @ l2_normalize(image_feats, 1, dtype=dtype).t(), match.t(), "l2", epsilon)
     return reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
 
 
@@ -154,10 +155,11 @@ def _cmpc(
     dtype = compute_dtype(image_feats, text_feats, weight)
     check_classifier(fn, weight, image_feats, ip)
     v, t = image_feats.to(dtype), text_feats.to(dtype)
-    v_dir, t_dir = F.normalize(v, dim=1), F.normalize(t, dim=1)
+    v_dir = l2_normalize(image_feats, 1, dtype=dtype)
+    t_dir = l2_normalize(text_feats, 1, dtype=dtype)
     v_on_t = (v * t_dir).sum(dim=1, keepdim=True) * t_dir
     t_on_v = (t * v_dir).sum(dim=1, keepdim=True) * v_dir
-    w_dir = F.normalize(weight.to(dtype), dim=1)
+    w_dir = l2_normalize(weight, 1, dtype=dtype)
     i2t = F.cross_entropy(v_on_t @ w_dir.t(), ip, reduction="none")
     t2i = F.cross_entropy(t_on_v @ w_dir.t(), ip, reduction="none")
     return reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)

@@ -19,7 +19,7 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
-from textreid._numerics import compute_dtype
+from textreid._numerics import compute_dtype, l2_normalize
 from textreid.losses._common import DirectionalLosses, reduce_directional
 
 __all__ = ["CommonalityMarginRankingLoss", "part_commonality"]
@@ -73,8 +73,8 @@ def _part_commonality(
     dtype = compute_dtype(image_parts, text_parts)
     s = torch.einsum(
         "ikd,jkd->kij",
-        F.normalize(image_parts.detach().to(dtype), dim=-1),
-        F.normalize(text_parts.detach().to(dtype), dim=-1),
+        l2_normalize(image_parts.detach(), dtype=dtype),
+        l2_normalize(text_parts.detach(), dtype=dtype),
     )
     neg = image_pids[:, None] != text_pids[None, :]
     n = neg.sum().clamp(min=1)
@@ -202,9 +202,7 @@ class CommonalityMarginRankingLoss(nn.Module):
         if commonality is None:
             commonality = _part_commonality(v, t, ip, tp)
         dtype = compute_dtype(v, t)
-        s = torch.einsum(
-            "ikd,jkd->kij", F.normalize(v.to(dtype), dim=-1), F.normalize(t.to(dtype), dim=-1)
-        )
+        s = torch.einsum("ikd,jkd->kij", l2_normalize(v, dtype=dtype), l2_normalize(t, dtype=dtype))
         m = self.margins(commonality.to(dtype))[:, None, None]
         pos = s.diagonal(dim1=1, dim2=2)
         neg = (ip[:, None] != tp[None, :])[None]

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._checks import Reduction, check_reduction
+from textreid._numerics import check_temperature
 from textreid.losses._common import (
     DirectionalLosses,
     compute_dtype,
@@ -44,12 +45,14 @@ def _infonce(
     reduction: str,
     check_finite: bool,
 ) -> Tensor | DirectionalLosses:
-    check_positive(temperature, "temperature", fn)
+    check_temperature(temperature, "temperature", fn)
     check_reduction(reduction, fn)
     ip, tp = prepare_pair(
         fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
     )
-    scale = resolve_logit_scale(fn, temperature, logit_scale, image_feats.device)
+    scale = resolve_logit_scale(
+        fn, temperature, logit_scale, image_feats.device, finite=check_finite
+    )
     logits = cosine_matrix(image_feats, text_feats, compute_dtype(image_feats, text_feats)) * scale
     match = pid_match(ip, tp)
     rows = DirectionalLosses(_positive_nll(logits, match), _positive_nll(logits.t(), match.t()))
@@ -125,7 +128,7 @@ class InfoNCELoss(nn.Module):
         check_finite: bool = True,
     ) -> None:
         super().__init__()
-        check_positive(temperature, "temperature", "InfoNCELoss")
+        check_temperature(temperature, "temperature", "InfoNCELoss")
         check_reduction(reduction, "InfoNCELoss")
         self.temperature = temperature
         self.log_scale: nn.Parameter | None = (

@@ -31,6 +31,7 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
+from textreid._numerics import check_temperature
 from textreid.heads.gaussian import GaussianEmbedding
 from textreid.heads.gaussian_distances import (
     GAUSSIAN_DISTANCES,
@@ -637,7 +638,7 @@ def _soft_target_ce(logits: Tensor, positives: Tensor, log_k: float = 0.0) -> Te
 
 
 def _check_contrast_args(fn: str, temperature: float, epsilon: float, objective: str) -> None:
-    check_positive(temperature, "temperature", fn)
+    check_temperature(temperature, "temperature", fn)
     check_positive(epsilon, "epsilon", fn)
     check_choice(objective, "objective", fn, ("infonce", "sdm"))
 
@@ -662,7 +663,7 @@ def _distribution_contrast(
     check_choice(distance, "distance", fn, GAUSSIAN_DISTANCES)
     _check_contrast_args(fn, temperature, epsilon, objective)
     img, txt, ip, tp = _prepare(fn, image, text, pids, image_pids, text_pids, finite)
-    scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device)
+    scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device, finite=finite)
     dist_name: GaussianDistance = distance  # type: ignore[assignment]
     logits = -gaussian_distance(img, txt, dist_name, chunk_size=chunk_size) * scale
     match = pid_match(ip, tp)
@@ -827,7 +828,7 @@ def _point_contrast(
     check_reduction(reduction, fn)
     _check_point_args(fn, num_samples, temperature, intra_modal_weight)
     img, txt, ip, tp = _prepare(fn, image, text, pids, image_pids, text_pids, finite)
-    scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device)
+    scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device, finite=finite)
 
     def draw(g: GaussianEmbedding, given: Tensor | None, name: str) -> Tensor:
         s = (
@@ -853,7 +854,7 @@ def _check_point_args(
 ) -> None:
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ValueError(f"{fn}: num_samples must be an int >= 1, got {num_samples!r}")
-    check_positive(temperature, "temperature", fn)
+    check_temperature(temperature, "temperature", fn)
     check_positive(intra_modal_weight, "intra_modal_weight", fn, allow_zero=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._numerics import check_temperature
 from textreid.losses._common import (
     DirectionalLosses,
     compute_dtype,
@@ -20,7 +21,7 @@ __all__ = ["SDMLoss", "sdm_loss"]
 
 
 def _check_sdm_args(fn: str, temperature: float, epsilon: float, reduction: str) -> None:
-    check_positive(temperature, "temperature", fn)
+    check_temperature(temperature, "temperature", fn)
     check_positive(epsilon, "epsilon", fn)
     check_reduction(reduction, fn)
 
@@ -42,7 +43,9 @@ def _sdm(
     ip, tp = prepare_pair(
         fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
     )
-    scale = resolve_logit_scale(fn, temperature, logit_scale, image_feats.device)
+    scale = resolve_logit_scale(
+        fn, temperature, logit_scale, image_feats.device, finite=check_finite
+    )
     logits = cosine_matrix(image_feats, text_feats, compute_dtype(image_feats, text_feats)) * scale
     rows = match_kl(logits, pid_match(ip, tp), "l1", epsilon)
     return reduce_directional(rows, reduction, fn)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Literal, overload
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from textreid._numerics import l2_normalize
 from textreid.config import CLIPConfig
 from textreid.models.text import _TextTower
 from textreid.models.vit import VisionTransformer
@@ -81,6 +81,9 @@ class CLIPDualEncoder(_TextTower, nn.Module):
 
         Multiply ``image_feats @ text_feats.T`` by ``logit_scale.exp()`` for CLIP logits.
         """
-        image_feats = F.normalize(self.encode_image(images), dim=-1)
-        text_feats = F.normalize(self.encode_text(ids), dim=-1)
-        return image_feats, text_feats
+        image_feats = self.encode_image(images)
+        text_feats = self.encode_text(ids)
+        return (
+            l2_normalize(image_feats).to(image_feats.dtype),
+            l2_normalize(text_feats).to(text_feats.dtype),
+        )
