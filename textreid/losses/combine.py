@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -57,8 +58,8 @@ class WeightedSum(nn.Module):
             non-negative floats.
 
     Raises:
-        ValueError: an empty mapping, a negative weight, a non-scalar term (a loss built with
-            ``reduction="none"``), missing or unknown precomputed terms.
+        ValueError: an empty mapping, a negative or infinite weight, a non-scalar term (a loss
+            built with ``reduction="none"``), missing or unknown precomputed terms.
         TypeError: an entry that is neither a weight nor a ``(weight, module)`` pair.
     """
 
@@ -84,6 +85,9 @@ class WeightedSum(nn.Module):
                     f"got {type(entry).__name__}"
                 )
             check_positive(float(weight), f"the weight of {name!r}", fn, allow_zero=True)
+            if not math.isfinite(weight):
+                # inf * a zero term is NaN, and any infinite weight swamps the other terms
+                raise ValueError(f"{fn}: the weight of {name!r} must be finite, got {weight}")
             self.weights[name] = float(weight)
 
     def forward(
