@@ -255,6 +255,7 @@ def convert_irra_checkpoint(
     """
     from safetensors.torch import save_file
 
+    from textreid._untrusted import torch_load_weights_only
     from textreid.config import PreprocessConfig
     from textreid.hub import Retriever
     from textreid.models.load import load_clip, load_state_dict_strict
@@ -266,13 +267,7 @@ def convert_irra_checkpoint(
         raise FileNotFoundError(f"{fn}: checkpoint {path} does not exist")
     if len(image_size) != 2:
         raise ValueError(f"{fn}: image_size must be (H, W), got {image_size}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"{fn}: cannot read {path} with torch.load(weights_only=True) ({exc}); it is "
-            "corrupt or holds objects other than tensors"
-        ) from exc
+    obj = torch_load_weights_only(path, fn)
     raw = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise ValueError(f"{fn}: {path} holds no state dict (expected {{'model': state_dict}})")

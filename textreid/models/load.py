@@ -2,8 +2,9 @@
 
 A local file or folder never touches the network. Weights are read with ``safetensors``,
 with ``torch.load(weights_only=True)`` for legacy ``.pt`` / ``.bin`` / ``.pth`` files, or as
-a TorchScript archive (OpenAI's original ``ViT-B-16.pt``), whose code is not run from Python.
-Every load is strict: a missing, unexpected or mis-shaped tensor is an error listing them.
+a TorchScript archive (OpenAI's original ``ViT-B-16.pt``), whose tensors are read as data
+without running any of its code (:mod:`textreid.models.torchscript`). Every load is strict:
+a missing, unexpected, mis-shaped, wrongly typed or non-finite tensor is an error listing them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from textreid._untrusted import torch_load_weights_only
 from textreid.config import CLIPConfig
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.convert import (
@@ -31,6 +32,7 @@ from textreid.models.convert import (
 )
 from textreid.models.pos_embed import resample_pos_embed
 from textreid.models.registry import override_config
+from textreid.models.torchscript import read_torchscript_state_dict
 
 __all__ = ["load_clip", "load_state_dict_strict", "read_weights", "save_hf"]
 
@@ -56,7 +58,9 @@ def load_state_dict_strict(
             instead of copying, e.g. into a module built on the ``meta`` device).
 
     Raises:
-        ValueError: Listing every missing key, unexpected key and shape mismatch.
+        ValueError: Listing every missing key, unexpected key, shape mismatch, integer or
+            boolean tensor given for a floating-point one (or the reverse), and tensor holding
+            NaN or infinity.
     """
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -66,6 +70,18 @@ def load_state_dict_strict(
         for k in sorted(set(expected) & set(state_dict))
         if state_dict[k].shape != expected[k].shape
     ]
+    kinds = [
+        f"{k}: checkpoint {state_dict[k].dtype} vs model {expected[k].dtype}"
+        for k in sorted(set(expected) & set(state_dict))
+        if state_dict[k].is_floating_point() != expected[k].is_floating_point()
+        or state_dict[k].is_complex() != expected[k].is_complex()
+    ]
+    # One pass at load time: a NaN weight would otherwise surface as NaN features later.
+    non_finite = sorted(
+        k
+        for k, v in state_dict.items()
+        if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
+    )
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {missing}")
@@ -73,6 +89,10 @@ def load_state_dict_strict(
         problems.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
     if shapes:
         problems.append(f"shape mismatches ({len(shapes)}): {shapes}")
+    if kinds:
+        problems.append(f"dtype kind mismatches ({len(kinds)}): {kinds}")
+    if non_finite:
+        problems.append(f"NaN or infinite values ({len(non_finite)}): {non_finite}")
     if problems:
         raise ValueError(
             f"load_state_dict_strict: the state dict does not fit {type(model).__name__}; "
@@ -105,12 +125,17 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
 def read_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors``, a TorchScript archive, or a torch pickle.
 
-    Pickles are read with ``torch.load(weights_only=True)``; a checkpoint dict with a
-    ``"state_dict"`` or ``"model"`` entry is unwrapped. Tensors land on the CPU.
+    Nothing in the file runs: pickles are read with ``torch.load(weights_only=True)`` (a
+    checkpoint dict with a ``"state_dict"`` or ``"model"`` entry is unwrapped), and a
+    TorchScript archive is read for its parameters and buffers only, without running its
+    code (:func:`~textreid.models.torchscript.read_torchscript_state_dict`). Tensors land on
+    the CPU.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is corrupt, truncated, or holds no state dict.
+        ValueError: If the file is corrupt, truncated, holds no state dict, or needs code to
+            load (a pickle with other globals, a TorchScript module restored by its own
+            ``__setstate__``); the message names the safe formats.
     """
     p = Path(path)
     if not p.is_file():
@@ -126,19 +151,14 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, Tensor]:
                 "truncated (an interrupted download?): delete it and download it again"
             ) from err
     try:
-        if _is_torchscript(p):
-            with warnings.catch_warnings():
-                # Reading OpenAI's archives is the one use of TorchScript left; its
-                # deprecation notice is not actionable for users of load_clip.
-                warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
-                archive = torch.jit.load(str(p), map_location="cpu")  # type: ignore[no-untyped-call]
-            return {k: v for k, v in archive.state_dict().items() if isinstance(v, Tensor)}
-        return _unwrap(torch.load(p, map_location="cpu", weights_only=True), p)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        is_torchscript = _is_torchscript(p)
+    except (zipfile.BadZipFile, OSError) as err:
         raise ValueError(
-            f"{_FN}: cannot read {p} as a torch checkpoint ({err}); the file is corrupt, "
-            "truncated, or not a weights-only checkpoint"
+            f"{_FN}: cannot read {p} as a zip archive ({err}); the file is corrupt or truncated"
         ) from err
+    if is_torchscript:
+        return read_torchscript_state_dict(p, fn=_FN)
+    return _unwrap(torch_load_weights_only(p, _FN), p)
 
 
 def _hf_config(data: Mapping[str, Any]) -> CLIPConfig | None:
