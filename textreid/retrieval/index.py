@@ -1,17 +1,31 @@
 """A gallery of embeddings with ids and paths, exact search, and a memory-mappable file format.
 
-On disk a :class:`GalleryIndex` is a folder with ``gallery.safetensors`` (``features``
-``[Ng, D]`` and, when present, ``ids`` ``[Ng]`` int64) and ``index.json`` (``format_version``,
-``num_items``, ``dim``, ``dtype``, ``paths``). ``load(..., mmap=True)`` maps the features
-from the file instead of reading them, so opening a large gallery costs neither time nor
-memory until rows are touched; a search then streams the mapped rows chunk by chunk.
+On disk a :class:`GalleryIndex` is one safetensors file, ``gallery_index.safetensors`` (format
+version 2): ``features`` ``[Ng, D]``, optionally ``ids`` ``[Ng]`` int64, and optionally the
+paths as their UTF-8 bytes back to back (``path_bytes``, uint8) with ``path_offsets``
+``[Ng + 1]`` int64 (path ``i`` is ``path_bytes[path_offsets[i]:path_offsets[i + 1]]``). One
+file means one atomic rename: a reader, or a crash, sees the old index or the new one, never
+new features with old paths. Folders written by textreid 0.1 (format version 1:
+``gallery.safetensors`` + ``index.json``) still load.
+
+``load(..., mmap=True)`` maps the features from the file instead of reading them, so opening a
+large gallery costs neither time nor memory until rows are touched; a search then streams the
+mapped rows chunk by chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
 import json
+import math
+import os
+import reprlib
+import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +34,25 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_features, check_format_version, check_ids, check_same_width
+from textreid._io import atomic_path
 from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK
 from textreid.retrieval.search import Screen, SearchResult, topk_search
 
 __all__ = ["GalleryIndex"]
 
-FORMAT_VERSION = 1
-_TENSORS = "gallery.safetensors"
-_META = "index.json"
+FORMAT_VERSION = 2
+_FORMAT = "textreid.GalleryIndex"
+_FILE = "gallery_index.safetensors"
+# Format version 1 (textreid 0.1): tensors and JSON metadata in two files.
+_V1_TENSORS = "gallery.safetensors"
+_V1_META = "index.json"
+# safetensors refuses larger headers too; ours hold a handful of small entries.
+_MAX_HEADER_BYTES = 100_000_000
+# Version 1 kept the paths in index.json; 1 GiB holds tens of millions of them.
+_MAX_V1_META_BYTES = 1 << 30
+_MAX_RANK = 8
+# No real dimension comes near this; it keeps shape products of empty tensors small.
+_MAX_DIM = 1 << 48
 # safetensors dtype names -> (numpy dtype to map the bytes with, torch dtype to view them as)
 _DTYPES: dict[str, tuple[Any, torch.dtype]] = {
     "F64": (np.float64, torch.float64),
@@ -35,44 +60,318 @@ _DTYPES: dict[str, tuple[Any, torch.dtype]] = {
     "F16": (np.float16, torch.float16),
     "BF16": (np.uint16, torch.bfloat16),
     "I64": (np.int64, torch.int64),
+    "I32": (np.int32, torch.int32),
+    "I16": (np.int16, torch.int16),
+    "I8": (np.int8, torch.int8),
+    "U8": (np.uint8, torch.uint8),
 }
+_FLOATS = ("F64", "F32", "F16", "BF16")
+_INTS = ("I64", "I32", "I16", "I8", "U8")
 
 
-def _read_safetensors(path: Path, mmap: bool, fn: str) -> dict[str, Tensor]:
-    """Tensors of a safetensors file, memory-mapped (copy-on-write) or read into memory.
+def _brief(value: object) -> str:
+    """A repr short enough for an error message, whatever a file put there."""
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 40
+    r.maxlist = r.maxdict = 4
+    r.maxlevel = 2
+    return r.repr(value)
 
-    The header is parsed here rather than through ``safe_open`` because ``get_tensor`` copies
-    every tensor into fresh memory; a numpy memmap of the data section does not.
-    """
+
+class _Corrupt(Exception):
+    """What is wrong with a file; :func:`_reading` turns it into a ``ValueError`` naming it."""
+
+
+@contextlib.contextmanager
+def _reading(path: Path, fn: str) -> Iterator[None]:
     try:
-        with path.open("rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            size = path.stat().st_size
-            if n > size - 8:
-                raise ValueError("header length past the end of the file")
-            header = json.loads(f.read(n))
-        out: dict[str, Tensor] = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            np_dtype, torch_dtype = _DTYPES[info["dtype"]]
-            shape = tuple(int(s) for s in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-            count = int(np.prod(shape))
-            if end - begin != count * np.dtype(np_dtype).itemsize or 8 + n + end > size:
-                raise ValueError(f"tensor {name!r} does not fit the file")
-            arr: np.ndarray[Any, Any]
-            if mmap:
-                arr = np.memmap(path, dtype=np_dtype, mode="c", offset=8 + n + begin, shape=shape)
-            else:
-                arr = np.fromfile(path, dtype=np_dtype, count=count, offset=8 + n + begin)
-                arr = arr.reshape(shape)
-            out[name] = torch.from_numpy(arr).view(torch_dtype)
-        return out
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        if isinstance(e, FileNotFoundError):
-            raise
-        raise ValueError(f"{fn}: {path} is not a valid safetensors file ({e})") from e
+        yield
+    except _Corrupt as e:
+        raise ValueError(f"{fn}: {path} is not a valid gallery index file: {e}") from None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One tensor of a safetensors header, checked against the file it came from."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute offset of the first byte in the file
+    nbytes: int
+
+
+def _open_regular(path: Path) -> io.BufferedReader:
+    """Open ``path`` for reading; anything but a regular file (a device such as
+    ``/dev/urandom`` behind a symlink, a FIFO, a folder) is refused before a byte is read."""
+    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; regular files ignore it.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _Corrupt("it is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_int(v: object) -> bool:
+    return type(v) is int  # JSON floats such as 8.0 and booleans are refused
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Corrupt("its JSON repeats a key in one object")
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Corrupt(f"its JSON holds {name}")
+
+
+def _parse_json(raw: bytes, what: str) -> Any:
+    """Strict UTF-8 JSON; deep nesting and duplicate keys are refused, not crashed on."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Corrupt(f"its {what} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as e:
+        raise _Corrupt(f"its {what} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise _Corrupt(f"its {what} nests JSON too deeply") from None
+
+
+def _json_kind(v: object) -> str:
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(v), "number")
+
+
+def _read_header(f: io.BufferedReader) -> tuple[dict[str, str], dict[str, _Entry]]:
+    """The metadata and tensor entries of a safetensors file, every entry within the file."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+        raise _Corrupt(f"it has {len(head)} bytes, fewer than the 8 of the header length")
+    (n,) = struct.unpack("<Q", head)
+    if n > min(size - 8, _MAX_HEADER_BYTES):
+        raise _Corrupt(
+            f"its header length {n} exceeds the {size - 8} bytes that follow it"
+            if n > size - 8
+            else f"its header length {n} exceeds the limit of {_MAX_HEADER_BYTES} bytes"
+        )
+    raw = f.read(n)
+    if len(raw) != n:
+        raise _Corrupt("it was truncated while being read")
+    header = _parse_json(raw, "header")
+    if not isinstance(header, dict):
+        raise _Corrupt(f"its header is a JSON {_json_kind(header)}, not an object")
+    meta = header.pop("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise _Corrupt("its __metadata__ is not an object of strings")
+    data_start, data_size = 8 + n, size - 8 - n
+    entries: dict[str, _Entry] = {}
+    for name, info in header.items():
+        entries[name] = _entry(name, info, data_start, data_size)
+    spans = sorted((e.start, e.start + e.nbytes, e.name) for e in entries.values() if e.nbytes)
+    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
+        if start < end:
+            raise _Corrupt(f"the data of tensors {a!r} and {b!r} overlap")
+    return meta, entries
+
+
+def _entry(name: str, info: object, data_start: int, data_size: int) -> _Entry:
+    if not isinstance(info, dict):
+        raise _Corrupt(f"tensor {name!r} is described by a JSON {_json_kind(info)}, not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise _Corrupt(
+            f"tensor {name!r} has dtype {_brief(dtype)}; expected one of {list(_DTYPES)}"
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_RANK
+        or not all(_is_int(s) and 0 <= s <= _MAX_DIM for s in shape)
+    ):
+        raise _Corrupt(
+            f"tensor {name!r} has shape {_brief(shape)}; expected a list of at most "
+            f"{_MAX_RANK} non-negative integers"
+        )
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_int, offsets))):
+        raise _Corrupt(
+            f"tensor {name!r} has data_offsets {_brief(offsets)}; expected [begin, end] integers"
+        )
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_size:
+        raise _Corrupt(
+            f"tensor {name!r} has data_offsets [{begin}, {end}], outside the {data_size}-byte "
+            "data section"
+        )
+    nbytes = math.prod(shape) * np.dtype(_DTYPES[dtype][0]).itemsize
+    if end - begin != nbytes:
+        raise _Corrupt(
+            f"tensor {name!r} ({dtype}, shape {tuple(shape)}) needs {nbytes} bytes, but its "
+            f"data_offsets span {end - begin}"
+        )
+    return _Entry(name, dtype, tuple(shape), data_start + begin, nbytes)
+
+
+def _expect(
+    entry: _Entry | None, dtypes: Iterable[str], shape: tuple[int | None, ...]
+) -> _Entry | None:
+    """``entry`` when its dtype is one of ``dtypes`` and its shape matches (``None``: any size)."""
+    if entry is None:
+        return None
+    dtypes = tuple(dtypes)
+    if entry.dtype not in dtypes:
+        raise _Corrupt(f"tensor {entry.name!r} has dtype {entry.dtype}; expected one of {dtypes}")
+    if len(entry.shape) != len(shape) or any(
+        want is not None and got != want for got, want in zip(entry.shape, shape, strict=True)
+    ):
+        want_str = "(" + ", ".join("any" if w is None else str(w) for w in shape) + ")"
+        raise _Corrupt(f"tensor {entry.name!r} has shape {entry.shape}; expected {want_str}")
+    return entry
+
+
+def _features_entry(entries: dict[str, _Entry]) -> _Entry:
+    feats = _expect(entries.get("features"), _FLOATS, (None, None))
+    if feats is None:
+        raise _Corrupt("it has no 'features' tensor")
+    if 0 in feats.shape:
+        raise _Corrupt(f"its features have shape {feats.shape}; an index holds at least one row")
+    return feats
+
+
+def _tensor(f: io.BufferedReader, entry: _Entry, mmap: bool) -> Tensor:
+    np_dtype, torch_dtype = _DTYPES[entry.dtype]
+    arr: np.ndarray[Any, Any]
+    # An unaligned start (possible in a hand-made file) is read into aligned memory instead.
+    if mmap and entry.nbytes and entry.start % np.dtype(np_dtype).itemsize == 0:
+        arr = np.memmap(f, dtype=np_dtype, mode="c", offset=entry.start, shape=entry.shape)
+    else:
+        buf = bytearray(entry.nbytes)  # within the file: _entry checked it
+        f.seek(entry.start)
+        if f.readinto(buf) != entry.nbytes:
+            raise _Corrupt("it was truncated while being read")
+        arr = np.frombuffer(buf, dtype=np_dtype).reshape(entry.shape)
+    return torch.from_numpy(arr).view(torch_dtype)
+
+
+def _encode_paths(paths: list[str], fn: str) -> tuple[Tensor, Tensor]:
+    """``(path_bytes [total] uint8, path_offsets [Ng + 1] int64)``."""
+    encoded = []
+    for i, p in enumerate(paths):
+        try:
+            encoded.append(p.encode("utf-8"))
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"{fn}: paths[{i}] = {p!r} cannot be written as UTF-8 ({e.reason})"
+            ) from None
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    return torch.from_numpy(blob), torch.from_numpy(offsets)
+
+
+def _decode_paths(blob: Tensor, offsets: Tensor) -> list[str]:
+    off = offsets.numpy()
+    if off[0] != 0 or off[-1] != blob.numel() or bool((np.diff(off) < 0).any()):
+        raise _Corrupt(
+            f"its path_offsets must rise from 0 to {blob.numel()} (the size of path_bytes)"
+        )
+    data = blob.numpy().tobytes()
+    out = []
+    for i, (a, b) in enumerate(zip(off[:-1].tolist(), off[1:].tolist(), strict=True)):
+        try:
+            out.append(data[a:b].decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise _Corrupt(f"path {i} is not valid UTF-8 ({e.reason})") from None
+    return out
+
+
+def _load_file(path: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, list[str] | None]:
+    """Features, ids and paths of a version-2 index file."""
+    with _reading(path, fn), _open_regular(path) as f:
+        meta, entries = _read_header(f)
+        if meta.get("format") != _FORMAT:
+            raise _Corrupt(f"its __metadata__ lacks format={_FORMAT!r}")
+        raw_version = meta.get("format_version", "")
+        version = int(raw_version) if raw_version.isdecimal() else raw_version
+        found = check_format_version(version, FORMAT_VERSION, str(path), fn)
+        if found != FORMAT_VERSION:
+            raise _Corrupt(f"format_version {found} was never written as a single file")
+        unknown = sorted(set(entries) - {"features", "ids", "path_bytes", "path_offsets"})
+        if unknown:
+            raise _Corrupt(f"it holds unexpected tensors {unknown}")
+        feats = _features_entry(entries)
+        n = feats.shape[0]
+        ids = _expect(entries.get("ids"), _INTS, (n,))
+        blob = _expect(entries.get("path_bytes"), ("U8",), (None,))
+        offsets = _expect(entries.get("path_offsets"), ("I64",), (n + 1,))
+        if (blob is None) != (offsets is None):
+            raise _Corrupt("it has one of path_bytes and path_offsets without the other")
+        paths = None
+        if blob is not None and offsets is not None:
+            paths = _decode_paths(_tensor(f, blob, False), _tensor(f, offsets, False))
+        id_tensor = None if ids is None else _tensor(f, ids, mmap).to(torch.int64)
+        return _tensor(f, feats, mmap), id_tensor, paths
+
+
+def _load_v1(folder: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, list[str] | None]:
+    """Features, ids and paths of a version-1 folder (``gallery.safetensors`` + ``index.json``)."""
+    meta_path, tensors_path = folder / _V1_META, folder / _V1_TENSORS
+    with _reading(meta_path, fn):
+        with _open_regular(meta_path) as f:
+            raw = f.read(_MAX_V1_META_BYTES + 1)
+        if len(raw) > _MAX_V1_META_BYTES:
+            raise _Corrupt(f"it is larger than the limit of {_MAX_V1_META_BYTES} bytes")
+        meta = _parse_json(raw, "content")
+        if not isinstance(meta, dict):
+            raise _Corrupt(f"it holds a JSON {_json_kind(meta)}, not an object")
+        found = check_format_version(meta.get("format_version"), FORMAT_VERSION, str(meta_path), fn)
+        if found != 1:
+            raise _Corrupt(f"format_version {found} indexes are one file, {_FILE}")
+        n, dim, paths = meta.get("num_items"), meta.get("dim"), meta.get("paths")
+        if not (_is_int(n) and _is_int(dim)):
+            raise _Corrupt("num_items and dim must be integers")
+        if paths is not None and not (
+            isinstance(paths, list) and len(paths) == n and all(isinstance(p, str) for p in paths)
+        ):
+            raise _Corrupt(f"paths must be null or a list of {n} strings")
+    with _reading(tensors_path, fn), _open_regular(tensors_path) as f:
+        _, entries = _read_header(f)
+        unknown = sorted(set(entries) - {"features", "ids"})
+        if unknown:
+            raise _Corrupt(f"it holds unexpected tensors {unknown}")
+        feats = _features_entry(entries)
+        if feats.shape != (n, dim):
+            raise _Corrupt(
+                f"it has features of shape {feats.shape}, but {meta_path} says {(n, dim)}"
+            )
+        ids = _expect(entries.get("ids"), _INTS, (n,))
+        id_tensor = None if ids is None else _tensor(f, ids, mmap).to(torch.int64)
+        return _tensor(f, feats, mmap), id_tensor, paths
+
+
+def _check_paths(paths: object, fn: str) -> list[str]:
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{fn}: paths must be a sequence of paths, one per row, got a single "
+            f"{type(paths).__name__} {_brief(paths)}"
+        )
+    if not isinstance(paths, Iterable):
+        raise TypeError(f"{fn}: paths must be a sequence of str, got {type(paths).__name__}")
+    out = []
+    for i, p in enumerate(paths):
+        s = os.fspath(p) if isinstance(p, os.PathLike) else p
+        if not isinstance(s, str):
+            raise TypeError(
+                f"{fn}: paths[{i}] must be a str or os.PathLike, got {type(p).__name__}"
+            )
+        out.append(s)
+    return out
 
 
 class GalleryIndex:
@@ -81,11 +380,15 @@ class GalleryIndex:
     Args:
         features: initial ``[Ng, D]`` features (or ``None`` for an empty index).
         ids: ``[Ng]`` integer ids (e.g. person ids), optional.
-        paths: ``Ng`` strings (e.g. image files), optional.
+        paths: ``Ng`` paths (``str`` or ``os.PathLike``), optional.
 
     Features stay on the device and in the dtype they come in; :meth:`search` runs on the
     device of the query and moves gallery chunks there one at a time. Either every added batch
     carries ids (paths) or none does.
+
+    Raises:
+        TypeError: as :meth:`add`.
+        ValueError: as :meth:`add`, or ids or paths given without features.
 
     Example:
         >>> index = GalleryIndex(torch.eye(3), ids=torch.tensor([7, 8, 9]), paths=["a", "b", "c"])
@@ -98,7 +401,7 @@ class GalleryIndex:
         self,
         features: Tensor | None = None,
         ids: Tensor | None = None,
-        paths: Sequence[str] | None = None,
+        paths: Iterable[str | os.PathLike[str]] | None = None,
     ) -> None:
         self._features: Tensor | None = None
         self._ids: Tensor | None = None
@@ -138,12 +441,17 @@ class GalleryIndex:
         return self._paths
 
     def add(
-        self, feats: Tensor, ids: Tensor | None = None, paths: Sequence[str] | None = None
+        self,
+        feats: Tensor,
+        ids: Tensor | None = None,
+        paths: Iterable[str | os.PathLike[str]] | None = None,
     ) -> None:
         """Append ``[B, D]`` features with their ``[B]`` ids and ``B`` paths.
 
         Raises:
-            TypeError: non-tensor or non-floating features, non-integer ids.
+            TypeError: non-tensor or non-floating features, non-integer ids, ``paths`` that is
+                a single ``str`` (or path) rather than one per row, or an entry that is not a
+                ``str`` / ``os.PathLike``.
             ValueError: wrong shapes, a width, dtype or device that differs from the index,
                 non-finite values, ids/paths whose presence differs from earlier batches or
                 whose length differs from ``B``.
@@ -152,7 +460,7 @@ class GalleryIndex:
         f = check_features(feats, "feats", fn, dims="(B, D)")
         n = f.shape[0]
         i = None if ids is None else check_ids(ids, "ids", fn, n, "feats").to(torch.int64)
-        p = None if paths is None else [str(s) for s in paths]
+        p = None if paths is None else _check_paths(paths, fn)
         if p is not None and len(p) != n:
             raise ValueError(f"{fn}: paths has {len(p)} entries but feats has {n} rows")
         if self._features is None:
@@ -198,91 +506,115 @@ class GalleryIndex:
             screen=screen,
         )
 
+    def _hit_indices(self, result: SearchResult, fn: str) -> Tensor:
+        """``result.indices``, refused unless every entry is a row of this index (a negative
+        index would otherwise wrap around to the end of the gallery)."""
+        idx = getattr(result, "indices", None)
+        if not isinstance(idx, Tensor) or idx.is_floating_point() or idx.is_complex():
+            got = type(idx).__name__ if not isinstance(idx, Tensor) else str(idx.dtype)
+            raise TypeError(f"{fn}: result.indices must be an integer tensor, got {got}")
+        if idx.dtype == torch.bool:
+            raise TypeError(f"{fn}: result.indices must be an integer tensor, got {idx.dtype}")
+        if idx.numel():
+            lo, hi = int(idx.min()), int(idx.max())
+            if lo < 0 or hi >= len(self):
+                raise ValueError(
+                    f"{fn}: result.indices must lie in [0, {len(self)}) (the rows of this "
+                    f"index), got values from {lo} to {hi}; was it a search of another gallery?"
+                )
+        return idx
+
     def ids_of(self, result: SearchResult) -> Tensor:
-        """``[Nq, K]`` ids of the hits of ``result``."""
+        """``[Nq, K]`` ids of the hits of ``result``.
+
+        Raises:
+            TypeError: ``result.indices`` is not an integer tensor.
+            ValueError: the index has no ids, or an index is negative or past its end.
+        """
+        fn = "GalleryIndex.ids_of"
         if self._ids is None:
-            raise ValueError("GalleryIndex.ids_of: the index has no ids")
-        return self._ids[result.indices.to(self._ids.device)]
+            raise ValueError(f"{fn}: the index has no ids")
+        idx = self._hit_indices(result, fn)
+        return self._ids[idx.to(self._ids.device)]
 
     def paths_of(self, result: SearchResult) -> list[list[str]]:
-        """Paths of the hits of ``result``, one list of ``K`` per query."""
-        if self._paths is None:
-            raise ValueError("GalleryIndex.paths_of: the index has no paths")
-        paths = self._paths
-        return [[paths[j] for j in row] for row in result.indices.tolist()]
+        """Paths of the hits of ``result``, one list of ``K`` per query.
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``gallery.safetensors`` and ``index.json`` into ``directory`` (created).
+        Raises:
+            TypeError: ``result.indices`` is not an integer tensor.
+            ValueError: the index has no paths, or an index is negative or past its end.
+        """
+        fn = "GalleryIndex.paths_of"
+        if self._paths is None:
+            raise ValueError(f"{fn}: the index has no paths")
+        paths = self._paths
+        return [[paths[j] for j in row] for row in self._hit_indices(result, fn).tolist()]
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the index as ``directory/gallery_index.safetensors`` (the folder is created).
+
+        The file is written beside its final name and renamed over it in one step, so an
+        interrupted save leaves the previous index intact. A version-1 index in the same
+        folder (``index.json`` + ``gallery.safetensors``) is removed once the new file is in
+        place; a reader that sees both prefers the new file.
 
         Returns:
             The directory.
+
+        Raises:
+            ValueError: the index is empty, or a path cannot be encoded as UTF-8 (a lone
+                surrogate).
         """
         from safetensors.torch import save_file
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        fn = "GalleryIndex.save"
         tensors = {"features": self.features.detach().cpu().contiguous()}
         if self._ids is not None:
             tensors["ids"] = self._ids.cpu().contiguous()
-        save_file(tensors, str(out / _TENSORS))
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "num_items": len(self),
-            "dim": self.features.shape[1],
-            "dtype": str(self.features.dtype).removeprefix("torch."),
-            "paths": self._paths,
-        }
-        (out / _META).write_text(json.dumps(meta))
+        if self._paths is not None:
+            tensors["path_bytes"], tensors["path_offsets"] = _encode_paths(self._paths, fn)
+        out = Path(directory)
+        metadata = {"format": _FORMAT, "format_version": str(FORMAT_VERSION)}
+        with atomic_path(out / _FILE) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        if (out / _V1_META).is_file():
+            for stale in (_V1_META, _V1_TENSORS):
+                with contextlib.suppress(OSError):
+                    (out / stale).unlink()
         return out
 
     @classmethod
     def load(
         cls,
-        directory: str | Path,
+        directory: str | os.PathLike[str],
         *,
         mmap: bool = True,
         device: torch.device | str | None = None,
     ) -> GalleryIndex:
-        """Open an index written by :meth:`save`.
+        """Open an index written by :meth:`save` (or by textreid 0.1).
 
         Args:
-            directory: the folder.
+            directory: the folder, or the ``gallery_index.safetensors`` file itself.
             mmap: map the features from the file (copy-on-write: the file is never written)
                 instead of reading them; rows are paged in when a search touches them.
             device: move features and ids there (this reads them); default keep them on CPU.
 
         Raises:
             FileNotFoundError: a missing folder or file.
-            ValueError: an unknown (newer) ``format_version``, a corrupt file, or a file whose
-                contents disagree with ``index.json``.
+            ValueError: an unknown (newer) ``format_version``, or a file that is not a regular
+                file or is corrupt: a header too large, not a JSON object of objects, dtypes,
+                shapes or data offsets that do not fit the file, non-integer ids, paths that
+                are not UTF-8 (the message names the file and what is wrong).
         """
         fn = "GalleryIndex.load"
-        folder = Path(directory)
-        meta_path = folder / _META
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{fn}: {meta_path} is not valid JSON ({e})") from e
-        if not isinstance(meta, dict):
-            raise ValueError(f"{fn}: {meta_path} must hold a JSON object")
-        check_format_version(meta.get("format_version"), FORMAT_VERSION, str(meta_path), fn)
-        tensors = _read_safetensors(folder / _TENSORS, mmap, fn)
-        feats, ids, paths = tensors.get("features"), tensors.get("ids"), meta.get("paths")
-        n, dim = meta.get("num_items"), meta.get("dim")
-        if feats is None or feats.dim() != 2 or tuple(feats.shape) != (n, dim):
-            got = None if feats is None else tuple(feats.shape)
-            raise ValueError(
-                f"{fn}: {folder / _TENSORS} has features of shape {got}, but {meta_path} says "
-                f"({n}, {dim})"
-            )
-        if (ids is not None and tuple(ids.shape) != (n,)) or (
-            paths is not None and len(paths) != n
-        ):
-            raise ValueError(f"{fn}: ids or paths in {folder} do not have {n} entries")
+        path = Path(directory)
+        if path.is_dir() and not (path / _FILE).exists() and (path / _V1_META).exists():
+            feats, ids, paths = _load_v1(path, mmap, fn)
+        else:
+            feats, ids, paths = _load_file(path / _FILE if path.is_dir() else path, mmap, fn)
         if device is not None:
             feats = feats.to(device)
             ids = None if ids is None else ids.to(device)
         index = cls()
-        index._features, index._ids = feats, ids
-        index._paths = None if paths is None else [str(p) for p in paths]
+        index._features, index._ids, index._paths = feats, ids, paths
         return index
