@@ -6,7 +6,9 @@ Run ``textreid COMMAND --help`` for the options of each command.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -195,9 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     from textreid._version import __version__
 
     parser.add_argument("--version", action="version", version=f"textreid {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    # Also accepted after the command; SUPPRESS keeps a subcommand from resetting it to False.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of an error",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
+    def add(name: str, **kwargs: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add(
         "demo",
         help="synthesise a dataset, train the tiny recipe, evaluate, save, draw a grid",
         description="The whole job on a fresh machine with no data and no network: writes "
@@ -212,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("train", help="train a recipe on a benchmark")
+    p = add("train", help="train a recipe on a benchmark")
     p.add_argument("--recipe", required=True, help="recipe name (see textreid recipes)")
     p.add_argument("--data", required=True, help="dataset root folder")
     p.add_argument("--dataset", default="cuhk-pedes", help="dataset name (default: %(default)s)")
@@ -226,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a saved retriever on a benchmark split")
+    p = add("eval", help="evaluate a saved retriever on a benchmark split")
     p.add_argument("checkpoint", help="retriever folder or hub repo id")
     p.add_argument("--data", required=True, help="dataset root folder")
     p.add_argument("--dataset", default="cuhk-pedes", help="dataset name (default: %(default)s)")
@@ -235,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("search", help="search a folder of images with a caption")
+    p = add("search", help="search a folder of images with a caption")
     p.add_argument("checkpoint", help="retriever folder or hub repo id")
     p.add_argument("--text", action="append", required=True, help="caption (repeatable)")
     p.add_argument("--gallery", required=True, help="folder of images")
@@ -245,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(func=_cmd_search)
 
-    p = sub.add_parser("synth", help="write the SynthPEDES dataset (CUHK-PEDES format)")
+    p = add("synth", help="write the SynthPEDES dataset (CUHK-PEDES format)")
     p.add_argument("root", help="output folder")
     p.add_argument("--identities", type=int, default=300)
     p.add_argument("--images-per-identity", type=int, default=4)
@@ -253,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser(
+    p = add(
         "convert",
         help="convert an IRRA-family checkpoint (best.pth) into a textreid retriever folder",
     )
@@ -264,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None)
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("recipes", help="list the registered recipes")
+    p = add("recipes", help="list the registered recipes")
     p.set_defaults(func=_cmd_recipes)
     return parser
 
@@ -278,14 +292,48 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_path(args: argparse.Namespace) -> str | None:
+    """The folder or file the command writes, the likely culprit of an OSError without a path."""
+    for name in ("out", "output", "out_dir", "root"):
+        value = getattr(args, name, None)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def _describe_os_error(exc: OSError, args: argparse.Namespace) -> str:
+    """One line naming the path and the cause, e.g. ``/data/run: No space left on device``."""
+    if exc.strerror is None and exc.errno is None:
+        return str(exc)  # our own message, raised as FileNotFoundError and the like
+    cause = exc.strerror or os.strerror(exc.errno or 0)
+    code = errno.errorcode.get(exc.errno or 0)
+    if code:
+        cause = f"{cause} ({code})"
+    if exc.filename is not None:
+        where = os.fsdecode(exc.filename)
+        if exc.filename2 is not None:
+            where = f"{where} -> {os.fsdecode(exc.filename2)}"
+        return f"{where}: {cause}"
+    out = _output_path(args)
+    return f"while writing {out}: {cause}" if out is not None else cause
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``textreid`` console script."""
+    """Entry point of the ``textreid`` console script.
+
+    Expected failures (bad arguments, missing or unwritable files, a full disk) print one line
+    ``textreid COMMAND: error: ...`` on stderr and return 2; ``--debug`` lets the exception
+    propagate with its traceback instead.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as exc:
-        print(f"textreid {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        message = _describe_os_error(exc, args) if isinstance(exc, OSError) else str(exc)
+        print(f"textreid {args.command}: error: {message}", file=sys.stderr)
         return 2
     return code
 
