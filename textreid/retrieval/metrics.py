@@ -327,8 +327,8 @@ def evaluate(
     by_pid = torch.sort(gp, stable=True)
     q_norms = g_norms = None
     if not use_scores and normalize:
-        q_norms = _row_norms(q, dtype, dev, query_block)
-        g_norms = _row_norms(g, dtype, dev, chunk_size)
+        q_norms = _row_norms(q, dtype, dev, query_block, fn, "query_feats")
+        g_norms = _row_norms(g, dtype, dev, chunk_size, fn, "gallery_feats")
 
     first = torch.zeros(nq, dtype=torch.int64, device=dev)
     ap = torch.zeros(nq, dtype=torch.float64, device=dev)

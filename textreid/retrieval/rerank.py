@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_features, check_positive, check_same_width, check_tensor
-from textreid._numerics import compute_dtype
+from textreid._numerics import compute_dtype, l2_normalize
 from textreid.retrieval.search import SearchResult
 from textreid.retrieval.topk import _order_by_score, _select_topk
 
@@ -166,7 +166,7 @@ def k_reciprocal_rerank(
     dtype = compute_dtype(q, g)
     x = torch.cat([q.to(dtype), g.to(device=q.device, dtype=dtype)])
     if normalize:
-        x = torch.nn.functional.normalize(x, dim=1)
+        x = l2_normalize(x, 1, dtype=dtype)
     sq = (x * x).sum(1)
     dist = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * (x @ x.T)).clamp_(min=0)
     row_max = dist.max(dim=1, keepdim=True).values

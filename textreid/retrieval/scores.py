@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_features, check_positive, check_same_width
-from textreid._numerics import compute_dtype
+from textreid._numerics import compute_dtype, l2_norm
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_QUERY_BLOCK", "ScoreChunk", "cosine_scores"]
 
@@ -28,8 +28,6 @@ DEFAULT_CHUNK_SIZE = 8192
 
 DEFAULT_QUERY_BLOCK = 1024
 """Query rows scored at once."""
-
-_NORM_EPS = 1e-12  # the eps of torch.nn.functional.normalize, as in IRRA's evaluation
 
 _GEMM_COLS = 512
 """On CPU a score block is computed as matmuls of at most this many gallery rows: the BLAS
@@ -50,13 +48,28 @@ class ScoreChunk(NamedTuple):
     scores: Tensor
 
 
-def _row_norms(x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int) -> Tensor:
-    """L2 norms of the rows of ``x`` clamped at ``eps`` (chunked, so fp16 rows are never
-    upcast all at once). Computed once per call, so every score uses the same divisor."""
+def _row_norms(
+    x: Tensor, dtype: torch.dtype, device: torch.device, chunk_size: int, fn: str, name: str
+) -> Tensor:
+    """L2 norms of the rows of ``x`` (chunked, so fp16 rows are never upcast all at once).
+
+    Computed once per call, so every score uses the same divisor. The norms are scaled before
+    squaring (:func:`~textreid._numerics.l2_norm`), so rows of ``1e19`` or ``1e-30`` in float32
+    still normalise exactly; a zero row keeps norm ``tiny`` and scores 0 against everything.
+
+    Raises:
+        ValueError: a row's norm exceeds ``dtype`` (float32 rows near its largest value).
+    """
     out = torch.empty(x.shape[0], dtype=dtype, device=device)
     for s in range(0, x.shape[0], chunk_size):
         rows = x[s : s + chunk_size].to(device=device, dtype=dtype)
-        out[s : s + rows.shape[0]] = torch.linalg.vector_norm(rows, dim=1).clamp_min(_NORM_EPS)
+        out[s : s + rows.shape[0]] = l2_norm(rows, dim=1).clamp_min(torch.finfo(dtype).tiny)
+    if bool(torch.isinf(out).any()):
+        raise ValueError(
+            f"{fn}: {name} has rows whose L2 norm exceeds {dtype} (largest entry "
+            f"{float(x.detach().abs().amax()):.3g}); cosine scores do not depend on the scale, "
+            "so divide the features by a constant first"
+        )
     return out
 
 
@@ -121,7 +134,7 @@ def cosine_scores(
     """Stream the score matrix ``query @ gallery.T`` over gallery chunks.
 
     With ``normalize=True`` the rows are L2-normalised first (cosine similarity, as IRRA
-    evaluates: ``x / max(||x||, 1e-12)``); with ``normalize=False`` scores are plain inner
+    evaluates, with the norm computed so that it cannot overflow; a zero row scores 0); with ``normalize=False`` scores are plain inner
     products. Memory is one ``[Nq, chunk_size]`` score block plus one gallery chunk; split the
     queries yourself for very many queries.
 
@@ -154,7 +167,7 @@ def cosine_scores(
     check_positive(chunk_size, "chunk_size", fn)
     dev = torch.device(device) if device is not None else query.device
     dtype = compute_dtype(query, gallery)
-    q_norms = _row_norms(query, dtype, dev, chunk_size) if normalize else None
-    g_norms = _row_norms(gallery, dtype, dev, chunk_size) if normalize else None
+    q_norms = _row_norms(query, dtype, dev, chunk_size, fn, "query") if normalize else None
+    g_norms = _row_norms(gallery, dtype, dev, chunk_size, fn, "gallery") if normalize else None
     q_rows = _rows(query, slice(None), q_norms, dtype, dev)
     yield from _score_chunks(q_rows, gallery, g_norms, chunk_size)

@@ -37,6 +37,8 @@ from textreid.retrieval.topk import _chunk_topk, _merge, _order_by_score
 
 __all__ = ["SearchResult", "topk_search"]
 
+_FN = "topk_search"
+
 Backend = Literal["torch", "faiss"]
 Screen = Literal["auto", "bf16", "off"]
 
@@ -96,8 +98,8 @@ def _torch_search(
     # Gallery chunks outside, query blocks inside: each chunk is read (from disk, for a
     # memory-mapped gallery) and prepared once; the running hits live in the outputs.
     dtype, device = compute_dtype(query, gallery), query.device
-    g_norms = _row_norms(gallery, dtype, device, chunk_size) if normalize else None
-    q_norms = _row_norms(query, dtype, device, query_block) if normalize else None
+    g_norms = _row_norms(gallery, dtype, device, chunk_size, _FN, "gallery") if normalize else None
+    q_norms = _row_norms(query, dtype, device, query_block, _FN, "query") if normalize else None
     out_s = torch.empty(query.shape[0], k, dtype=dtype, device=device)
     out_i = torch.empty(query.shape[0], k, dtype=torch.int64, device=device)
     for g0 in range(0, gallery.shape[0], chunk_size):
@@ -125,8 +127,9 @@ def _faiss_search(
             '(or textreid[faiss]); backend="torch" needs nothing extra'
         ) from e
     dtype = torch.float32
-    q_norms = _row_norms(query, dtype, torch.device("cpu"), query_block) if normalize else None
-    g_norms = _row_norms(gallery, dtype, torch.device("cpu"), chunk_size) if normalize else None
+    cpu = torch.device("cpu")
+    q_norms = _row_norms(query, dtype, cpu, query_block, _FN, "query") if normalize else None
+    g_norms = _row_norms(gallery, dtype, cpu, chunk_size, _FN, "gallery") if normalize else None
     q_all = _rows(query, slice(None), q_norms, dtype, torch.device("cpu")).contiguous()
     best: tuple[Tensor, Tensor] | None = None
     for g0 in range(0, gallery.shape[0], chunk_size):
@@ -200,7 +203,7 @@ def topk_search(
         >>> topk_search(torch.tensor([[1.0, 0.1]]), g, 2).indices
         tensor([[0, 2]])
     """
-    fn = "topk_search"
+    fn = _FN
     check_features(query, "query", fn, dims="(Nq, D)", finite=check_finite)
     check_features(gallery, "gallery", fn, dims="(Ng, D)", finite=check_finite)
     check_same_width(fn, query, "query", gallery, "gallery")
