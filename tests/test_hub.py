@@ -39,6 +39,12 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
+def _hand_edit(folder: Path, cfg: dict[str, object]) -> None:
+    """Rewrite config.json and drop the manifest, which would otherwise refuse the edit."""
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "textreid_manifest.json").unlink()
+
+
 @pytest.fixture
 def saved(tmp_path: Path) -> tuple[Retriever, Path]:
     r = _retriever()
@@ -48,9 +54,11 @@ def saved(tmp_path: Path) -> tuple[Retriever, Path]:
 def test_save_writes_the_documented_layout(saved: tuple[Retriever, Path]) -> None:
     _, folder = saved
     assert sorted(p.name for p in folder.iterdir()) == [
+        ".textreid.lock",
         "README.md",
         "config.json",
         "model.safetensors",
+        "textreid_manifest.json",
     ]
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["format_version"] == HUB_FORMAT_VERSION
@@ -120,7 +128,7 @@ def test_future_format_version_is_refused(saved: tuple[Retriever, Path]) -> None
     _, folder = saved
     cfg = json.loads((folder / "config.json").read_text())
     cfg["format_version"] = HUB_FORMAT_VERSION + 1
-    (folder / "config.json").write_text(json.dumps(cfg))
+    _hand_edit(folder, cfg)
     with pytest.raises(ValueError, match=r"format_version 2.*upgrade textreid"):
         Retriever.from_pretrained(folder)
 
@@ -129,7 +137,7 @@ def test_wrong_architecture_lists_keys(saved: tuple[Retriever, Path]) -> None:
     _, folder = saved
     cfg = json.loads((folder / "config.json").read_text())
     cfg["model"]["vision"]["layers"] = 3
-    (folder / "config.json").write_text(json.dumps(cfg))
+    _hand_edit(folder, cfg)
     with pytest.raises(ValueError, match=r"missing.*visual\.transformer\.resblocks\.2"):
         Retriever.from_pretrained(folder)
 
@@ -138,7 +146,7 @@ def test_unknown_architecture_name(saved: tuple[Retriever, Path]) -> None:
     _, folder = saved
     cfg = json.loads((folder / "config.json").read_text())
     cfg["architecture"] = "something_else"
-    (folder / "config.json").write_text(json.dumps(cfg))
+    _hand_edit(folder, cfg)
     with pytest.raises(ValueError, match="architecture 'something_else'"):
         Retriever.from_pretrained(folder)
 
@@ -155,12 +163,14 @@ def test_hub_first_load_downloads_then_cache_serves(
         assert first == [
             ("HEAD", "config.json"),
             ("GET", "config.json"),
+            ("HEAD", "textreid_manifest.json"),
+            ("GET", "textreid_manifest.json"),
             ("HEAD", "model.safetensors"),
             ("GET", "model.safetensors"),
         ]
         hub.clear_requests()
         Retriever.from_pretrained("hf-hub:org/tiny", endpoint=hub.endpoint, cache_dir=cache)
-        assert [q.method for q in hub.requests] == ["HEAD", "HEAD"]
+        assert [q.method for q in hub.requests] == ["HEAD", "HEAD", "HEAD"]
         hub.clear_requests()
         offline = Retriever.from_pretrained(
             "org/tiny", endpoint=hub.endpoint, cache_dir=cache, local_files_only=True
@@ -213,7 +223,12 @@ def test_push_to_hub_records_and_round_trips(saved: tuple[Retriever, Path], tmp_
         r.push_to_hub("me/pushed", private=True, api=api)
         assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
         assert api.calls[0][1] == {"repo_id": "me/pushed", "private": True}
-        assert api.calls[1][1]["files"] == ["README.md", "config.json", "model.safetensors"]
+        assert api.calls[1][1]["files"] == [
+            "README.md",
+            "config.json",
+            "model.safetensors",
+            "textreid_manifest.json",
+        ]
         back = Retriever.from_pretrained(
             "me/pushed", endpoint=hub.endpoint, cache_dir=tmp_path / "cache"
         )

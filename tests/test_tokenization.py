@@ -483,7 +483,7 @@ def test_file_errors(tmp_path: Path) -> None:
         CLIPTokenizer(_write(tmp_path / "m2.txt", "#version: 0.2\n\n"))
     with pytest.raises(ValueError, match="is not valid JSON"):
         build("v0.json", "{")
-    with pytest.raises(ValueError, match="non-empty JSON object"):
+    with pytest.raises(ValueError, match="must hold a JSON object, got list"):
         build("v1.json", [])
     with pytest.raises(ValueError, match=r"maps '!' to 600; ids must be the integers 0\.\.515"):
         build("v2.json", {**vocab, "!": 600})

@@ -31,6 +31,18 @@ OPENAI_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 """Per-channel RGB standard deviation OpenAI CLIP was trained with."""
 
+# Sane maxima for every size a config (and so a config.json file) can ask for: far above
+# any published CLIP (ViT-bigG/14: width 1664, 48 layers, 16 heads, mlp_ratio 4.92), far
+# below what would ask for terabytes before a single weight has been read.
+_MAX_WIDTH = 8192
+_MAX_LAYERS = 256
+_MAX_HEADS = 256
+_MAX_MLP_RATIO = 16.0
+_MAX_IMAGE_SIDE = 4096
+_MAX_PATCHES = 262_144  # a 4096 x 4096 image in patches of 8
+_MAX_CONTEXT_LENGTH = 4096
+_MAX_VOCAB_SIZE = 1_000_000
+
 _ACTS = ("quick_gelu", "gelu")
 _RESAMPLE_MODES = ("bicubic", "bilinear")
 _INTERPOLATIONS = ("bilinear", "bicubic")
@@ -39,16 +51,38 @@ _RESIZE_MODES = ("squash",)
 _C = TypeVar("_C")
 
 
+def _check_size(value: object, name: str, fn: str, *, min_value: int, limit: int) -> int:
+    """An int in ``[min_value, limit]``; ``limit`` is one of the sane maxima above."""
+    size = check_int(value, name, fn, min_value=min_value)
+    if size > limit:
+        raise ValueError(f"{fn}: {name} must be <= {limit} (textreid's limit), got {size}")
+    return size
+
+
+def _check_mlp_ratio(value: float, fn: str) -> None:
+    check_positive(value, "mlp_ratio", fn)
+    if not value <= _MAX_MLP_RATIO:
+        raise ValueError(
+            f"{fn}: mlp_ratio must be finite and <= {_MAX_MLP_RATIO} (textreid's limit), "
+            f"got {value}"
+        )
+
+
 def _check_pair(value: object, name: str, fn: str) -> tuple[int, int]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
         raise ValueError(f"{fn}: {name} must be a (height, width) pair, got {value!r}")
-    return (check_int(value[0], name, fn, min_value=1), check_int(value[1], name, fn, min_value=1))
+    return (
+        _check_size(value[0], name, fn, min_value=1, limit=_MAX_IMAGE_SIDE),
+        _check_size(value[1], name, fn, min_value=1, limit=_MAX_IMAGE_SIDE),
+    )
 
 
 def _check_triple(value: object, name: str, fn: str) -> tuple[float, float, float]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
         raise ValueError(f"{fn}: {name} must have 3 entries (R, G, B), got {value!r}")
     out = tuple(float(v) for v in value)
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{fn}: {name} must be finite, got {value!r}")
     return (out[0], out[1], out[2])
 
 
@@ -99,7 +133,10 @@ class VisionConfig:
 
     Raises:
         ValueError: For non-positive sizes, a patch larger than the image, a width not
-            divisible by ``heads``, or an unknown ``act`` / resample mode.
+            divisible by ``heads``, an unknown ``act`` / resample mode, or a size above
+            textreid's limits: ``width`` 8192, ``layers`` 256, ``heads`` 256, image sides,
+            ``patch_size`` and ``stride`` 4096, 262,144 patches, ``mlp_ratio`` 16 (finite).
+        TypeError: For a size that is not an ``int``.
     """
 
     image_size: tuple[int, int]
@@ -116,13 +153,13 @@ class VisionConfig:
     def __post_init__(self) -> None:
         fn = "VisionConfig"
         object.__setattr__(self, "image_size", _check_pair(self.image_size, "image_size", fn))
-        check_int(self.patch_size, "patch_size", fn, min_value=1)
-        check_int(self.width, "width", fn, min_value=1)
-        check_int(self.layers, "layers", fn, min_value=0)
-        check_int(self.heads, "heads", fn, min_value=1)
+        _check_size(self.patch_size, "patch_size", fn, min_value=1, limit=_MAX_IMAGE_SIDE)
+        _check_size(self.width, "width", fn, min_value=1, limit=_MAX_WIDTH)
+        _check_size(self.layers, "layers", fn, min_value=0, limit=_MAX_LAYERS)
+        _check_size(self.heads, "heads", fn, min_value=1, limit=_MAX_HEADS)
         if self.stride is not None:
-            check_int(self.stride, "stride", fn, min_value=1)
-        check_positive(self.mlp_ratio, "mlp_ratio", fn)
+            _check_size(self.stride, "stride", fn, min_value=1, limit=_MAX_IMAGE_SIDE)
+        _check_mlp_ratio(self.mlp_ratio, fn)
         check_choice(self.act, "act", fn, _ACTS)
         check_choice(self.pos_embed_resample_mode, "pos_embed_resample_mode", fn, _RESAMPLE_MODES)
         if not isinstance(self.pos_embed_antialias, bool):
@@ -136,6 +173,13 @@ class VisionConfig:
         if self.patch_size > min(h, w):
             raise ValueError(
                 f"{fn}: patch_size {self.patch_size} is larger than image_size {self.image_size}"
+            )
+        n_h, n_w = self.grid_size
+        if n_h * n_w > _MAX_PATCHES:
+            raise ValueError(
+                f"{fn}: image_size {self.image_size} with patch_size {self.patch_size} and "
+                f"stride {self.effective_stride} gives {n_h} x {n_w} patches; at most "
+                f"{_MAX_PATCHES} are allowed (textreid's limit)"
             )
 
     @property
@@ -181,8 +225,11 @@ class TextConfig:
         mlp_ratio: MLP hidden width over ``width``.
 
     Raises:
-        ValueError: For non-positive sizes, a width not divisible by ``heads`` or an unknown
-            ``act``.
+        ValueError: For non-positive sizes, a width not divisible by ``heads``, an unknown
+            ``act``, or a size above textreid's limits: ``context_length`` 4096,
+            ``vocab_size`` 1,000,000, ``width`` 8192, ``layers`` 256, ``heads`` 256,
+            ``mlp_ratio`` 16 (finite).
+        TypeError: For a size that is not an ``int``.
     """
 
     context_length: int
@@ -195,12 +242,14 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         fn = "TextConfig"
-        check_int(self.context_length, "context_length", fn, min_value=1)
-        check_int(self.vocab_size, "vocab_size", fn, min_value=1)
-        check_int(self.width, "width", fn, min_value=1)
-        check_int(self.layers, "layers", fn, min_value=0)
-        check_int(self.heads, "heads", fn, min_value=1)
-        check_positive(self.mlp_ratio, "mlp_ratio", fn)
+        _check_size(
+            self.context_length, "context_length", fn, min_value=1, limit=_MAX_CONTEXT_LENGTH
+        )
+        _check_size(self.vocab_size, "vocab_size", fn, min_value=1, limit=_MAX_VOCAB_SIZE)
+        _check_size(self.width, "width", fn, min_value=1, limit=_MAX_WIDTH)
+        _check_size(self.layers, "layers", fn, min_value=0, limit=_MAX_LAYERS)
+        _check_size(self.heads, "heads", fn, min_value=1, limit=_MAX_HEADS)
+        _check_mlp_ratio(self.mlp_ratio, fn)
         check_choice(self.act, "act", fn, _ACTS)
         if self.width % self.heads != 0:
             raise ValueError(f"{fn}: width {self.width} is not divisible by heads {self.heads}")
@@ -225,6 +274,10 @@ class CLIPConfig:
         text: The text tower.
         logit_scale_init: Initial value of the learnable log inverse temperature,
             ``log(1 / 0.07)`` as in CLIP.
+
+    Raises:
+        ValueError: ``embed_dim`` outside ``[1, 8192]`` or a non-finite ``logit_scale_init``.
+        TypeError: ``vision`` or ``text`` of the wrong type.
     """
 
     embed_dim: int
@@ -234,7 +287,7 @@ class CLIPConfig:
 
     def __post_init__(self) -> None:
         fn = "CLIPConfig"
-        check_int(self.embed_dim, "embed_dim", fn, min_value=1)
+        _check_size(self.embed_dim, "embed_dim", fn, min_value=1, limit=_MAX_WIDTH)
         if not isinstance(self.vision, VisionConfig):
             raise TypeError(f"{fn}: vision must be a VisionConfig, got {type(self.vision)}")
         if not isinstance(self.text, TextConfig):
@@ -286,6 +339,10 @@ class PreprocessConfig:
             ``"bicubic"`` (OpenAI CLIP).
         resize_mode: ``"squash"``: resize straight to ``image_size`` without keeping the
             aspect ratio (the TIPR convention).
+
+    Raises:
+        ValueError: Image sides outside ``[1, 4096]``, a non-finite mean or std, a std
+            that is not positive, or an unknown ``interpolation`` / ``resize_mode``.
     """
 
     image_size: tuple[int, int]

@@ -6,7 +6,17 @@ A saved retriever is a folder (or a Hugging Face Hub repository) holding
   config, the preprocessing and the tokenizer settings, and the model-card data;
 - ``model.safetensors``: the weights (loaded strictly: every key must match);
 - ``vocab.json`` + ``merges.txt`` when the tokenizer is not the bundled CLIP one;
-- ``README.md``: a generated model card (metrics, dataset, recipe, citation).
+- ``README.md``: a generated model card (metrics, dataset, recipe, citation);
+- ``textreid_manifest.json``: the size and SHA-256 of each file above, written last.
+
+A save is published in one step for readers: every file is staged under a temporary name,
+then renamed into place, the manifest last, and loading checks each file it reads against
+the manifest (retrying briefly while a save is in flight), so a load never mixes two saves.
+Saves into one folder wait for each other on ``.textreid.lock``, which local loads hold
+shared. Every size read from a file is bounded before anything is allocated: JSON files are
+read with a size cap, config fields against :mod:`textreid.config`'s limits, and the model
+is built on the ``meta`` device and materialised from the weights only once their keys and
+shapes match. A local folder's symbolic links may not lead out of it.
 
 Loading is our own code on ``huggingface_hub.hf_hub_download`` and ``safetensors``: a local
 folder never touches the network; ``revision``, ``cache_dir``, ``local_files_only``,
@@ -18,11 +28,15 @@ requested image size.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,7 +45,19 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_format_version, check_positive, check_tensor
-from textreid._io import atomic_path, atomic_write
+from textreid._io import (
+    LOCK_NAME,
+    MANIFEST,
+    MAX_CONFIG_BYTES,
+    FileDigest,
+    folder_lock,
+    open_regular,
+    parse_json_object,
+    parse_manifest,
+    publish_files,
+    read_bounded,
+    resolve_in_folder,
+)
 from textreid._version import __version__
 from textreid.config import CLIPConfig, PreprocessConfig
 from textreid.data.transforms import build_transforms
@@ -51,7 +77,10 @@ _ARCHITECTURE = "clip_dual_encoder"
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _CARD = "README.md"
+_TOKENIZER_FILES = ("vocab.json", "merges.txt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+# Waits between attempts while the files read disagree with the manifest (a save in flight).
+_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 _TEXTREID_BIB = (
     "@software{textreid,\n  title = {textreid: text-to-image person retrieval in PyTorch},\n"
@@ -188,9 +217,9 @@ class _Source:
 
     def get(self, filename: str, *, required: bool = True) -> Path | None:
         if self.folder is not None:
-            path = self.folder / filename
-            if path.is_file():
-                return path
+            if resolve_in_folder(self.folder, filename, self.fn) is not None:
+                # The unresolved path: parsers that open it themselves follow the same link.
+                return self.folder / filename
             if not required:
                 return None
             raise FileNotFoundError(
@@ -198,6 +227,12 @@ class _Source:
                 f"folder holds {_CONFIG} and {_WEIGHTS} (write one with save_pretrained)"
             )
         return self._download(filename, required)
+
+    def reading(self) -> contextlib.AbstractContextManager[bool]:
+        """Hold a local folder's lock shared while its files are read; yield whether held."""
+        if self.folder is None:
+            return contextlib.nullcontext(False)
+        return folder_lock(self.folder, shared=True)
 
     def _download(self, filename: str, required: bool) -> Path | None:
         from huggingface_hub import errors, hf_hub_download
@@ -233,14 +268,65 @@ class _Source:
             ) from exc
 
 
-def _read_json(path: Path, fn: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{fn}: {path} is not valid JSON ({exc}); the file is corrupt") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{fn}: {path} must hold a JSON object, got {type(data).__name__}")
-    return data
+class _Mismatch(Exception):
+    """A file read differs from the manifest of the same load."""
+
+
+class _Snapshot:
+    """The files of one load, each checked against the manifest when the save has one."""
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+        self.manifest: dict[str, FileDigest] | None = None
+
+    def read_manifest(self) -> None:
+        path = self.source.get(MANIFEST, required=False)
+        if path is not None:
+            data = read_bounded(path, max_bytes=MAX_CONFIG_BYTES, fn=self.source.fn)
+            self.manifest = parse_manifest(data, str(path), self.source.fn)
+
+    def check(self, name: str, found: FileDigest) -> None:
+        if self.manifest is None:
+            return
+        expected = self.manifest.get(name)
+        if expected is None:
+            raise _Mismatch(f"{name} is not listed in {MANIFEST}")
+        if found != expected:
+            raise _Mismatch(
+                f"{name} has {found.size} bytes (sha256 {found.sha256[:16]}...) where "
+                f"{MANIFEST} lists {expected.size} bytes (sha256 {expected.sha256[:16]}...)"
+            )
+
+    def read_json(self, name: str) -> tuple[Path, dict[str, Any], bytes]:
+        """Path, content and bytes of a JSON file (checked by :meth:`check` by the caller)."""
+        path = self.source.get(name)
+        assert path is not None
+        data = read_bounded(path, max_bytes=MAX_CONFIG_BYTES, fn=self.source.fn)
+        return path, parse_json_object(data, str(path), self.source.fn), data
+
+    @contextlib.contextmanager
+    def pinned(self, name: str) -> Iterator[Path]:
+        """Yield the path of ``name`` to a parser that opens it itself.
+
+        The file is hashed through a handle held open meanwhile, and afterwards the path
+        must still name that same file: writers replace files by renaming, never rewrite
+        them, so the parser read the very bytes that were checked.
+        """
+        path = self.source.get(name)
+        assert path is not None
+        with open_regular(path, self.source.fn) as f:
+            before = os.fstat(f.fileno())
+            if self.manifest is not None:
+                self.check(name, FileDigest.of_file(f))
+            yield path
+            after = os.stat(path)
+        if (after.st_dev, after.st_ino, after.st_size, after.st_mtime_ns) != (
+            before.st_dev,
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        ):
+            raise _Mismatch(f"{name} was replaced while it was read")
 
 
 def _read_safetensors(path: Path, fn: str) -> dict[str, Tensor]:
@@ -354,8 +440,11 @@ class Retriever:
 
         Raises:
             FileNotFoundError: a missing folder, repository, revision or file (named).
-            ValueError: a corrupt or truncated file, an unknown ``format_version`` or
-                architecture, or weights that do not match the config (keys listed).
+            ValueError: a corrupt or truncated file, a file that is not a regular file or
+                is too large, a symbolic link out of the folder, a config size above
+                textreid's limits, an unknown ``format_version`` or architecture, weights
+                that do not match the config (keys listed), or files that still disagree
+                with ``textreid_manifest.json`` after a few retries.
         """
         fn = "Retriever.from_pretrained"
         hub: dict[str, Any] = {
@@ -366,26 +455,62 @@ class Retriever:
             "token": token,
         }
         source = _Source(name_or_path, fn, hub)
-        config_path = source.get(_CONFIG)
-        assert config_path is not None
-        config = _read_json(config_path, fn)
-        if "format_version" not in config and config.get("model_type") == "clip":
-            retriever = cls._from_clip_repo(source, name_or_path, hub, image_size, device)
-        else:
-            if image_size is not None:
-                raise ValueError(
-                    f"{fn}: image_size applies to CLIP repositories only; a textreid retriever "
-                    "keeps the input size it was trained with"
-                )
-            retriever = cls._from_textreid(source, config, config_path, device)
+        attempt = 0
+        while True:
+            with source.reading() as locked:
+                try:
+                    retriever = cls._load(source, name_or_path, hub, image_size, device)
+                    break
+                except _Mismatch as exc:
+                    # Under the lock no save can be in flight: waiting would not help.
+                    if locked or attempt == len(_RETRY_DELAYS_S):
+                        in_flight = (
+                            ""
+                            if locked
+                            else (
+                                f", or a save into it was still running after {attempt + 1} "
+                                "attempts"
+                            )
+                        )
+                        raise ValueError(
+                            f"{fn}: {source.describe()}: {exc}. The file is truncated or "
+                            f"corrupt, or was changed after saving{in_flight}. Save the "
+                            "retriever again (for a Hub repository, delete its cache entry), "
+                            f"or delete {MANIFEST} to load a deliberately edited folder"
+                        ) from None
+            time.sleep(_RETRY_DELAYS_S[attempt])
+            attempt += 1
         if dtype is not None:
             retriever.model.to(dtype=dtype)
         return retriever
 
     @classmethod
-    def _from_textreid(
+    def _load(
         cls,
         source: _Source,
+        name_or_path: str | os.PathLike[str],
+        hub: dict[str, Any],
+        image_size: tuple[int, int] | None,
+        device: str | torch.device | None,
+    ) -> Retriever:
+        fn = source.fn
+        snapshot = _Snapshot(source)
+        config_path, config, config_bytes = snapshot.read_json(_CONFIG)
+        if "format_version" not in config and config.get("model_type") == "clip":
+            return cls._from_clip_repo(source, name_or_path, hub, image_size, device)
+        if image_size is not None:
+            raise ValueError(
+                f"{fn}: image_size applies to CLIP repositories only; a textreid retriever "
+                "keeps the input size it was trained with"
+            )
+        snapshot.read_manifest()
+        snapshot.check(_CONFIG, FileDigest.of_bytes(config_bytes))
+        return cls._from_textreid(snapshot, config, config_path, device)
+
+    @classmethod
+    def _from_textreid(
+        cls,
+        snapshot: _Snapshot,
         config: Mapping[str, Any],
         config_path: Path,
         device: str | torch.device | None,
@@ -404,17 +529,19 @@ class Retriever:
         model_config = CLIPConfig.from_dict(config["model"])
         preprocess = PreprocessConfig.from_dict(config["preprocess"])
         tok_cfg = config["tokenizer"]
-        tok_folder: Path | None = None
-        for name in tok_cfg.get("files", []):
-            path = source.get(str(name))
-            assert path is not None
-            tok_folder = path.parent
-        tokenizer = CLIPTokenizer.from_config(tok_cfg, tok_folder)
-        weights_path = source.get(_WEIGHTS)
-        assert weights_path is not None
-        state = _read_safetensors(weights_path, fn)
-        model = CLIPDualEncoder(model_config)
-        load_state_dict_strict(model, state)
+        listed = tok_cfg.get("files", [])
+        # Only names we know are opened; CLIPTokenizer.from_config refuses any other list.
+        names = [n for n in _TOKENIZER_FILES if isinstance(listed, list) and n in listed]
+        with contextlib.ExitStack() as stack:
+            paths = [stack.enter_context(snapshot.pinned(name)) for name in names]
+            tok_folder = paths[-1].parent if paths else None
+            tokenizer = CLIPTokenizer.from_config(tok_cfg, tok_folder)
+        with snapshot.pinned(_WEIGHTS) as weights_path:
+            state = _read_safetensors(weights_path, fn)
+        # Nothing is allocated for the config's sizes until the weights are known to fit.
+        with torch.device("meta"):
+            model = CLIPDualEncoder(model_config)
+        load_state_dict_strict(model, state, assign=True)
         card = ModelCard.from_dict(config.get("card", {}))
         return cls(model, tokenizer, preprocess, card=card, device=device)
 
@@ -431,8 +558,8 @@ class Retriever:
         target = source.folder if source.folder is not None else source.repo_id
         model = load_clip(target, image_size=size, **(hub if source.folder is None else {}))
         tokenizer: CLIPTokenizer | None = None
-        vocab = source.get("vocab.json", required=False)
-        merges = source.get("merges.txt", required=False)
+        vocab = source.get(_TOKENIZER_FILES[0], required=False)
+        merges = source.get(_TOKENIZER_FILES[1], required=False)
         if vocab is not None and merges is not None:
             tokenizer = CLIPTokenizer.from_hf_files(
                 vocab_file=vocab,
@@ -460,28 +587,56 @@ class Retriever:
         }
 
     def save_pretrained(self, save_directory: str | os.PathLike[str]) -> Path:
-        """Write ``config.json``, ``model.safetensors``, tokenizer files and ``README.md``.
+        """Write ``config.json``, ``model.safetensors``, tokenizer files, ``README.md`` and
+        ``textreid_manifest.json``.
 
-        Files are written to temporary names and renamed, so an interrupted save never
-        leaves a half-written ``model.safetensors`` behind under the final name.
+        Every file is first written under a temporary name; only when all are complete are
+        they renamed into place, the manifest (each file's size and SHA-256) last. A failed
+        save leaves the folder as it was, and :meth:`from_pretrained` never mixes the files
+        of two saves. Saves into one folder wait for each other (a lock on
+        ``.textreid.lock``, left in the folder). Files get the user's umask.
 
         Returns:
             The folder.
+
+        Raises:
+            OSError: The folder cannot be created or written (read-only, disk full, a path
+                through a file); the message names the folder and the cause.
         """
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
+        fn = "Retriever.save_pretrained"
         out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
         state = {
             k: v.detach().to("cpu", torch.float32).contiguous()
             for k, v in self.model.state_dict().items()
         }
-        with atomic_path(out / _WEIGHTS) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt", "textreid_version": __version__})
+        metadata = {"format": "pt", "textreid_version": __version__}
+        files: dict[str, bytes] = {}
         if self.tokenizer.to_config()["files"]:
-            self.tokenizer.save_vocabulary(out)
-        _write_text(out / _CONFIG, json.dumps(self.config_dict(), indent=2) + "\n")
-        _write_text(out / _CARD, self.card.render(out.name))
+            files.update(self.tokenizer._vocabulary_files())
+        files[_CONFIG] = (json.dumps(self.config_dict(), indent=2) + "\n").encode("utf-8")
+        files[_CARD] = self.card.render(out.name).encode("utf-8")
+        writers: dict[str, Callable[[Path], object]] = {
+            _WEIGHTS: lambda tmp: save_file(state, str(tmp), metadata=metadata)
+        }
+        for name, data in files.items():
+            writers[name] = functools.partial(Path.write_bytes, data=data)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            with folder_lock(out):
+                publish_files(out, writers)
+        except (OSError, SafetensorError) as exc:
+            code = exc.errno if isinstance(exc, OSError) else None
+            cause = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            message = f"{fn}: cannot save to {out} ({cause}); the folder keeps its previous files"
+            if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+                message += ". Choose a folder you can write to"
+            elif code in (errno.ENOSPC, errno.EDQUOT):
+                message += ". Free some disk space or choose another disk"
+            kind = type(exc) if isinstance(exc, OSError) else OSError
+            raise (kind(message) if code is None else kind(code, message)) from exc
         return out
 
     def push_to_hub(
@@ -521,6 +676,8 @@ class Retriever:
         client.create_repo(repo_id, private=private, exist_ok=True, token=token)
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp)
+            # A private folder no other writer can know of: its lock file serves nobody.
+            (Path(tmp) / LOCK_NAME).unlink()
             return client.upload_folder(  # type: ignore[no-any-return]
                 repo_id=repo_id,
                 folder_path=tmp,
@@ -667,7 +824,3 @@ class Retriever:
 
         feats = torch.nn.functional.normalize(gallery.to(self.device).float(), dim=-1)
         return topk_search(query, feats, k)
-
-
-def _write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))

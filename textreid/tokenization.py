@@ -16,16 +16,16 @@ MIT licence, from OpenAI CLIP) or from the Hugging Face layout (``vocab.json`` +
 from __future__ import annotations
 
 import functools
-import gzip
 import html
 import itertools
 import json
 import os
 import sys
+import zlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import IO, Any, Literal, overload
 
 import ftfy
 import regex
@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from textreid._checks import check_choice, check_int, check_tensor
+from textreid._io import atomic_write, parse_json_object, read_bounded
 
 __all__ = ["CLIPTokenizer"]
 
@@ -50,6 +51,8 @@ _HF_MERGES = "merges.txt"
 _MERGES_HEADER = "#version: 0.2"
 _CONFIG_TYPE = "clip_bpe"
 _CONFIG_KEYS = ("type", "context_length", "mask_token", "files")
+# Largest vocabulary or (decompressed) merges file read; CLIP's are 1-2 MiB.
+_MAX_FILE_BYTES = 32 << 20
 
 _PathLike = str | os.PathLike[str]
 
@@ -115,8 +118,21 @@ def _read_merges(data: bytes, source: str) -> list[tuple[str, str]]:
     """Parse a merges file (optionally gzipped, optional ``#version`` header); keep at most
     the first 48,894 merges, as CLIP does."""
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    lines = data.decode("utf-8").split("\n")
+        # Bounded: a small gzip file may inflate to gigabytes.
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            data = inflate.decompress(data, _MAX_FILE_BYTES + 1)
+        except zlib.error as err:
+            raise ValueError(f"{_FN}: merges file {source} is not valid gzip ({err})") from None
+        if len(data) > _MAX_FILE_BYTES:
+            raise ValueError(
+                f"{_FN}: merges file {source} inflates to more than {_MAX_FILE_BYTES} bytes; "
+                "it is corrupt or not a merges file"
+            )
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{_FN}: merges file {source} is not UTF-8 text ({err})") from None
     # The CLIP file's first line is '"bpe_simple_vocab_16e6.txt#version: 0.2', HF's is
     # '#version: 0.2'.
     start = 1 if lines and "#version" in lines[0] else 0
@@ -145,11 +161,8 @@ def _bundled_merges() -> tuple[tuple[str, str], ...]:
 
 def _read_vocab(path: Path) -> list[str]:
     """Read a Hugging Face ``vocab.json`` (token -> id) into an id -> token list."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{_FN}: {path} is not valid JSON ({err})") from None
-    if not isinstance(raw, dict) or not raw:
+    raw = parse_json_object(read_bounded(path, max_bytes=_MAX_FILE_BYTES, fn=_FN), str(path), _FN)
+    if not raw:
         raise ValueError(f"{_FN}: {path} must hold a non-empty JSON object token -> id")
     tokens: list[str | None] = [None] * len(raw)
     for token, idx in raw.items():
@@ -162,6 +175,10 @@ def _read_vocab(path: Path) -> list[str]:
             raise ValueError(f"{_FN}: {path} gives id {idx} to both {tokens[idx]!r} and {token!r}")
         tokens[idx] = token
     return [t for t in tokens if t is not None]
+
+
+def _write_all(f: IO[bytes], data: bytes) -> None:
+    f.write(data)
 
 
 def _clip_vocab(merges: Sequence[tuple[str, str]]) -> list[str]:
@@ -196,7 +213,8 @@ class CLIPTokenizer:
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: ``context_length < 2``, a malformed or inconsistent vocabulary/merges
-            file, a missing special token, or an unusable ``mask_token``.
+            file, a file that is not a regular file or holds (inflated) more than 32 MiB, a
+            missing special token, or an unusable ``mask_token``.
 
     Differences from the reference code:
         - IRRA keeps the replaced merge among its BPE ranks, so encoding the word ``jekyll``
@@ -230,7 +248,7 @@ class CLIPTokenizer:
             merges = list(_bundled_merges())
         else:
             path = Path(merges_file)
-            merges = _read_merges(path.read_bytes(), str(path))
+            merges = _read_merges(read_bounded(path, max_bytes=_MAX_FILE_BYTES, fn=_FN), str(path))
         self._bundled = merges_file is None
         vocab = _clip_vocab(merges) if vocab_file is None else _read_vocab(Path(vocab_file))
         source = "the CLIP vocabulary" if vocab_file is None else str(vocab_file)
@@ -377,14 +395,20 @@ class CLIPTokenizer:
             The paths of ``vocab.json`` and ``merges.txt``.
         """
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        vocab_path, merges_path = out / _HF_VOCAB, out / _HF_MERGES
-        vocab_path.write_text(
-            json.dumps(self.get_vocab(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-        )
+        paths = []
+        for name, data in self._vocabulary_files().items():
+            atomic_write(out / name, functools.partial(_write_all, data=data))
+            paths.append(str(out / name))
+        return paths[0], paths[1]
+
+    def _vocabulary_files(self) -> dict[str, bytes]:
+        """The bytes of ``vocab.json`` and ``merges.txt``, in that order."""
+        vocab = json.dumps(self.get_vocab(), ensure_ascii=False, indent=2) + "\n"
         lines = [_MERGES_HEADER, *(f"{a} {b}" for a, b in self._merges)]
-        merges_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return str(vocab_path), str(merges_path)
+        return {
+            _HF_VOCAB: vocab.encode("utf-8"),
+            _HF_MERGES: ("\n".join(lines) + "\n").encode("utf-8"),
+        }
 
     def to_config(self) -> dict[str, Any]:
         """The tokenizer settings for a saved model config.
