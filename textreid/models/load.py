@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from textreid._io import MAX_CONFIG_BYTES, read_json_object, resolve_in_folder
 from textreid._untrusted import torch_load_weights_only
 from textreid.config import CLIPConfig
 from textreid.models.clip import CLIPDualEncoder
@@ -191,7 +192,7 @@ def _resolve(
         config_path = get(config_name)
         if config_path is None:
             continue
-        config = parse(json.loads(config_path.read_text(encoding="utf-8")))
+        config = parse(read_json_object(config_path, max_bytes=MAX_CONFIG_BYTES, fn=_FN))
         if config is None:
             continue
         for name in weight_names:
@@ -212,8 +213,7 @@ def _resolve(
 
 def _from_folder(folder: Path) -> tuple[dict[str, Tensor], CLIPConfig | None]:
     def get(name: str) -> Path | None:
-        p = folder / name
-        return p if p.is_file() else None
+        return folder / name if resolve_in_folder(folder, name, _FN) is not None else None
 
     present = sorted(p.name for p in folder.iterdir())
     remedy = (
@@ -325,7 +325,9 @@ def load_clip(
     Raises:
         FileNotFoundError: If the source or a needed file is missing (the message names the
             file, where it was looked for, and what to do).
-        ValueError: For a corrupt file, an unknown layout, or weights that do not fit.
+        ValueError: For a corrupt file, a config file over 1 MiB or with sizes above
+            textreid's limits, a symbolic link out of a local folder, an unknown layout, or
+            weights that do not fit.
     """
     hub = {
         "revision": revision,
