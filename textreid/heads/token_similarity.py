@@ -17,19 +17,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from textreid._checks import (
-    check_features,
+    check_finite,
     check_int,
     check_positive,
     check_same_device,
     check_same_width,
+    check_tensor,
     check_token_mask,
+    check_tokens,
 )
-from textreid._numerics import compute_dtype
+from textreid._numerics import check_temperature, compute_dtype, l2_normalize
 
 __all__ = [
     "SparseTokenSimilarity",
@@ -37,6 +38,53 @@ __all__ = [
     "maxsim_logsumexp",
     "sparse_aggregate",
 ]
+
+
+def _check_token_pair(
+    fn: str, a: object, a_name: str, b: object, b_name: str
+) -> tuple[Tensor, Tensor]:
+    """Two ``[..., N, D]`` token tensors of one width on one device (finite on the CPU)."""
+    x = check_tokens(a, a_name, fn, dims="(..., N, D)", ndim=None, finite=False)
+    y = check_tokens(b, b_name, fn, dims="(..., N, D)", ndim=None, finite=False)
+    check_same_width(fn, x, a_name, y, b_name)
+    check_same_device(fn, **{a_name: x, b_name: y})
+    if x.device.type == "cpu":
+        check_finite(x, a_name, fn)
+        check_finite(y, b_name, fn)
+    return x, y
+
+
+def _check_mask(
+    fn: str, mask: object, name: str, tokens: Tensor, tokens_name: str
+) -> Tensor | None:
+    """None, or a bool ``[..., N]`` mask for ``tokens [..., N, D]`` with a real token per row.
+
+    The per-row check needs the values, so it runs only on the CPU (no host sync elsewhere).
+    """
+    if mask is None:
+        return None
+    m = check_tensor(mask, name, fn, kind="bool", allow_empty=True)
+    n = tokens.shape[-2]
+    if m.dim() == 0 or m.shape[-1] != n:
+        raise ValueError(
+            f"{fn}: {name} has shape {tuple(m.shape)} but {tokens_name} has {n} tokens "
+            f"(shape {tuple(tokens.shape)}); its last dimension must be {n}"
+        )
+    check_same_device(fn, **{tokens_name: tokens, name: m})
+    if m.device.type == "cpu" and m.numel() and not bool(m.any(dim=-1).all()):
+        raise ValueError(f"{fn}: every row of {name} needs at least one True (real) token")
+    return m
+
+
+def _check_leading(fn: str, tokens: dict[str, Tensor], masks: dict[str, Tensor | None]) -> None:
+    """The leading (batch-like) dimensions of tokens and masks broadcast together."""
+    lead = {k: tuple(v.shape[:-2]) for k, v in tokens.items()}
+    lead.update({k: tuple(v.shape[:-1]) for k, v in masks.items() if v is not None})
+    try:
+        torch.broadcast_shapes(*lead.values())  # type: ignore[no-untyped-call]
+    except RuntimeError:
+        listed = ", ".join(f"{k} {v}" for k, v in lead.items())
+        raise ValueError(f"{fn}: the leading dimensions do not broadcast: {listed}") from None
 
 
 def sparse_aggregate(
@@ -68,10 +116,33 @@ def sparse_aggregate(
         ``[..., L, D]`` aggregated image token per text token, in the compute dtype (float32 for
         half inputs).
 
+    Raises:
+        TypeError: non-tensor or non-floating tokens, a non-bool mask, a non-number threshold.
+        ValueError: fewer than 2 dimensions, no tokens, widths or devices that differ, a mask
+            whose last dimension is not ``P``, leading dimensions that do not broadcast, a
+            negative threshold; for CPU tensors also NaN/inf tokens and a mask row without a
+            real token (elsewhere these value checks would cost a host sync and are skipped:
+            such a row aggregates to NaN).
+
     Differences from the reference code: a constant row (max = min) gets uniform weights
     instead of NaN, and the row maximum is always kept (the reference drops every entry, and
-    returns NaN, when ``N = 1``). No argument checks here: the public modules validate.
+    returns NaN, when ``N = 1``).
     """
+    fn = "sparse_aggregate"
+    t, img = _check_token_pair(fn, text_tokens, "text_tokens", image_tokens, "image_tokens")
+    if threshold is not None:
+        check_positive(threshold, "threshold", fn, allow_zero=True)
+    masks = {"image_mask": _check_mask(fn, image_mask, "image_mask", img, "image_tokens")}
+    _check_leading(fn, {"text_tokens": t, "image_tokens": img}, masks)
+    return _sparse_aggregate(t, img, masks["image_mask"], threshold)
+
+
+def _sparse_aggregate(
+    text_tokens: Tensor,
+    image_tokens: Tensor,
+    image_mask: Tensor | None,
+    threshold: float | None,
+) -> Tensor:
     dt = compute_dtype(text_tokens)
     t = text_tokens.to(dt)
     img = image_tokens.to(dt)
@@ -126,10 +197,36 @@ def maxsim_logsumexp(
 
     Returns:
         ``[...]`` scores in the compute dtype (float32 for half inputs).
+
+    Raises:
+        TypeError: non-tensor or non-floating tokens, non-bool masks, a non-number temperature.
+        ValueError: fewer than 2 dimensions, no tokens, widths or devices that differ, a mask
+            whose last dimension is not its side's token count, leading dimensions that do not
+            broadcast, a temperature outside ``[1e-4, 1e4]``; for CPU tensors also NaN/inf
+            tokens and a mask row without a real token (elsewhere these value checks would
+            cost a host sync and are skipped).
     """
+    fn = "maxsim_logsumexp"
+    x, c = _check_token_pair(fn, x_tokens, "x_tokens", c_tokens, "c_tokens")
+    check_temperature(temperature, "temperature", fn)
+    masks = {
+        "x_mask": _check_mask(fn, x_mask, "x_mask", x, "x_tokens"),
+        "c_mask": _check_mask(fn, c_mask, "c_mask", c, "c_tokens"),
+    }
+    _check_leading(fn, {"x_tokens": x, "c_tokens": c}, masks)
+    return _maxsim_logsumexp(x, c, masks["x_mask"], masks["c_mask"], temperature)
+
+
+def _maxsim_logsumexp(
+    x_tokens: Tensor,
+    c_tokens: Tensor,
+    x_mask: Tensor | None,
+    c_mask: Tensor | None,
+    temperature: float,
+) -> Tensor:
     dt = compute_dtype(x_tokens)
-    x = F.normalize(x_tokens.to(dt), dim=-1)
-    c = F.normalize(c_tokens.to(dt), dim=-1)
+    x = l2_normalize(x_tokens, dtype=dt)
+    c = l2_normalize(c_tokens, dtype=dt)
     zero = torch.zeros((), dtype=dt, device=x.device)
     low = torch.full((), torch.finfo(dt).min, dtype=dt, device=x.device)
     if x_mask is not None:
@@ -207,8 +304,9 @@ class SparseTokenSimilarity(nn.Module):
         ``[B_i, P]``, text_mask bool ``[B_t, L]`` (True = real token) -> ``[B_i, B_t]``.
 
     Raises:
-        ValueError: widths differ, a mask's shape does not match its tokens, a mask row has no
-            real token, ``text_mask`` given with ``include_padding=True``, or bad settings.
+        ValueError: widths differ, no tokens (``P`` or ``L`` is 0), a mask's shape does not
+            match its tokens, a mask row has no real token, ``text_mask`` given with
+            ``include_padding=True``, tensors on different devices, or bad settings.
         TypeError: non-tensor inputs, non-bool masks.
     """
 
@@ -222,7 +320,7 @@ class SparseTokenSimilarity(nn.Module):
     ) -> None:
         super().__init__()
         fn = type(self).__name__
-        check_positive(temperature, "temperature", fn)
+        check_temperature(temperature, "temperature", fn)
         if threshold is not None:
             check_positive(threshold, "threshold", fn, allow_zero=True)
         if chunk_size is not None:
@@ -247,14 +345,13 @@ class SparseTokenSimilarity(nn.Module):
         text_mask: Tensor | None = None,
     ) -> Tensor:
         fn = type(self).__name__
-        img = check_features(
-            image_tokens, "image_tokens", fn, ndim=3, dims="(B_i, P, D)", finite=self.check_finite
-        )
-        txt = check_features(
-            text_tokens, "text_tokens", fn, ndim=3, dims="(B_t, L, D)", finite=self.check_finite
-        )
+        img = check_tokens(image_tokens, "image_tokens", fn, dims="(B_i, P, D)", finite=False)
+        txt = check_tokens(text_tokens, "text_tokens", fn, dims="(B_t, L, D)", finite=False)
         check_same_width(fn, img, "image_tokens", txt, "text_tokens")
         check_same_device(fn, image_tokens=img, text_tokens=txt)
+        if self.check_finite:
+            check_finite(img, "image_tokens", fn)
+            check_finite(txt, "text_tokens", fn)
         if image_mask is not None:
             image_mask = check_token_mask(image_mask, "image_mask", fn, img, "image_tokens")
         if text_mask is not None:
@@ -273,8 +370,8 @@ class SparseTokenSimilarity(nn.Module):
             if tm is not None:
                 # Zero padding rows so garbage there cannot reach the gradient (NaN * 0 = NaN).
                 t = torch.where(tm[..., None], t, torch.zeros((), dtype=t.dtype, device=t.device))
-            agg = sparse_aggregate(t, p, pm, self.threshold)
-            return maxsim_logsumexp(t, agg, tm, tm, self.temperature)
+            agg = _sparse_aggregate(t, p, pm, self.threshold)
+            return _maxsim_logsumexp(t, agg, tm, tm, self.temperature)
 
         recompute = torch.is_grad_enabled() and (img.requires_grad or txt.requires_grad)
         return blockwise_pairs(

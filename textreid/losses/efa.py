@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from textreid._checks import (
     Reduction,
     check_choice,
-    check_features,
+    check_finite,
     check_int,
     check_positive,
     check_reduction,
     check_same_device,
     check_same_width,
     check_token_mask,
+    check_tokens,
 )
-from textreid.heads.token_similarity import blockwise_pairs, maxsim_logsumexp, sparse_aggregate
+from textreid._numerics import check_temperature, l2_normalize
+from textreid.heads.token_similarity import (
+    _maxsim_logsumexp,
+    _sparse_aggregate,
+    blockwise_pairs,
+)
 
 __all__ = ["EFALoss"]
 
@@ -35,7 +40,7 @@ def _set_similarity(
     def block(rows: slice, cols: slice) -> Tensor:
         xm = None if x_mask is None else x_mask[rows, None]
         cm = None if c_mask is None else c_mask[None, cols]
-        return maxsim_logsumexp(x[rows, None], c[None, cols], xm, cm, temperature)
+        return _maxsim_logsumexp(x[rows, None], c[None, cols], xm, cm, temperature)
 
     recompute = torch.is_grad_enabled() and (x.requires_grad or c.requires_grad)
     return blockwise_pairs(block, x.shape[0], c.shape[0], chunk_size, recompute=recompute)
@@ -43,7 +48,7 @@ def _set_similarity(
 
 def _ranking_cost(s: Tensor, margin: float) -> Tensor:
     """Per-column cost ``[B]`` of FMFA's log-sum-exp ranking on a row-normalised ``s``."""
-    s = F.normalize(s, dim=1)
+    s = l2_normalize(s, 1, dtype=s.dtype)
     eye = torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
     # s * 0 keeps a one-sample batch connected to the graph without adding gradient.
     zero = s * 0
@@ -100,8 +105,9 @@ class EFALoss(nn.Module):
         (True = real token). Image ``b`` and caption ``b`` are a pair.
 
     Raises:
-        ValueError: batch sizes or widths differ, a mask's shape does not match its tokens,
-            ``text_mask`` with ``include_padding=True``, bad settings.
+        ValueError: batch sizes or widths differ, no tokens (``P`` or ``L`` is 0), a mask's
+            shape does not match its tokens, tensors on different devices, ``text_mask`` with
+            ``include_padding=True``, bad settings.
         TypeError: non-tensor inputs or non-bool masks.
 
     Differences from the reference code: the reference materialises ``[B, B, L, P]`` and
@@ -124,7 +130,7 @@ class EFALoss(nn.Module):
     ) -> None:
         super().__init__()
         fn = type(self).__name__
-        check_positive(temperature, "temperature", fn)
+        check_temperature(temperature, "temperature", fn)
         if threshold is not None:
             check_positive(threshold, "threshold", fn, allow_zero=True)
         if chunk_size is not None:
@@ -155,11 +161,13 @@ class EFALoss(nn.Module):
         text_mask: Tensor | None = None,
     ) -> Tensor:
         fn = type(self).__name__
-        fin = self.check_finite
-        img = check_features(image_tokens, "image_tokens", fn, ndim=3, dims="(B, P, D)", finite=fin)
-        txt = check_features(text_tokens, "text_tokens", fn, ndim=3, dims="(B, L, D)", finite=fin)
+        img = check_tokens(image_tokens, "image_tokens", fn, dims="(B, P, D)", finite=False)
+        txt = check_tokens(text_tokens, "text_tokens", fn, dims="(B, L, D)", finite=False)
         check_same_width(fn, img, "image_tokens", txt, "text_tokens")
         check_same_device(fn, image_tokens=img, text_tokens=txt)
+        if self.check_finite:
+            check_finite(img, "image_tokens", fn)
+            check_finite(txt, "text_tokens", fn)
         if img.shape[0] != txt.shape[0]:
             raise ValueError(
                 f"{fn}: image_tokens has {img.shape[0]} samples but text_tokens has "
@@ -181,7 +189,7 @@ class EFALoss(nn.Module):
                 text_mask[..., None], txt, torch.zeros((), dtype=txt.dtype, device=txt.device)
             )
 
-        agg = sparse_aggregate(txt, img, image_mask, self.threshold)
+        agg = _sparse_aggregate(txt, img, image_mask, self.threshold)
         s_text = _set_similarity(txt, agg, text_mask, text_mask, self.temperature, self.chunk_size)
         s_patch = _set_similarity(
             img, agg, image_mask, text_mask, self.temperature, self.chunk_size
