@@ -99,11 +99,17 @@ def l2_norm(x: Tensor, dim: int = -1, *, keepdim: bool = False) -> Tensor:
     when the norm itself exceeds the dtype. Computed in ``x.dtype``; callers upcast half inputs.
     """
     s = _pow2_scale(x, dim)
-    out = torch.linalg.vector_norm(x / s, dim=dim, keepdim=True) * s
+    out: Tensor = torch.linalg.vector_norm(x / s, dim=dim, keepdim=True) * s
     return out if keepdim else out.squeeze(dim)
 
 
-def l2_normalize(x: Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) -> Tensor:
+def l2_normalize(
+    x: Tensor,
+    dim: int = -1,
+    *,
+    dtype: torch.dtype | None = None,
+    grad_dtype: torch.dtype | None = None,
+) -> Tensor:
     r"""Rows scaled to unit L2 norm: ``x / max(‖x‖, eps)``, overflow-safe and zero-row-safe.
 
     The one feature normalisation of the package (losses, heads, retrieval). It computes in
@@ -113,7 +119,8 @@ def l2_normalize(x: Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) 
     correctly; for ordinary rows the result equals :func:`torch.nn.functional.normalize` bit
     for bit.
 
-    ``eps`` is :func:`zero_row_eps` of ``x.dtype`` (1e-6; 0.0039 for float16). A row shorter
+    ``eps`` is :func:`zero_row_eps` of ``grad_dtype`` (default ``x.dtype``: 1e-6; 0.0039 for
+    float16). A row shorter
     than ``eps`` is divided by ``eps`` instead of its norm, so the zero row maps to zero and
     the Jacobian is bounded by ``1/eps`` everywhere: at a zero row it is exactly
     :math:`I/\text{eps}` (``torch.nn.functional.normalize``'s absolute 1e-12 gives ``10¹²``).
@@ -122,11 +129,13 @@ def l2_normalize(x: Tensor, dim: int = -1, *, dtype: torch.dtype | None = None) 
         x: floating tensor of any shape.
         dim: the dimension normalised.
         dtype: compute and result dtype.
+        grad_dtype: the dtype the gradient finally lands in, when ``x`` is an upcast copy of
+            half-precision features (default ``x.dtype``).
 
     Returns:
         ``x`` normalised along ``dim``, in ``dtype``.
     """
-    eps = zero_row_eps(x.dtype)
+    eps = zero_row_eps(x.dtype if grad_dtype is None else grad_dtype)
     xd = x.to(compute_dtype(x) if dtype is None else dtype)
     s = _pow2_scale(xd, dim)
     y = xd / s

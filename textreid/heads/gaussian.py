@@ -17,7 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from textreid._checks import check_choice, check_positive, check_tensor
+from textreid._checks import check_choice, check_finite, check_positive, check_tensor
+from textreid._numerics import compute_dtype, l2_normalize
 
 __all__ = ["GaussianEmbedding", "GaussianHead", "TokenPooling"]
 
@@ -126,9 +127,10 @@ class GaussianEmbedding:
         """``[B]`` scalar uncertainty per item: the mean variance ``(1/D) Σ_d σ²_d``.
 
         This is the readout of the PCME++ authors' example (``exp(log σ²).mean(-1)``); their
-        evaluation code uses the sum, which is ``D`` times this value (same ranking).
+        evaluation code uses the sum, which is ``D`` times this value (same ranking). Computed
+        in float32 for half inputs (float16 overflows from ``log σ² ≈ 11``).
         """
-        return self.log_var.exp().mean(dim=-1)
+        return self.log_var.to(compute_dtype(self.log_var)).exp().mean(dim=-1)
 
     def to(self, *args: Any, **kwargs: Any) -> GaussianEmbedding:
         """Move / cast both fields, with the arguments of :meth:`torch.Tensor.to`."""
@@ -178,14 +180,20 @@ class GaussianHead(nn.Module):
             inputs ``[B, W]`` skip pooling.
         init_log_var: initial log-variance of every dimension.
         attention_hidden: hidden width of the attention pools.
+        check_finite: raise on NaN/inf features and on projections that overflow the
+            module's dtype (two host syncs per call).
 
     Shapes:
         features ``[B, W]`` or ``[B, N, W]``; ``key_mask`` bool ``[B, N]``, True = real token.
         Returns a :class:`GaussianEmbedding` with fields ``[B, D]``.
 
+    Numerics: mean pooling accumulates in float32 for half inputs, and the mean is
+    normalised in float32 by :func:`~textreid._numerics.l2_normalize` (a zero mean stays zero
+    with a bounded gradient) and cast back; the fields have the projections' dtype.
+
     Raises:
         ValueError: bad sizes or pooling name at construction; bad input rank, width or mask at
-            call time.
+            call time; with ``check_finite``, non-finite features or projections.
     """
 
     def __init__(
@@ -196,6 +204,8 @@ class GaussianHead(nn.Module):
         token_pooling: TokenPooling = "first",
         init_log_var: float = -5.0,
         attention_hidden: int = 256,
+        *,
+        check_finite: bool = True,
     ) -> None:
         super().__init__()
         fn = "GaussianHead"
@@ -208,6 +218,7 @@ class GaussianHead(nn.Module):
         self.in_dim = in_dim
         self.embed_dim = embed_dim
         self.normalize_mean = normalize_mean
+        self.check_finite = check_finite
         self.mean_proj = nn.Linear(in_dim, embed_dim)
         self.log_var_proj = nn.Linear(in_dim, embed_dim)
         nn.init.zeros_(self.log_var_proj.weight)
@@ -230,8 +241,11 @@ class GaussianHead(nn.Module):
             else torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         )
         if self.token_pooling == "mean":
-            m = mask.to(tokens.dtype)[..., None]
-            return (tokens * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+            # a float16 sum over many tokens overflows long before their mean does
+            dt = compute_dtype(tokens)
+            m = mask.to(dt)[..., None]
+            pooled = (tokens.to(dt) * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+            return pooled.to(tokens.dtype)
         fill = torch.finfo(tokens.dtype).min
         return tokens.masked_fill(~mask[..., None], fill).amax(dim=1)
 
@@ -243,6 +257,8 @@ class GaussianHead(nn.Module):
         )
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"{fn}: features has width {x.shape[-1]} but in_dim is {self.in_dim}")
+        if self.check_finite:
+            check_finite(x, "features", fn)
         if x.dim() == 2:
             if key_mask is not None:
                 raise ValueError(f"{fn}: key_mask is only valid with token features (B, N, W)")
@@ -260,6 +276,14 @@ class GaussianHead(nn.Module):
             pooled_mean = self._pool(x, key_mask, self.mean_pool)
             pooled_var = self._pool(x, key_mask, self.log_var_pool)
         mean = self.mean_proj(pooled_mean)
+        log_var = self.log_var_proj(pooled_var)
+        if self.check_finite:
+            for name, t in (("mean projection", mean), ("log-variance projection", log_var)):
+                if not bool(torch.isfinite(t).all()):
+                    raise ValueError(
+                        f"{fn}: the {name} overflows {t.dtype}; the features are too large "
+                        f"for this head (largest |feature| {float(x.detach().abs().amax()):.3g})"
+                    )
         if self.normalize_mean:
-            mean = nn.functional.normalize(mean, dim=-1)
-        return GaussianEmbedding(mean, self.log_var_proj(pooled_var))
+            mean = l2_normalize(mean).to(mean.dtype)
+        return GaussianEmbedding(mean, log_var)

@@ -19,6 +19,15 @@ With :math:`\Delta\mu = \mu_x - \mu_y` and :math:`\sigma^2 = e^{\text{log\_var}}
   \log(\bar\sigma^2/\sigma_x\sigma_y)`, :math:`\bar\sigma^2 = (\sigma_x^2+\sigma_y^2)/2`;
 - log expected likelihood kernel: :math:`\log\int N_x N_y = -\tfrac12\sum_d[\Delta\mu^2/s_d +
   \log s_d + \log 2\pi]`, :math:`s = \sigma_x^2 + \sigma_y^2` (a similarity).
+
+Numerics: half-precision embeddings are computed in float32 (results are float32, float64 for
+float64 inputs). Log-variances enter the distances clamped to ``[-40, 40]`` (:data:`LOG_VAR_BOUND`):
+a variance ratio then stays below ``e^80 ≈ 5.5e34`` per dimension, so ``0 · e^{-log σ²}`` on a
+diagonal can never become ``0 · inf = NaN`` and sums over thousands of dimensions stay finite
+in float32; outside the bound the gradient with respect to ``log_var`` is zero. On CPU the
+inputs are checked finite and a result that overflows (means around ``1e19`` and beyond in
+float32) raises a ``ValueError``; elsewhere these checks would cost a host sync and are
+skipped.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from torch import Tensor
 
 from textreid._checks import (
     check_choice,
+    check_finite,
     check_positive,
     check_same_device,
     check_same_width,
@@ -70,6 +80,9 @@ GAUSSIAN_DISTANCES: tuple[GaussianDistance, ...] = (
 )
 """Names accepted by :func:`gaussian_distance` and :func:`gaussian_scores`."""
 
+LOG_VAR_BOUND = 40.0
+"""Log-variances are clamped to ``[-LOG_VAR_BOUND, LOG_VAR_BOUND]`` inside the distances."""
+
 # Square root floor of PCME's sample distance ``sqrt(‖z − z'‖² + 1e-6)``: keeps the gradient
 # finite when two samples coincide.
 _PCME_SQRT_EPS = 1e-6
@@ -90,6 +103,38 @@ def _check_pair(
     _check_chunk(fn, chunk_size)
 
 
+def _values(
+    fn: str, x: GaussianEmbedding, y: GaussianEmbedding, check: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(mean_x, log_var_x, mean_y, log_var_y)`` in the compute dtype, log-variances clamped;
+    with ``check`` the inputs are checked finite first."""
+    if check:
+        for name, t in (
+            ("x.mean", x.mean),
+            ("x.log_var", x.log_var),
+            ("y.mean", y.mean),
+            ("y.log_var", y.log_var),
+        ):
+            check_finite(t, name, fn)
+    dt = compute_dtype(x.mean)
+    return (
+        x.mean.to(dt),
+        x.log_var.to(dt).clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND),
+        y.mean.to(dt),
+        y.log_var.to(dt).clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND),
+    )
+
+
+def _check_result(fn: str, out: Tensor, what: str, check: bool) -> Tensor:
+    """With ``check``, refuse a result that overflowed: the true value is beyond the dtype."""
+    if check and out.numel() and not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"{fn}: the {what} overflow {out.dtype}: the embeddings (means, samples or "
+            "variances) are too large for this computation; scale them down"
+        )
+    return out
+
+
 def _check_chunk(fn: str, chunk_size: int | None) -> None:
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
@@ -97,14 +142,36 @@ def _check_chunk(fn: str, chunk_size: int | None) -> None:
         raise ValueError(f"{fn}: chunk_size must be None or an int >= 1, got {chunk_size!r}")
 
 
+Block = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+"""``(mean_x, log_var_x, mean_y, log_var_y) -> [B_x, B_y]`` for a chunk of ``x`` rows."""
+
+
 def _chunked(
     x: GaussianEmbedding,
+    y: GaussianEmbedding,
     chunk_size: int | None,
-    block: Callable[[GaussianEmbedding], Tensor],
+    block: Block,
+    *,
+    fn: str,
+    check_inputs: bool,
+    check_result: bool,
 ) -> Tensor:
-    if chunk_size is None or chunk_size >= len(x):
-        return block(x)
-    return torch.cat([block(x[i : i + chunk_size]) for i in range(0, len(x), chunk_size)], dim=0)
+    mx, lx, my, ly = _values(fn, x, y, check_inputs)
+    n = mx.shape[0]
+    step = n if chunk_size is None else chunk_size
+    out = torch.cat(
+        [block(mx[i : i + step], lx[i : i + step], my, ly) for i in range(0, n, step)], dim=0
+    )
+    return _check_result(fn, out, "distances", check_result)
+
+
+def _pairwise(
+    fn: str, x: GaussianEmbedding, y: GaussianEmbedding, chunk_size: int | None, block: Block
+) -> Tensor:
+    """A public distance: structure checked; on CPU also finite inputs and result."""
+    _check_pair(fn, x, y, chunk_size)
+    cpu = x.mean.device.type == "cpu"
+    return _chunked(x, y, chunk_size, block, fn=fn, check_inputs=cpu, check_result=cpu)
 
 
 def _sq_euclid(a: Tensor, b: Tensor) -> Tensor:
@@ -133,13 +200,11 @@ def csd_distance(
     Raises:
         TypeError, ValueError: non-Gaussian inputs, width/device/dtype mismatch, bad chunk size.
     """
-    _check_pair("csd_distance", x, y, chunk_size)
-    var_y = y.log_var.exp().sum(-1)
+    return _pairwise("csd_distance", x, y, chunk_size, _csd_block)
 
-    def block(xb: GaussianEmbedding) -> Tensor:
-        return _sq_euclid(xb.mean, y.mean) + xb.log_var.exp().sum(-1)[:, None] + var_y[None, :]
 
-    return _chunked(x, chunk_size, block)
+def _csd_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    return _sq_euclid(mx, my) + lx.exp().sum(-1)[:, None] + ly.exp().sum(-1)[None, :]
 
 
 def wasserstein2_distance(
@@ -152,17 +217,16 @@ def wasserstein2_distance(
     (the ``wdist`` ablation of PCME++). A squared metric: symmetric, zero iff ``x == y``.
     Shapes, arguments and errors as :func:`csd_distance`.
     """
-    _check_pair("wasserstein2_distance", x, y, chunk_size)
-
-    def block(xb: GaussianEmbedding) -> Tensor:
-        return _sq_euclid(xb.mean, y.mean) + _sq_euclid(xb.std, y.std)
-
-    return _chunked(x, chunk_size, block)
+    return _pairwise("wasserstein2_distance", x, y, chunk_size, _wasserstein_block)
 
 
-def _kl_block(xb: GaussianEmbedding, y: GaussianEmbedding) -> Tensor:
-    lv_x, lv_y = xb.log_var[:, None, :], y.log_var[None, :, :]
-    diff = xb.mean[:, None, :] - y.mean[None, :, :]
+def _wasserstein_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    return _sq_euclid(mx, my) + _sq_euclid((0.5 * lx).exp(), (0.5 * ly).exp())
+
+
+def _kl_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    lv_x, lv_y = lx[:, None, :], ly[None, :, :]
+    diff = mx[:, None, :] - my[None, :, :]
     # exp of differences (not ratios of exps) keeps 1/σ_y² from overflowing at tiny variances
     terms = (lv_x - lv_y).exp() + diff.pow(2) * (-lv_y).exp() - 1.0 + lv_y - lv_x
     return 0.5 * terms.sum(-1)
@@ -180,8 +244,11 @@ def kl_divergence(
     Shapes, arguments and errors as :func:`csd_distance`; swap the arguments (or use
     ``gaussian_distance(..., "reverse_kl")``) for ``KL(N_y ‖ N_x)``.
     """
-    _check_pair("kl_divergence", x, y, chunk_size)
-    return _chunked(x, chunk_size, lambda xb: _kl_block(xb, y))
+    return _pairwise("kl_divergence", x, y, chunk_size, _kl_block)
+
+
+def _reverse_kl_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    return _kl_block(my, ly, mx, lx).T
 
 
 def symmetric_kl_divergence(
@@ -191,17 +258,16 @@ def symmetric_kl_divergence(
 
     Shapes, arguments and errors as :func:`csd_distance`.
     """
-    _check_pair("symmetric_kl_divergence", x, y, chunk_size)
+    return _pairwise("symmetric_kl_divergence", x, y, chunk_size, _symmetric_kl_block)
 
-    def block(xb: GaussianEmbedding) -> Tensor:
-        lv_x, lv_y = xb.log_var[:, None, :], y.log_var[None, :, :]
-        diff2 = (xb.mean[:, None, :] - y.mean[None, :, :]).pow(2)
-        # the log-variance terms cancel; each ratio is an exp of a difference for stability
-        terms = (lv_x - lv_y).exp() + (lv_y - lv_x).exp() - 2.0
-        terms = terms + diff2 * ((-lv_x).exp() + (-lv_y).exp())
-        return 0.5 * terms.sum(-1)
 
-    return _chunked(x, chunk_size, block)
+def _symmetric_kl_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    lv_x, lv_y = lx[:, None, :], ly[None, :, :]
+    diff2 = (mx[:, None, :] - my[None, :, :]).pow(2)
+    # the log-variance terms cancel; each ratio is an exp of a difference for stability
+    terms = (lv_x - lv_y).exp() + (lv_y - lv_x).exp() - 2.0
+    terms = terms + diff2 * ((-lv_x).exp() + (-lv_y).exp())
+    return 0.5 * terms.sum(-1)
 
 
 def bhattacharyya_distance(
@@ -216,16 +282,15 @@ def bhattacharyya_distance(
     Symmetric, non-negative, zero iff ``x == y``. Shapes, arguments and errors as
     :func:`csd_distance`.
     """
-    _check_pair("bhattacharyya_distance", x, y, chunk_size)
+    return _pairwise("bhattacharyya_distance", x, y, chunk_size, _bhattacharyya_block)
 
-    def block(xb: GaussianEmbedding) -> Tensor:
-        lv_x, lv_y = xb.log_var[:, None, :], y.log_var[None, :, :]
-        log_avg = torch.logaddexp(lv_x, lv_y) - math.log(2.0)
-        diff2 = (xb.mean[:, None, :] - y.mean[None, :, :]).pow(2)
-        terms = 0.125 * diff2 * (-log_avg).exp() + 0.5 * (log_avg - 0.5 * (lv_x + lv_y))
-        return terms.sum(-1)
 
-    return _chunked(x, chunk_size, block)
+def _bhattacharyya_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    lv_x, lv_y = lx[:, None, :], ly[None, :, :]
+    log_avg = torch.logaddexp(lv_x, lv_y) - math.log(2.0)
+    diff2 = (mx[:, None, :] - my[None, :, :]).pow(2)
+    terms = 0.125 * diff2 * (-log_avg).exp() + 0.5 * (log_avg - 0.5 * (lv_x + lv_y))
+    return terms.sum(-1)
 
 
 def log_expected_likelihood(
@@ -242,23 +307,45 @@ def log_expected_likelihood(
     which can be negative (it is not a metric). Shapes, arguments and errors as
     :func:`csd_distance`.
     """
-    _check_pair("log_expected_likelihood", x, y, chunk_size)
-
-    def block(xb: GaussianEmbedding) -> Tensor:
-        log_s = torch.logaddexp(xb.log_var[:, None, :], y.log_var[None, :, :])
-        diff2 = (xb.mean[:, None, :] - y.mean[None, :, :]).pow(2)
-        return -0.5 * (diff2 * (-log_s).exp() + log_s + math.log(2.0 * math.pi)).sum(-1)
-
-    return _chunked(x, chunk_size, block)
+    return _pairwise("log_expected_likelihood", x, y, chunk_size, _log_elk_block)
 
 
-_DISTANCE_FNS: dict[str, Callable[..., Tensor]] = {
-    "csd": csd_distance,
-    "wasserstein": wasserstein2_distance,
-    "kl": kl_divergence,
-    "symmetric_kl": symmetric_kl_divergence,
-    "bhattacharyya": bhattacharyya_distance,
+def _log_elk_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    log_s = torch.logaddexp(lx[:, None, :], ly[None, :, :])
+    diff2 = (mx[:, None, :] - my[None, :, :]).pow(2)
+    return -0.5 * (diff2 * (-log_s).exp() + log_s + math.log(2.0 * math.pi)).sum(-1)
+
+
+def _elk_distance_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
+    return -_log_elk_block(mx, lx, my, ly)
+
+
+_BLOCKS: dict[str, Block] = {
+    "csd": _csd_block,
+    "wasserstein": _wasserstein_block,
+    "kl": _kl_block,
+    "reverse_kl": _reverse_kl_block,
+    "symmetric_kl": _symmetric_kl_block,
+    "bhattacharyya": _bhattacharyya_block,
+    "elk": _elk_distance_block,
 }
+
+
+def _distance_matrix(
+    fn: str,
+    x: GaussianEmbedding,
+    y: GaussianEmbedding,
+    distance: GaussianDistance,
+    chunk_size: int | None,
+    *,
+    check_finite: bool,
+) -> Tensor:
+    """:func:`gaussian_distance` for callers that validated ``x`` and ``y`` themselves (the
+    losses): errors name ``fn``; with ``check_finite`` an overflowing result raises (one host
+    sync)."""
+    return _chunked(
+        x, y, chunk_size, _BLOCKS[distance], fn=fn, check_inputs=False, check_result=check_finite
+    )
 
 
 def gaussian_distance(
@@ -276,13 +363,9 @@ def gaussian_distance(
     Raises:
         ValueError: unknown ``distance``, plus the errors of the chosen function.
     """
-    check_choice(distance, "distance", "gaussian_distance", GAUSSIAN_DISTANCES)
-    if distance == "reverse_kl":
-        _check_pair("gaussian_distance", x, y, chunk_size)
-        return kl_divergence(y, x, chunk_size=chunk_size).T
-    if distance == "elk":
-        return -log_expected_likelihood(x, y, chunk_size=chunk_size)
-    return _DISTANCE_FNS[distance](x, y, chunk_size=chunk_size)
+    fn = "gaussian_distance"
+    check_choice(distance, "distance", fn, GAUSSIAN_DISTANCES)
+    return _pairwise(fn, x, y, chunk_size, _BLOCKS[distance])
 
 
 def _check_samples(fn: str, x_samples: object, y_samples: object) -> tuple[Tensor, Tensor]:
@@ -311,10 +394,23 @@ def sample_match_logits(
         ``[B_x, B_y, K·K']`` logits (index ``k·K' + k'``), computed in at least float32.
 
     Raises:
-        TypeError, ValueError: bad ranks, dtypes, widths, devices or ``K = 0``.
+        TypeError, ValueError: bad ranks, dtypes, widths, devices or ``K = 0``; on CPU also
+            non-finite samples or logits that overflow (samples too large).
     """
-    xs, ys = _check_samples("sample_match_logits", x_samples, y_samples)
-    dtype = compute_dtype(xs)
+    fn = "sample_match_logits"
+    xs, ys = _check_samples(fn, x_samples, y_samples)
+    cpu = xs.device.type == "cpu"
+    if cpu:
+        check_finite(xs, "x_samples", fn)
+        check_finite(ys, "y_samples", fn)
+    return _check_result(fn, _sample_logits(xs, ys, negative_scale, shift), "logits", cpu)
+
+
+def _sample_logits(
+    xs: Tensor, ys: Tensor, negative_scale: Tensor | float, shift: Tensor | float
+) -> Tensor:
+    """:func:`sample_match_logits` without checks, in the compute dtype."""
+    dtype = compute_dtype(xs, ys)
     (bx, k, d), (by, k2, _) = xs.shape, ys.shape
     sq = _sq_euclid(xs.reshape(bx * k, d).to(dtype), ys.reshape(by * k2, d).to(dtype))
     dist = (sq + _PCME_SQRT_EPS).sqrt().reshape(bx, k, by, k2).permute(0, 2, 1, 3)
@@ -354,13 +450,30 @@ def match_probability(
     fn = "match_probability"
     xs, ys = _check_samples(fn, x_samples, y_samples)
     _check_chunk(fn, chunk_size)
+    return _match_probability(
+        fn, xs, ys, negative_scale, shift, chunk_size, xs.device.type == "cpu"
+    )
+
+
+def _match_probability(
+    fn: str,
+    xs: Tensor,
+    ys: Tensor,
+    negative_scale: Tensor | float,
+    shift: Tensor | float,
+    chunk_size: int | None,
+    check: bool,
+) -> Tensor:
+    if check:
+        check_finite(xs, "x_samples", fn)
+        check_finite(ys, "y_samples", fn)
     step = xs.shape[0] if chunk_size is None else chunk_size
-    blocks = [
-        torch.sigmoid(2.0 * sample_match_logits(xs[i : i + step], ys, negative_scale, shift)).mean(
-            -1
+    blocks = []
+    for i in range(0, xs.shape[0], step):
+        logits = _check_result(
+            fn, _sample_logits(xs[i : i + step], ys, negative_scale, shift), "logits", check
         )
-        for i in range(0, xs.shape[0], step)
-    ]
+        blocks.append(torch.sigmoid(2.0 * logits).mean(-1))
     return torch.cat(blocks, dim=0)
 
 
@@ -386,6 +499,7 @@ def gaussian_scores(
     negative_scale: float = 15.0,
     shift: float = 15.0,
     generator: torch.Generator | None = None,
+    check_finite: bool = True,
 ) -> GaussianScores:
     """Retrieval scores between probabilistic queries (texts) and gallery items (images).
 
@@ -399,25 +513,42 @@ def gaussian_scores(
         query: ``Nq`` Gaussians. gallery: ``Ng`` Gaussians of the same width.
         distance: one of :data:`GAUSSIAN_DISTANCES` or ``"match_prob"``.
         chunk_size: query rows per block (None: all at once).
+        check_finite: raise on NaN/inf inputs and on scores that overflow (two host syncs,
+            on any device).
 
     Returns:
-        :class:`GaussianScores` ``(scores [Nq, Ng], query_uncertainty [Nq])``.
+        :class:`GaussianScores` ``(scores [Nq, Ng], query_uncertainty [Nq])``, float32 for
+        half inputs.
 
     Raises:
-        ValueError: unknown ``distance``, ``num_samples < 1``, plus the distance's errors.
+        ValueError: unknown ``distance``, ``num_samples < 1``, plus the distance's errors;
+            with ``check_finite`` non-finite inputs, scores or uncertainties.
     """
     fn = "gaussian_scores"
     check_choice(distance, "distance", fn, (*GAUSSIAN_DISTANCES, "match_prob"))
     _check_pair(fn, query, gallery, chunk_size)
     if distance == "match_prob":
         check_positive(num_samples, "num_samples", fn)
-        scores = match_probability(
+        _values(fn, query, gallery, check_finite)
+        scores = _match_probability(
+            fn,
             query.sample(num_samples, generator),
             gallery.sample(num_samples, generator),
             negative_scale,
             shift,
-            chunk_size=chunk_size,
+            chunk_size,
+            check_finite,
         )
     else:
-        scores = -gaussian_distance(query, gallery, distance, chunk_size=chunk_size)
-    return GaussianScores(scores, query.uncertainty())
+        block = _BLOCKS[distance]
+        scores = -_chunked(
+            query,
+            gallery,
+            chunk_size,
+            block,
+            fn=fn,
+            check_inputs=check_finite,
+            check_result=check_finite,
+        )
+    uncertainty = _check_result(fn, query.uncertainty(), "query uncertainties", check_finite)
+    return GaussianScores(scores, uncertainty)

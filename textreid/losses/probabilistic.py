@@ -31,13 +31,14 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
-from textreid._numerics import check_temperature
+from textreid._numerics import check_temperature, l2_normalize
 from textreid.heads.gaussian import GaussianEmbedding
 from textreid.heads.gaussian_distances import (
     GAUSSIAN_DISTANCES,
     GaussianDistance,
-    gaussian_distance,
-    sample_match_logits,
+    _check_result,
+    _distance_matrix,
+    _sample_logits,
 )
 from textreid.losses._common import (
     DirectionalLosses,
@@ -98,6 +99,14 @@ def _elementwise_kl(g: GaussianEmbedding, mean: Tensor | None = None) -> Tensor:
     return 0.5 * (mu.pow(2) + g.log_var.exp() - 1.0 - g.log_var)
 
 
+def _checked(fn: str, out: Tensor | DirectionalLosses, finite: bool) -> Tensor | DirectionalLosses:
+    """With ``finite``, refuse a loss that overflowed from finite inputs (a log-variance above
+    ~88 has a variance beyond float32; means of ~1e19 have squared distances beyond it)."""
+    for t in (out,) if isinstance(out, Tensor) else out:
+        _check_result(fn, t, "loss values", finite)
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # KL to the unit Gaussian
 
@@ -121,9 +130,8 @@ def _gaussian_kl(fn: str, embedding: object, reduction: str, finite: bool) -> Te
         check_finite(embedding.mean, "embedding.mean", fn)
         check_finite(embedding.log_var, "embedding.log_var", fn)
     kl = _elementwise_kl(embedding.to(compute_dtype(embedding.mean)))
-    if reduction == "none":
-        return kl
-    return kl.mean() if reduction == "mean" else kl.sum()
+    out = kl if reduction == "none" else kl.mean() if reduction == "mean" else kl.sum()
+    return _check_result(fn, out, "loss values", finite)
 
 
 class GaussianKLLoss(nn.Module):
@@ -139,7 +147,8 @@ class GaussianKLLoss(nn.Module):
     Args:
         reduction: ``"mean"`` over all ``B·D`` entries (PCME++'s reduction), ``"sum"`` over all
             entries (PCME's), ``"none"`` the ``[B, D]`` entries.
-        check_finite: raise on NaN/inf inputs.
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
 
     Call arguments:
         embedding: a :class:`GaussianEmbedding` ``[B, D]`` (one modality; add the two calls).
@@ -184,13 +193,17 @@ def _check_pcme_args(
     check_positive(uniformity_t, "uniformity_t", fn)
 
 
-def _check_given_samples(fn: str, samples: object, g: GaussianEmbedding, name: str) -> Tensor:
+def _check_given_samples(
+    fn: str, samples: object, g: GaussianEmbedding, name: str, finite: bool
+) -> Tensor:
     s = check_tensor(samples, name, fn, ndim=3, kind="float", dims="(B, K, D)")
     if s.shape[0] != len(g) or s.shape[2] != g.dim:
         raise ValueError(
             f"{fn}: {name} has shape {tuple(s.shape)} but the embedding is ({len(g)}, {g.dim})"
         )
     check_same_device(fn, embedding=g.mean, **{name: s})
+    if finite:
+        check_finite(s, name, fn)
     return s
 
 
@@ -237,14 +250,14 @@ def _pcme(
 
     def draw(g: GaussianEmbedding, given: Tensor | None, name: str) -> Tensor:
         if given is not None:
-            return _check_given_samples(fn, given, g, name).to(g.mean.dtype)
+            return _check_given_samples(fn, given, g, name, finite).to(g.mean.dtype)
         # the reference encoder reads its log-variance as a log-std when sampling
         src = GaussianEmbedding(g.mean, 2.0 * g.log_var) if reference_sampling else g
         return src.sample(num_samples, generator)
 
     zs_v = draw(img, image_samples, "image_samples")
     zs_t = draw(txt, text_samples, "text_samples")
-    logits = sample_match_logits(zs_v, zs_t, negative_scale, shift)
+    logits = _check_result(fn, _sample_logits(zs_v, zs_t, negative_scale, shift), "logits", finite)
     sign = torch.where(pid_match(ip, tp), 1.0, -1.0).to(logits.dtype)[..., None]
     # -log mean_k sigmoid(2 m s) = log K - logsumexp_k(m s - logaddexp(s, -s))
     log_p = torch.logsumexp(sign * logits - torch.logaddexp(logits, -logits), dim=-1)
@@ -260,7 +273,7 @@ def _pcme(
         assert isinstance(out, Tensor)
         pts = torch.cat([zs_v.reshape(-1, img.dim), zs_t.reshape(-1, txt.dim)])
         out = out + uniformity_lambda * _uniformity(pts, uniformity_t)
-    return out
+    return _checked(fn, out, finite)
 
 
 def pcme_loss(
@@ -333,7 +346,8 @@ class PCMELoss(nn.Module):
             ``"mean"`` (mean over image rows plus mean over caption rows) or ``"none"``
             (:class:`DirectionalLosses`: row sums of NLL plus each item's weighted KL;
             refused when ``uniformity_lambda != 0``).
-        check_finite: raise on NaN/inf inputs.
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
 
     Call arguments:
         image, text: :class:`GaussianEmbedding` ``[B_i, D]`` and ``[B_t, D]``.
@@ -490,7 +504,8 @@ def _csd(
         check_same_device(fn, image=img.mean, match=m)
         target = m.to(img.mean.dtype)
     dist_name: GaussianDistance = "csd" if distance == "csd" else "wasserstein"
-    logits = -negative_scale * gaussian_distance(img, txt, dist_name) + shift
+    dist = _distance_matrix(fn, img, txt, dist_name, None, check_finite=finite)
+    logits = -negative_scale * dist + shift
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     i2t, t2i = bce.mean(dim=1), bce.mean(dim=0)
     if pseudo_positive_alpha != 0:
@@ -503,7 +518,7 @@ def _csd(
     if kl_beta != 0:
         i2t = i2t + kl_beta * _elementwise_kl(img).mean(-1)
         t2i = t2i + kl_beta * _elementwise_kl(txt).mean(-1)
-    return reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
+    return _checked(fn, reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn), finite)
 
 
 def csd_loss(
@@ -557,7 +572,8 @@ class CSDLoss(nn.Module):
         reduction: ``"mean"`` (the paper's), ``"sum"`` (sums of row means) or ``"none"``
             (:class:`DirectionalLosses` of row values: the row's mean BCE terms plus its item's
             :math:`\beta\,\overline{\mathrm{KL}}`).
-        check_finite: raise on NaN/inf inputs.
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
 
     Call arguments:
         image, text: :class:`GaussianEmbedding` ``[B_i, D]``, ``[B_t, D]``.
@@ -665,13 +681,14 @@ def _distribution_contrast(
     img, txt, ip, tp = _prepare(fn, image, text, pids, image_pids, text_pids, finite)
     scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device, finite=finite)
     dist_name: GaussianDistance = distance  # type: ignore[assignment]
-    logits = -gaussian_distance(img, txt, dist_name, chunk_size=chunk_size) * scale
+    dist = _distance_matrix(fn, img, txt, dist_name, chunk_size, check_finite=finite)
+    logits = -dist * scale
     match = pid_match(ip, tp)
     if objective == "sdm":
         rows = match_kl(logits, match, "l1", epsilon)
     else:
         rows = DirectionalLosses(_soft_target_ce(logits, match), _soft_target_ce(logits.T, match.T))
-    return reduce_directional(rows, reduction, fn)
+    return _checked(fn, reduce_directional(rows, reduction, fn), finite)
 
 
 def distribution_contrast_loss(
@@ -729,7 +746,8 @@ class DistributionContrastLoss(nn.Module):
         epsilon: SDM's floor inside the log (1e-8).
         chunk_size: image rows per block for the distance.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (:class:`DirectionalLosses`).
-        check_finite: raise on NaN/inf inputs.
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
 
     Call arguments:
         image, text: :class:`GaussianEmbedding` ``[B_i, D]``, ``[B_t, D]``.
@@ -829,14 +847,16 @@ def _point_contrast(
     _check_point_args(fn, num_samples, temperature, intra_modal_weight)
     img, txt, ip, tp = _prepare(fn, image, text, pids, image_pids, text_pids, finite)
     scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device, finite=finite)
+    # the eps of the normalisation follows the caller's dtype, where the gradients land
+    grad_dtype = image.mean.dtype
 
     def draw(g: GaussianEmbedding, given: Tensor | None, name: str) -> Tensor:
         s = (
             g.sample(num_samples, generator)
             if given is None
-            else _check_given_samples(fn, given, g, name).to(g.mean.dtype)
+            else _check_given_samples(fn, given, g, name, finite).to(g.mean.dtype)
         )
-        return F.normalize(s, dim=-1)
+        return l2_normalize(s, grad_dtype=grad_dtype)
 
     zv = draw(img, image_samples, "image_samples")
     zt = draw(txt, text_samples, "text_samples")
@@ -846,7 +866,7 @@ def _point_contrast(
     if intra_modal_weight != 0:
         i2t = i2t + intra_modal_weight * _point_rows(zv, zv, pid_match(ip, ip), scale, True)
         t2i = t2i + intra_modal_weight * _point_rows(zt, zt, pid_match(tp, tp), scale, True)
-    return reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
+    return _checked(fn, reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn), finite)
 
 
 def _check_point_args(
@@ -914,7 +934,8 @@ class PointContrastLoss(nn.Module):
         temperature: :math:`\tau` (0.02).
         intra_modal_weight: weight of the intra-modal terms (1; 0 disables them).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (:class:`DirectionalLosses`).
-        check_finite: raise on NaN/inf inputs.
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
 
     Call arguments:
         image, text: :class:`GaussianEmbedding` ``[B_i, D]``, ``[B_t, D]``.
