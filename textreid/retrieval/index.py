@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import json
 import math
 import os
@@ -175,10 +174,20 @@ def _read_header(f: io.BufferedReader) -> tuple[dict[str, str], dict[str, _Entry
     entries: dict[str, _Entry] = {}
     for name, info in header.items():
         entries[name] = _entry(name, info, data_start, data_size)
-    spans = sorted((e.start, e.start + e.nbytes, e.name) for e in entries.values() if e.nbytes)
-    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
-        if start < end:
-            raise _Corrupt(f"the data of tensors {a!r} and {b!r} overlap")
+    # As in safetensors itself, the tensors tile the data section: no overlap (one tensor's
+    # bytes read as another's), no gap and nothing after the last one.
+    covered = data_start
+    for e in sorted(entries.values(), key=lambda e: (e.start, e.nbytes)):
+        if e.start != covered:
+            raise _Corrupt(
+                f"tensor {e.name!r} starts at data byte {e.start - data_start}, but the tensors "
+                f"before it end at {covered - data_start} (they must tile the data section)"
+            )
+        covered += e.nbytes
+    if covered != size:
+        raise _Corrupt(
+            f"its tensors cover {covered - data_start} of the {data_size} bytes of the data section"
+        )
     return meta, entries
 
 
