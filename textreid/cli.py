@@ -303,12 +303,15 @@ def _output_path(args: argparse.Namespace) -> str | None:
 
 def _describe_os_error(exc: OSError, args: argparse.Namespace) -> str:
     """One line naming the path and the cause, e.g. ``/data/run: No space left on device``."""
-    if exc.strerror is None and exc.errno is None:
-        return str(exc)  # our own message, raised as FileNotFoundError and the like
-    cause = exc.strerror or os.strerror(exc.errno or 0)
-    code = errno.errorcode.get(exc.errno or 0)
-    if code:
-        cause = f"{cause} ({code})"
+    number = exc.errno
+    if number is None and len(exc.args) == 1 and isinstance(exc.args[0], int):
+        number = exc.args[0]  # OSError(errno.ENOSPC) keeps the number in args only
+    if number is None:
+        # our own message, raised as FileNotFoundError and the like
+        return str(exc) or type(exc).__name__
+    cause = exc.strerror or os.strerror(number)
+    if number in errno.errorcode:
+        cause = f"{cause} ({errno.errorcode[number]})"
     if exc.filename is not None:
         where = os.fsdecode(exc.filename)
         if exc.filename2 is not None:
