@@ -38,6 +38,7 @@ from textreid.models import (
 )
 from textreid.models.torchscript import read_torchscript_state_dict
 from textreid.testing import FakeHub
+from textreid.training import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit:FutureWarning", "ignore:'torch.load' received a zip file"
@@ -409,6 +410,7 @@ _LOADERS: dict[str, Callable[[Path, Path, CLIPDualEncoder, Any], None]] = {
         root, tiny, f.read_bytes(), Retriever.from_pretrained
     ),
     "textreid convert": lambda f, root, tiny, cap: _convert(f, root / "out", cap),
+    "load_checkpoint": lambda f, root, tiny, cap: load_checkpoint(f),
 }
 
 

@@ -61,7 +61,8 @@ def test_truncated_checkpoint_is_rejected_with_its_name(tmp_path: Path) -> None:
     data = good.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(
-        ValueError, match=r"load_checkpoint: .*checkpoint-epoch0002\.pt is not a readable"
+        ValueError,
+        match=r"load_checkpoint: cannot read .*checkpoint-epoch0002\.pt as a torch checkpoint",
     ):
         load_checkpoint(bad)
     with pytest.warns(UserWarning, match=r"skipping unreadable checkpoint.*checkpoint-epoch0002"):

@@ -27,6 +27,7 @@ from torch import nn
 
 from textreid._checks import check_format_version
 from textreid._io import atomic_path, atomic_write
+from textreid._untrusted import torch_load_weights_only
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -69,10 +70,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {p}")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"load_checkpoint: {p} is not a readable checkpoint ({e})") from e
+    obj = torch_load_weights_only(p, "load_checkpoint")
     if not isinstance(obj, dict):
         raise ValueError(
             f"load_checkpoint: {p} holds a {type(obj).__name__}, expected a checkpoint dict"
