@@ -168,13 +168,15 @@ def _global(module: str, name: str) -> bytes:
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
 
-def _tensor(key: str, numel: int, size: tuple[int, ...], stride: tuple[int, ...]) -> bytes:
+def _tensor(
+    key: str, numel: int, size: tuple[int, ...], stride: tuple[int, ...], offset: int = 0
+) -> bytes:
     storage = _tuple(_str("storage"), _global("torch", "FloatStorage"), _str(key), _str("cpu"))
     storage = storage[:-1] + _int(numel) + b"t"
     hooks = _global("collections", "OrderedDict") + b")R"
     args = _tuple(
         storage + b"Q",
-        _int(0),
+        _int(offset),
         _tuple(*map(_int, size)),
         _tuple(*map(_int, stride)),
         b"\x89",
@@ -251,6 +253,13 @@ def _hostile_cases(marker: Path) -> dict[str, _Hostile]:
             _module("M", {"w": _str("weights")}), "'w' a parameter or buffer, but it holds a str"
         ),
         "root that is not a module": _Hostile(_str("hello"), "holds a str, not a module"),
+        "module never given a state": _Hostile(
+            _global("__torch__", "M") + b")\x81", "has no state; the archive is corrupt"
+        ),
+        "offset beyond an empty view": _Hostile(
+            _module("M", {"w": _tensor("0", 3, (0,), (1,), offset=1 << 30)}),
+            "does not fit its storage",
+        ),
     }
 
 

@@ -109,11 +109,12 @@ class _ScriptObject:
     """Stands in for an object of a ``__torch__.*`` class: records its state, runs nothing."""
 
     qualname = ""
-    __slots__ = ("args", "state")
+    # Class-level defaults: NEWOBJ creates instances without calling __init__.
+    args: tuple[object, ...] = ()
+    state: object = None
 
     def __init__(self, *args: object) -> None:
         self.args = args
-        self.state: object = None
 
     def __setstate__(self, state: object) -> None:
         self.state = state
@@ -146,7 +147,7 @@ def _rebuild_tensor(
     extent = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) + 1
     # numel <= storage numel also rules out stride-0 views that would allocate far more than
     # the file holds once copied.
-    if numel and (extent > storage.numel or numel > storage.numel):
+    if offset > storage.numel or (numel and (extent > storage.numel or numel > storage.numel)):
         raise pickle.UnpicklingError(
             f"a tensor of size {list(size)} (stride {list(stride)}, offset {offset}) does not "
             f"fit its storage {storage.key!r} of {storage.numel} elements"
@@ -346,6 +347,8 @@ def _state_dict(
         if decl is None:
             raise ValueError(f"{path}: {where} has no module definition under code/")
         state = obj.state
+        if state is None:
+            raise ValueError(f"{path}: {where} has no state; the archive is corrupt")
         if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
             raise ValueError(
                 f"{path}: {where} restores its state with its own __setstate__ code, which "
