@@ -49,6 +49,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.no_progress,
+        seed=args.seed,
     )
     if result.test_metrics is None:  # only under torchrun, on ranks > 0
         return 0
@@ -106,6 +107,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.no_progress,
         select_on_test=args.select_on_test,
+        seed=args.seed,
     )
     if result.test_metrics is None:  # torchrun ranks > 0 only train
         return 0
@@ -221,7 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="textreid-demo", help="output folder (default: %(default)s)")
     p.add_argument("--recipe", default="tiny-irra", help="recipe to train (default: %(default)s)")
     p.add_argument("--identities", type=int, default=300, help="SynthPEDES identities")
-    p.add_argument("--seed", type=int, default=0, help="data and sampling seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the dataset, the model's initialisation, data order and augmentation "
+        "(default: %(default)s)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
     _add_train_args(p)
     p.set_defaults(func=_cmd_demo)
@@ -236,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--select-on-test",
         action="store_true",
         help="select the best epoch on the TEST split (IRRA's protocol; optimistic numbers)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the model's initialisation, data order and augmentation; the same "
+        "command then trains the same weights (default: the recipe's seed, 0 for most)",
     )
     _add_train_args(p)
     p.set_defaults(func=_cmd_train)

@@ -46,7 +46,7 @@ from textreid.training.distributed import (
     init_distributed,
     is_main_process,
 )
-from textreid.training.trainer import FitResult, Trainer
+from textreid.training.trainer import FitResult, Trainer, _seed_everything
 
 __all__ = [
     "METHODS",
@@ -237,7 +237,9 @@ def _train_loader(recipe: Recipe, data: PedesDataset, tokenizer: CLIPTokenizer) 
         batch_size=settings.batch_size,
         sampler=sampler,
         shuffle=sampler is None,
-        generator=torch.Generator().manual_seed(seed) if sampler is None else None,
+        # Shuffles when there is no sampler and seeds the workers' augmentation streams, so
+        # those depend on the seed alone (not on what drew from the global stream before).
+        generator=torch.Generator().manual_seed(seed + rank),
         num_workers=settings.num_workers,
         drop_last=True,
     )
@@ -254,6 +256,7 @@ def train_recipe(
     resume: bool = False,
     progress: bool = True,
     select_on_test: bool = False,
+    seed: int | None = None,
 ) -> TrainResult:
     """Train a recipe on a benchmark, select the best epoch on val, test it, save it.
 
@@ -270,6 +273,9 @@ def train_recipe(
             does (its ``--val_dataset test``). Only for reproducing published numbers: the
             reported test metrics are then optimistic. Required for ICFG-PEDES, which has no
             validation split.
+        seed: the one seed of the run, default the recipe's ``trainer.seed``. It seeds the
+            model's initialisation, the data order and the augmentations (workers included),
+            so two runs with the same arguments on the same machine give identical weights.
 
     Returns:
         A :class:`TrainResult`.
@@ -283,10 +289,15 @@ def train_recipe(
         changes["warmup_epochs"] = min(trainer_cfg.warmup_epochs, max(epochs - 1, 0))
     if device is not None:
         changes["device"] = device
+    if seed is not None:
+        changes["seed"] = seed
     trainer_cfg = _replace(trainer_cfg, **changes)
     recipe = recipe.replace(trainer=trainer_cfg)
 
     init_distributed()  # no-op outside torchrun; the loader needs the rank to shard
+    # The model is built before the Trainer seeds its fresh run, so it is seeded here: the
+    # same on every rank, which then start from identical weights.
+    _seed_everything(trainer_cfg.seed)
     data = build_dataset(dataset, data_root)
     selection = data.test if select_on_test else data.val
     if selection.num_images == 0:

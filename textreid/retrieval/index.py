@@ -23,7 +23,7 @@ import os
 import reprlib
 import stat
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -410,7 +410,7 @@ class GalleryIndex:
         self,
         features: Tensor | None = None,
         ids: Tensor | None = None,
-        paths: Iterable[str | os.PathLike[str]] | None = None,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         self._features: Tensor | None = None
         self._ids: Tensor | None = None
@@ -453,7 +453,7 @@ class GalleryIndex:
         self,
         feats: Tensor,
         ids: Tensor | None = None,
-        paths: Iterable[str | os.PathLike[str]] | None = None,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
         """Append ``[B, D]`` features with their ``[B]`` ids and ``B`` paths.
 
