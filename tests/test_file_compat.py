@@ -1,7 +1,8 @@
 """Files written by textreid 0.1 (format version 1) must keep loading, with the same results.
 
 The fixtures in ``tests/fixtures/compat/v1`` were written once by ``make_fixtures.py``; never
-regenerate them in place. A new format version adds a new folder and a new test.
+regenerate them in place. A new format version adds a new folder and a new test: ``v2`` holds
+the single-file gallery index.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from textreid import GalleryIndex, Retriever
 from textreid.training.checkpoint import load_checkpoint
 
 V1 = Path(__file__).parent / "fixtures" / "compat" / "v1"
+V2 = V1.parent / "v2"
 sys.path.insert(0, str(V1.parent))
 from make_fixtures import CAPTION, probe_image  # noqa: E402
 
@@ -38,8 +40,9 @@ def test_v1_retriever_loads_and_embeds_as_recorded(expected: dict[str, list[floa
     )
 
 
-def test_v1_gallery_index_loads_and_searches(expected: dict[str, list[float]]) -> None:
-    index = GalleryIndex.load(V1 / "gallery")
+@pytest.mark.parametrize("folder", [V1 / "gallery", V2 / "gallery"], ids=["v1", "v2"])
+def test_gallery_index_loads_and_searches(folder: Path, expected: dict[str, list[float]]) -> None:
+    index = GalleryIndex.load(folder)
     assert len(index) == 5
     hits = index.search(torch.tensor([expected["gallery_query"]]), k=2)
     assert int(hits.indices[0, 0]) == 2
