@@ -76,9 +76,10 @@ def zero_row_eps(dtype: torch.dtype) -> float:
     return 1.0 / cap
 
 
-def _pow2_scale(x: Tensor, dim: int) -> Tensor:
-    """Per slice along ``dim``: a power of two ``s`` (detached) with ``max|x| / s`` in
-    ``[0.5, 2)``, clamped to the normal range of ``x.dtype``; 0.5 for an all-zero slice.
+def pow2_scale(x: Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """Per slice along ``dim`` (kept, size 1): a detached power of two ``s`` with
+    ``max|x| / s`` in ``[0.5, 2)``, clamped to the normal range of ``x.dtype``; 0.5 for an
+    all-zero slice.
 
     Dividing by a power of two is exact, so ``x / s`` keeps every bit of ``x`` while its
     squares can neither overflow nor underflow.
@@ -98,7 +99,7 @@ def l2_norm(x: Tensor, dim: int = -1, *, keepdim: bool = False) -> Tensor:
     around ``1e19`` in float32) or flush to zero (around ``1e-20``). The result is ``inf`` only
     when the norm itself exceeds the dtype. Computed in ``x.dtype``; callers upcast half inputs.
     """
-    s = _pow2_scale(x, dim)
+    s = pow2_scale(x, dim)
     out: Tensor = torch.linalg.vector_norm(x / s, dim=dim, keepdim=True) * s
     return out if keepdim else out.squeeze(dim)
 
@@ -137,7 +138,7 @@ def l2_normalize(
     """
     eps = zero_row_eps(x.dtype if grad_dtype is None else grad_dtype)
     xd = x.to(compute_dtype(x) if dtype is None else dtype)
-    s = _pow2_scale(xd, dim)
+    s = pow2_scale(xd, dim)
     y = xd / s
     # max(‖x‖, eps) / s, so the division below never overflows however large the row is
     denom = torch.maximum(torch.linalg.vector_norm(y, dim=dim, keepdim=True), eps / s)

@@ -30,7 +30,7 @@ from textreid._checks import (
     check_token_mask,
     check_tokens,
 )
-from textreid._numerics import check_temperature, compute_dtype, l2_normalize
+from textreid._numerics import check_temperature, compute_dtype, l2_normalize, pow2_scale
 
 __all__ = [
     "SparseTokenSimilarity",
@@ -151,7 +151,9 @@ def _sparse_aggregate(
         n_real = image_mask.sum(dim=-1, keepdim=True)[..., None].to(dt)
     else:
         n_real = torch.full((1,), float(img.shape[-2]), dtype=dt, device=img.device)
-    s = t @ img.transpose(-1, -2)
+    # Ŝ is invariant to a positive scale per text token and per image token set, so scaling
+    # both by powers of two first keeps large tokens (1e30) from overflowing the dot products
+    s = (t / pow2_scale(t, -1)) @ (img / pow2_scale(img, (-2, -1))).transpose(-1, -2)
     finfo = torch.finfo(dt)
     if image_mask is not None:
         real = image_mask[..., None, :]
