@@ -16,24 +16,21 @@ mapped rows chunk by chunk.
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import math
 import os
 import reprlib
-import stat
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from textreid._checks import check_features, check_format_version, check_ids, check_same_width
-from textreid._io import atomic_path
+from textreid._io import atomic_path, open_regular, parse_json_object, read_json_object
 from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK
 from textreid.retrieval.search import Screen, SearchResult, topk_search
 
@@ -100,55 +97,11 @@ class _Entry:
     nbytes: int
 
 
-def _open_regular(path: Path) -> io.BufferedReader:
-    """Open ``path`` for reading; anything but a regular file (a device such as
-    ``/dev/urandom`` behind a symlink, a FIFO, a folder) is refused before a byte is read."""
-    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; regular files ignore it.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise _Corrupt("it is not a regular file")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _is_int(v: object) -> bool:
     return type(v) is int  # JSON floats such as 8.0 and booleans are refused
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise _Corrupt("its JSON repeats a key in one object")
-    return out
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _Corrupt(f"its JSON holds {name}")
-
-
-def _parse_json(raw: bytes, what: str) -> Any:
-    """Strict UTF-8 JSON; deep nesting and duplicate keys are refused, not crashed on."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _Corrupt(f"its {what} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    try:
-        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as e:
-        raise _Corrupt(f"its {what} is not valid JSON ({e})") from None
-    except RecursionError:
-        raise _Corrupt(f"its {what} nests JSON too deeply") from None
-
-
-def _json_kind(v: object) -> str:
-    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    return kinds.get(type(v), "number")
-
-
-def _read_header(f: io.BufferedReader) -> tuple[dict[str, str], dict[str, _Entry]]:
+def _read_header(f: IO[bytes], path: Path, fn: str) -> tuple[dict[str, str], dict[str, _Entry]]:
     """The metadata and tensor entries of a safetensors file, every entry within the file."""
     size = os.fstat(f.fileno()).st_size
     head = f.read(8)
@@ -164,9 +117,7 @@ def _read_header(f: io.BufferedReader) -> tuple[dict[str, str], dict[str, _Entry
     raw = f.read(n)
     if len(raw) != n:
         raise _Corrupt("it was truncated while being read")
-    header = _parse_json(raw, "header")
-    if not isinstance(header, dict):
-        raise _Corrupt(f"its header is a JSON {_json_kind(header)}, not an object")
+    header = parse_json_object(raw, f"the header of {path}", fn)
     meta = header.pop("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise _Corrupt("its __metadata__ is not an object of strings")
@@ -193,7 +144,7 @@ def _read_header(f: io.BufferedReader) -> tuple[dict[str, str], dict[str, _Entry
 
 def _entry(name: str, info: object, data_start: int, data_size: int) -> _Entry:
     if not isinstance(info, dict):
-        raise _Corrupt(f"tensor {name!r} is described by a JSON {_json_kind(info)}, not an object")
+        raise _Corrupt(f"tensor {name!r} is described by a {type(info).__name__}, not an object")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise _Corrupt(
@@ -253,18 +204,19 @@ def _features_entry(entries: dict[str, _Entry]) -> _Entry:
     return feats
 
 
-def _tensor(f: io.BufferedReader, entry: _Entry, mmap: bool) -> Tensor:
+def _tensor(f: IO[bytes], entry: _Entry, mmap: bool) -> Tensor:
     np_dtype, torch_dtype = _DTYPES[entry.dtype]
     arr: np.ndarray[Any, Any]
     # An unaligned start (possible in a hand-made file) is read into aligned memory instead.
     if mmap and entry.nbytes and entry.start % np.dtype(np_dtype).itemsize == 0:
         arr = np.memmap(f, dtype=np_dtype, mode="c", offset=entry.start, shape=entry.shape)
     else:
-        buf = bytearray(entry.nbytes)  # within the file: _entry checked it
         f.seek(entry.start)
-        if f.readinto(buf) != entry.nbytes:
+        count = math.prod(entry.shape)  # within the file: _entry checked it
+        arr = np.fromfile(f, dtype=np_dtype, count=count)
+        if arr.size != count:
             raise _Corrupt("it was truncated while being read")
-        arr = np.frombuffer(buf, dtype=np_dtype).reshape(entry.shape)
+        arr = arr.reshape(entry.shape)
     return torch.from_numpy(arr).view(torch_dtype)
 
 
@@ -302,8 +254,8 @@ def _decode_paths(blob: Tensor, offsets: Tensor) -> list[str]:
 
 def _load_file(path: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, list[str] | None]:
     """Features, ids and paths of a version-2 index file."""
-    with _reading(path, fn), _open_regular(path) as f:
-        meta, entries = _read_header(f)
+    with _reading(path, fn), open_regular(path, fn) as f:
+        meta, entries = _read_header(f, path, fn)
         if meta.get("format") != _FORMAT:
             raise _Corrupt(f"its __metadata__ lacks format={_FORMAT!r}")
         raw_version = meta.get("format_version", "")
@@ -332,13 +284,7 @@ def _load_v1(folder: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, 
     """Features, ids and paths of a version-1 folder (``gallery.safetensors`` + ``index.json``)."""
     meta_path, tensors_path = folder / _V1_META, folder / _V1_TENSORS
     with _reading(meta_path, fn):
-        with _open_regular(meta_path) as f:
-            raw = f.read(_MAX_V1_META_BYTES + 1)
-        if len(raw) > _MAX_V1_META_BYTES:
-            raise _Corrupt(f"it is larger than the limit of {_MAX_V1_META_BYTES} bytes")
-        meta = _parse_json(raw, "content")
-        if not isinstance(meta, dict):
-            raise _Corrupt(f"it holds a JSON {_json_kind(meta)}, not an object")
+        meta = read_json_object(meta_path, max_bytes=_MAX_V1_META_BYTES, fn=fn)
         found = check_format_version(meta.get("format_version"), FORMAT_VERSION, str(meta_path), fn)
         if found != 1:
             raise _Corrupt(f"format_version {found} indexes are one file, {_FILE}")
@@ -349,8 +295,8 @@ def _load_v1(folder: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, 
             isinstance(paths, list) and len(paths) == n and all(isinstance(p, str) for p in paths)
         ):
             raise _Corrupt(f"paths must be null or a list of {n} strings")
-    with _reading(tensors_path, fn), _open_regular(tensors_path) as f:
-        _, entries = _read_header(f)
+    with _reading(tensors_path, fn), open_regular(tensors_path, fn) as f:
+        _, entries = _read_header(f, tensors_path, fn)
         unknown = sorted(set(entries) - {"features", "ids"})
         if unknown:
             raise _Corrupt(f"it holds unexpected tensors {unknown}")
