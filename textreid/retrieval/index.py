@@ -11,6 +11,10 @@ new features with old paths. Folders written by textreid 0.1 (format version 1:
 ``load(..., mmap=True)`` maps the features from the file instead of reading them, so opening a
 large gallery costs neither time nor memory until rows are touched; a search then streams the
 mapped rows chunk by chunk.
+
+The file is read as untrusted data: only a regular file is opened, the header length is
+checked against the file and a cap before the header is read, and every dtype, shape and
+offset is checked against the file before anything is mapped or allocated.
 """
 
 from __future__ import annotations
