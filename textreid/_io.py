@@ -1,13 +1,13 @@
 """Files at the package boundary: atomic writes, unmixable multi-file saves, bounded reads.
 
-Writes. :func:`atomic_path` hands out a temporary file beside the target
-(``.<name>.<8 random characters>.tmp``), created with mode ``0o666`` so the kernel applies
-the user's umask, exactly as for a plain ``open(path, "w")``. On a clean exit the file is
-``fsync``-ed and renamed over the target (then the folder is ``fsync``-ed so the rename is
-durable); on any error it is removed and the target is left as it was. The writer holds an
-exclusive ``flock`` on its temporary file for the file's whole life, so the next write into
-the folder can tell the files of killed writers (no lock holder) from live ones and removes
-them.
+Writes. :func:`atomic_path` hands out a file in a private temporary folder beside the target
+(``.<name>.<8 random characters>.tmp/``). On a clean exit the file gets mode ``0o666`` less
+the user's umask (as for a plain ``open(path, "w")``, even when the writer replaced it with a
+file of its own), is ``fsync``-ed and renamed over the target, and the folder is
+``fsync``-ed so the rename is durable; on any error the target is left as it was. The
+temporary folder goes in both cases. Its writer holds an exclusive ``flock`` on a lock file
+in it for the folder's whole life, so the next write beside it can tell the folders of killed
+writers (no lock holder), with whatever they wrote, from live ones and removes them.
 
 Multi-file saves. :func:`publish_files` stages every file first, then renames them into
 place with a manifest (:data:`MANIFEST`: each file's size and SHA-256) renamed last. A reader
@@ -33,6 +33,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -56,8 +57,8 @@ MAX_CONFIG_BYTES = 1 << 20
 MANIFEST_FORMAT_VERSION = 1
 
 _TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
-# Also matches the temporary files of tempfile.mkstemp that earlier versions used.
 _TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_TEMP_LOCK = ".lock"
 _O_BINARY = getattr(os, "O_BINARY", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -94,53 +95,75 @@ def _same_file(path: Path, fd: int) -> bool:
     return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
 
 
-def _create_temp(target: Path) -> tuple[Path, int | None]:
-    """Create and lock a new temporary file beside ``target``; return it and its locked fd."""
+@dataclass
+class _Temp:
+    """The private folder of one atomic write: the file to write and the writer's lock."""
+
+    folder: Path
+    file: Path
+    mode: int
+    fd: int | None
+
+
+def _create_temp(target: Path) -> _Temp:
+    """Create ``.<name>.<random>.tmp/`` beside ``target``, holding an empty file to write
+    and a lock file locked for the folder's whole life."""
     while True:
         name = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
-        tmp = target.parent / f".{target.name}.{name}.tmp"
+        folder = target.parent / f".{target.name}.{name}.tmp"
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+            os.mkdir(folder)
         except FileExistsError:
             continue
         with _live_guard:
-            _live.add(str(tmp))
+            _live.add(str(folder))
+        fd = os.open(folder / _TEMP_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
+        # Created like any new file, so its mode is 0o666 less the umask: the mode to give
+        # the result even when the writer replaced the file (safetensors makes it 0o600).
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
         if fcntl is None:
-            # Windows cannot rename a file that is open; nothing to lock with anyway.
-            os.close(fd)
-            return tmp, None
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        # A cleaner may have locked and removed the file between its creation and our
-        # lock; after our lock it no longer can.
-        if _same_file(tmp, fd):
-            return tmp, fd
-        os.close(fd)
-        with _live_guard:
-            _live.discard(str(tmp))
+            os.close(fd)  # Windows cannot remove a folder while a file in it is open
+            fd_held = None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A cleaner may have locked and removed the folder between the lock file's
+            # creation and our lock; after our lock it no longer can.
+            if not _same_file(folder / _TEMP_LOCK, fd):
+                os.close(fd)
+                with _live_guard:
+                    _live.discard(str(folder))
+                continue
+            fd_held = fd
+        file = folder / target.name
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666))
+        return _Temp(folder, file, mode, fd_held)
 
 
 def _remove_stale_temps(folder: Path) -> None:
-    """Remove temporary files whose writer died (nobody holds their lock)."""
+    """Remove the temporary folders of writers that died (nobody holds their lock)."""
     if fcntl is None:
         return
     try:
-        entries = [e for e in os.scandir(folder) if _TEMP_NAME.match(e.name)]
+        entries = [
+            e
+            for e in os.scandir(folder)
+            if _TEMP_NAME.match(e.name) and e.is_dir(follow_symlinks=False)
+        ]
     except OSError:
         return
     for entry in entries:
         with _live_guard:
             if entry.path in _live:
                 continue
+        lock = Path(entry.path) / _TEMP_LOCK
         try:
-            fd = os.open(entry.path, os.O_RDWR | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
+            fd = os.open(lock, os.O_RDWR | _O_NOFOLLOW | _O_NONBLOCK | _O_BINARY)
         except OSError:
-            continue
+            continue  # no lock file yet: a writer is creating it
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if _same_file(Path(entry.path), fd):
-                os.unlink(entry.path)
+            if _same_file(lock, fd):
+                shutil.rmtree(entry.path, ignore_errors=True)
         except OSError:
             continue
         finally:
@@ -148,36 +171,44 @@ def _remove_stale_temps(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on a clean exit it replaces ``path``.
-
-    The temporary file exists (empty, mode ``0o666`` less the umask) when the path is
-    yielded; writers may open it or replace its content. Temporary files left in the folder
-    by killed writers are removed first. For writers that want a file name
-    (``safetensors``); :func:`atomic_write` for file objects.
-    """
-    target = Path(path)
+def _staged(target: Path) -> Iterator[_Temp]:
+    """A temporary folder for ``target``, removed on exit (after any rename out of it)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp, fd = _create_temp(target)
+    temp = _create_temp(target)
     try:
         _remove_stale_temps(target.parent)
-        yield tmp
-        if fd is None:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        else:
-            os.fsync(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        yield temp
     finally:
-        # Closing releases the lock: only now is the temporary name gone.
-        if fd is not None:
-            os.close(fd)
+        # Removed before the lock is released, so no cleaner ever sees it unlocked.
+        shutil.rmtree(temp.folder, ignore_errors=True)
+        if temp.fd is not None:
+            os.close(temp.fd)
         with _live_guard:
-            _live.discard(str(tmp))
+            _live.discard(str(temp.folder))
+
+
+def _finish(temp: _Temp) -> None:
+    """Give the written file its mode and make its bytes durable, before any rename."""
+    with open(temp.file, "rb+") as f:
+        os.chmod(temp.file, temp.mode)
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path; on a clean exit the file there replaces ``path``.
+
+    The temporary file exists (empty) when the path is yielded, alone in a private folder
+    beside ``path``; writers may write it, or replace it as ``safetensors`` does. The result
+    gets mode ``0o666`` less the umask, like any new file. Temporary folders left beside
+    ``path`` by killed writers are removed first. For writers that want a file name;
+    :func:`atomic_write` for file objects.
+    """
+    target = Path(path)
+    with _staged(target) as temp:
+        yield temp.file
+        _finish(temp)
+        os.replace(temp.file, target)
     _fsync_dir(target.parent)
 
 
@@ -257,22 +288,28 @@ def publish_files(folder: Path, writers: Mapping[str, Callable[[Path], object]])
     """Write several files into ``folder`` so that a reader checking :data:`MANIFEST` never
     mixes them with another save's.
 
-    Every ``writers[name](tmp)`` writes its file to a temporary path; only when all have
-    succeeded are they renamed into place, the manifest last. A failure while writing leaves
-    the folder as it was. Call it holding :func:`folder_lock`.
+    Every ``writers[name](tmp)`` writes its file to a temporary path; only when all are
+    written and durable are they renamed into place, the manifest last. A failure before the
+    renames (a full disk, a failing writer) leaves the folder as it was. Call it holding
+    :func:`folder_lock`.
     """
     with contextlib.ExitStack() as stack:
-        # Entered first, so that the stack renames it last.
-        manifest_tmp = stack.enter_context(atomic_path(folder / MANIFEST))
+        staged: dict[str, _Temp] = {}
         files: dict[str, dict[str, Any]] = {}
         for name, write in writers.items():
-            tmp = stack.enter_context(atomic_path(folder / name))
-            write(tmp)
-            with open(tmp, "rb") as f:
+            temp = staged[name] = stack.enter_context(_staged(folder / name))
+            write(temp.file)
+            _finish(temp)
+            with open(temp.file, "rb") as f:
                 digest = FileDigest.of_file(f)
             files[name] = {"size": digest.size, "sha256": digest.sha256}
         manifest = {"format_version": MANIFEST_FORMAT_VERSION, "files": files}
-        manifest_tmp.write_bytes(json.dumps(manifest, indent=2).encode() + b"\n")
+        staged[MANIFEST] = temp = stack.enter_context(_staged(folder / MANIFEST))
+        temp.file.write_bytes(json.dumps(manifest, indent=2).encode() + b"\n")
+        _finish(temp)
+        for name, temp in staged.items():  # the manifest last
+            os.replace(temp.file, folder / name)
+    _fsync_dir(folder)
 
 
 def parse_manifest(data: bytes, source: str, fn: str) -> dict[str, FileDigest]:
@@ -318,11 +355,10 @@ def open_regular(path: Path, fn: str) -> IO[bytes]:
     """
     # O_NONBLOCK: opening a FIFO for reading must not wait for a writer.
     fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_BINARY)
-    f = os.fdopen(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        f.close()
+        os.close(fd)
         raise ValueError(f"{fn}: {path} is not a regular file; refusing to read it")
-    return f
+    return os.fdopen(fd, "rb")
 
 
 def read_bounded(path: Path, *, max_bytes: int, fn: str) -> bytes:
