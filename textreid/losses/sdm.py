@@ -118,13 +118,17 @@ class SDMLoss(nn.Module):
         TypeError: features are not floating tensors, ids are not integer tensors, or
             ``logit_scale`` has the wrong type.
         ValueError: wrong rank, empty batch, zero width, mismatched widths, rows, devices,
-            non-finite features, a non-positive ``temperature`` / ``epsilon`` / ``logit_scale``
-            or an unknown ``reduction``.
+            non-finite features, a non-positive ``epsilon``, a ``temperature`` or ``logit_scale``
+            that is not finite and in ``[1e-4, 1e4]`` (a tensor ``logit_scale`` is checked on
+            CPU with ``check_finite`` only, and clamped into the range otherwise) or an unknown
+            ``reduction``.
 
     Differences from the reference code:
         The reference builds the match labels in float32 whatever the feature dtype, so in
         float64 it differs from this exact computation by ~3e-7 on a loss of ~30. It normalises
-        with ``x / x.norm()`` (NaN for a zero vector); here the norm is clamped at 1e-12. It
+        with ``x / x.norm()`` (NaN for a zero vector, zeros for float32 rows near ``1e19``,
+        whose squares overflow); here rows are scaled before squaring and the norm is floored
+        at 1e-6 (0.0039 for float16), which bounds the gradient of a zero row. It
         divides the label matrix by column sums, equal to row sums only for a symmetric label
         matrix; rows are normalised explicitly here, which also covers unequal sides.
     """
