@@ -677,7 +677,7 @@ class Retriever:
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp)
             # A private folder no other writer can know of: its lock file serves nobody.
-            (Path(tmp) / LOCK_NAME).unlink()
+            (Path(tmp) / LOCK_NAME).unlink(missing_ok=True)
             return client.upload_folder(  # type: ignore[no-any-return]
                 repo_id=repo_id,
                 folder_path=tmp,
