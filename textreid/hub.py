@@ -464,14 +464,9 @@ class Retriever:
                 except _Mismatch as exc:
                     # Under the lock no save can be in flight: waiting would not help.
                     if locked or attempt == len(_RETRY_DELAYS_S):
-                        in_flight = (
-                            ""
-                            if locked
-                            else (
-                                f", or a save into it was still running after {attempt + 1} "
-                                "attempts"
-                            )
-                        )
+                        in_flight = ""
+                        if not locked:
+                            in_flight = f", or a save into it still ran after {attempt + 1} tries"
                         raise ValueError(
                             f"{fn}: {source.describe()}: {exc}. The file is truncated or "
                             f"corrupt, or was changed after saving{in_flight}. Save the "
