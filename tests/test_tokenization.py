@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import unicodedata
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import regex
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from textreid.tokenization import CLIPTokenizer
@@ -201,6 +202,7 @@ def test_special_token_text_is_recognised_like_openai(tok: CLIPTokenizer) -> Non
     captions=st.lists(caption_strategy, min_size=20, max_size=20),
     others=st.lists(assigned_text, min_size=20, max_size=20),
 )
+@example(captions=["a man"], others=[":Ö\x8b", "Í\x85"])
 def test_hf_layout_matches_transformers(
     tok: CLIPTokenizer, hf_dir: Path, captions: list[str], others: list[str]
 ) -> None:
@@ -208,11 +210,22 @@ def test_hf_layout_matches_transformers(
     # transformers normalises with NFC + lower case only (no ftfy, no HTML unescaping), so
     # both see the cleaned text; its padding (eot, not 0) differs, hence BPE ids only.
     for text in _no_specials(captions + others + FIXED_CASES[:5]):
+        if not _hf_comparable(tok.clean(text)):
+            # ftfy can repair mojibake into an unassigned code point (':Ö\x8b' -> ':\u058b') or
+            # a lone mark OpenAI's pre-tokenizer drops (U+0345); transformers splits those
+            # differently. open_clip parity, textreid's promise, is tested on any text above.
+            continue
         expected = hf(tok.clean(text), add_special_tokens=False)["input_ids"]
         assert tok.encode(text) == expected, text
 
 
 _HF_CACHE: dict[Path, Any] = {}
+
+
+def _hf_comparable(clean: str) -> bool:
+    kept = "".join(regex.findall(_OPENAI_PATTERN, clean, regex.IGNORECASE))
+    assigned = all(unicodedata.category(ch) not in ("Cn", "Co", "Cs") for ch in clean)
+    return assigned and _squash(kept) == _squash(clean)
 
 
 def _hf_tokenizer(folder: Path) -> Any:
@@ -277,16 +290,23 @@ def test_empty_batch(tok: CLIPTokenizer) -> None:
 # -- decode ----------------------------------------------------------------------------------
 
 
+_OPENAI_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+
+
 def _squash(text: str) -> str:
     return "".join(regex.sub(r"\s+", "", text).split())
 
 
 @settings(max_examples=40)
 @given(texts=st.lists(st.one_of(wide_text, caption_strategy), min_size=10, max_size=10))
+@example(texts=["Í\x85", "a \u0345 b"])
 def test_decode_inverts_encode_up_to_whitespace(tok: CLIPTokenizer, texts: list[str]) -> None:
     # A literal <|endoftext|> in a caption ends it for decode, as in a padded row.
     for text in _no_specials(texts):
-        assert _squash(tok.decode(tok.encode(text))) == _squash(tok.clean(text))
+        # OpenAI's pre-tokenizer drops what none of its alternatives match, e.g. U+0345, whose
+        # case fold is a letter under IGNORECASE yet is no letter itself (open_clip agrees).
+        kept = "".join(regex.findall(_OPENAI_PATTERN, tok.clean(text), regex.IGNORECASE))
+        assert _squash(tok.decode(tok.encode(text))) == _squash(kept)
 
 
 def test_decode_skips_padding_and_specials(tok: CLIPTokenizer) -> None:
