@@ -287,7 +287,7 @@ def test_registry(tmp_path: Path, cuhk_entries: list[dict[str, Any]]) -> None:
             register_dataset("mine", reader)
         register_dataset("mine", reader, overwrite=True)
     finally:
-        pedes_module._REGISTRY.pop("mine", None)
+        pedes_module._DATASETS.unregister("mine", fn="test")
     with pytest.raises(ValueError, match="name must be a non-empty string"):
         register_dataset(" ", reader)
     with pytest.raises(TypeError, match="reader must be callable, got int"):

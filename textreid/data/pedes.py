@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from textreid._checks import check_choice
+from textreid._registry import Registry
 
 __all__ = [
     "PedesDataset",
@@ -462,12 +463,9 @@ def read_synthpedes(
     return read_cuhk_pedes(root, relabel=relabel, check_images=check_images, name="synthpedes")
 
 
-_REGISTRY: dict[str, Callable[..., PedesDataset]] = {
-    "cuhk-pedes": read_cuhk_pedes,
-    "icfg-pedes": read_icfg_pedes,
-    "rstpreid": read_rstpreid,
-    "synthpedes": read_synthpedes,
-}
+_DATASETS: Registry[Callable[..., PedesDataset]] = Registry(
+    "dataset", arg="reader", normalize=str.lower
+)
 
 
 def register_dataset(
@@ -477,23 +475,14 @@ def register_dataset(
 
     Raises:
         ValueError: ``name`` is empty or already registered and ``overwrite`` is False.
-        TypeError: ``reader`` is not callable.
+        TypeError: ``name`` is not a str or ``reader`` is not callable.
     """
-    key = name.strip().lower()
-    if not key:
-        raise ValueError("register_dataset: name must be a non-empty string")
-    if not callable(reader):
-        raise TypeError(f"register_dataset: reader must be callable, got {type(reader).__name__}")
-    if key in _REGISTRY and not overwrite:
-        raise ValueError(
-            f"register_dataset: {key!r} is already registered; pass overwrite=True to replace it"
-        )
-    _REGISTRY[key] = reader
+    _DATASETS.register(name, reader, overwrite=overwrite, fn="register_dataset")
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`build_dataset`, sorted."""
-    return sorted(_REGISTRY)
+    return _DATASETS.names()
 
 
 def build_dataset(name: str, root: str | os.PathLike[str], **kwargs: Any) -> PedesDataset:
@@ -506,11 +495,13 @@ def build_dataset(name: str, root: str | os.PathLike[str], **kwargs: Any) -> Ped
         **kwargs: reader options (``relabel``, ``check_images``, ...).
 
     Raises:
-        ValueError: unknown name (the message lists the registered names).
+        ValueError: unknown name (the message lists the registered names and suggests the
+            closest).
     """
-    key = name.strip().lower()
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"build_dataset: unknown dataset {name!r}; registered: {', '.join(list_datasets())}"
-        )
-    return _REGISTRY[key](root, **kwargs)
+    return _DATASETS.get(name, fn="build_dataset")(root, **kwargs)
+
+
+register_dataset("cuhk-pedes", read_cuhk_pedes)
+register_dataset("icfg-pedes", read_icfg_pedes)
+register_dataset("rstpreid", read_rstpreid)
+register_dataset("synthpedes", read_synthpedes)

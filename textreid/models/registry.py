@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from textreid._registry import Registry
 from textreid.config import CLIPConfig, TextConfig, VisionConfig
 from textreid.models.clip import CLIPDualEncoder
 
@@ -31,7 +32,7 @@ __all__ = [
     "register_model",
 ]
 
-_REGISTRY: dict[str, Callable[[], CLIPConfig]] = {}
+_MODELS: Registry[Callable[[], CLIPConfig]] = Registry("model", arg="config_factory")
 
 _VISION_SHORTCUTS = ("image_size", "stride")
 _TEXT_SHORTCUTS = ("context_length",)
@@ -46,20 +47,14 @@ def register_model(
 
     Raises:
         ValueError: If ``name`` is empty or already registered and ``overwrite`` is False.
-        TypeError: If ``config_factory`` is not callable.
+        TypeError: If ``name`` is not a str or ``config_factory`` is not callable.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"register_model: name must be a non-empty string, got {name!r}")
-    if not callable(config_factory):
-        raise TypeError("register_model: config_factory must be callable")
-    if name in _REGISTRY and not overwrite:
-        raise ValueError(f"register_model: {name!r} is already registered; pass overwrite=True")
-    _REGISTRY[name] = config_factory
+    _MODELS.register(name, config_factory, overwrite=overwrite, fn="register_model")
 
 
 def list_models() -> list[str]:
     """Registered model names, sorted."""
-    return sorted(_REGISTRY)
+    return _MODELS.names()
 
 
 def _tower(config: Any, updates: Mapping[str, Any], fn: str, what: str) -> Any:
@@ -111,16 +106,14 @@ def get_model_config(name: str, **overrides: Any) -> CLIPConfig:
     """The registered config ``name`` with ``overrides`` applied.
 
     Raises:
-        ValueError: If ``name`` is not registered (the message lists the names) or an
-            override is invalid.
+        ValueError: If ``name`` is not registered (the message lists the names and suggests
+            the closest) or an override is invalid.
     """
     return _lookup(name, "get_model_config", overrides)
 
 
 def _lookup(name: str, fn: str, overrides: dict[str, Any]) -> CLIPConfig:
-    if name not in _REGISTRY:
-        raise ValueError(f"{fn}: unknown model {name!r}; registered models: {list_models()}")
-    return override_config(_REGISTRY[name](), **overrides)
+    return override_config(_MODELS.get(name, fn=fn)(), **overrides)
 
 
 def create_model(

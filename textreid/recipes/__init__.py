@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from textreid._registry import Registry, import_submodules
 from textreid.training.trainer import TrainerConfig
 
 __all__ = ["DataSettings", "Recipe", "get_recipe", "list_recipes", "register_recipe"]
@@ -82,39 +83,39 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
 
-_RECIPES: dict[str, Callable[[], Recipe]] = {}
+def _discover() -> None:
+    # Every public module of this package registers its recipes when imported; done on
+    # first use to keep ``import textreid`` light.
+    import_submodules(__name__)
 
 
-def register_recipe(name: str, factory: Callable[[], Recipe]) -> None:
-    """Add a recipe under ``name`` (a zero-argument factory returning a :class:`Recipe`)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"register_recipe: name must be a non-empty str, got {name!r}")
-    if name in _RECIPES:
-        raise ValueError(f"register_recipe: a recipe named {name!r} already exists")
-    _RECIPES[name] = factory
+_RECIPES: Registry[Callable[[], Recipe]] = Registry("recipe", arg="factory", discover=_discover)
+
+
+def register_recipe(name: str, factory: Callable[[], Recipe], *, overwrite: bool = False) -> None:
+    """Add a recipe under ``name`` (a zero-argument factory returning a :class:`Recipe`).
+
+    Raises:
+        ValueError: ``name`` is empty, or taken (built-in recipes included) and ``overwrite``
+            is False.
+        TypeError: ``name`` is not a str or ``factory`` is not callable.
+    """
+    _RECIPES.register(name, factory, overwrite=overwrite, fn="register_recipe")
 
 
 def list_recipes() -> list[str]:
     """Names of the registered recipes, sorted."""
-    _load_builtin()
-    return sorted(_RECIPES)
+    return _RECIPES.names()
 
 
 def get_recipe(name: str) -> Recipe:
     """The recipe registered as ``name``.
 
     Raises:
-        ValueError: unknown name (the message lists the known ones).
+        ValueError: unknown name (the message lists the known ones and suggests the closest),
+            or a factory that returns a recipe of another name.
     """
-    _load_builtin()
-    if name not in _RECIPES:
-        raise ValueError(f"get_recipe: unknown recipe {name!r}; available: {sorted(_RECIPES)}")
-    recipe = _RECIPES[name]()
+    recipe = _RECIPES.get(name, fn="get_recipe")()
     if recipe.name != name:
         raise ValueError(f"get_recipe: factory for {name!r} returned recipe {recipe.name!r}")
     return recipe
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers their recipes; done lazily to keep import light.
-    from textreid.recipes import cmr, fmfa, irra, ivt, uca  # noqa: F401
