@@ -3,23 +3,113 @@
 Every message names the calling function, the argument, what was expected and what came,
 for example ``SDMLoss: pids has 31 entries but image_feats has 32 rows``. Validators raise
 before any computation so a bad call never returns silent garbage.
+
+Checks of *values* (NaN/inf, label ranges, mask rows) follow one policy, :func:`require`:
+where reading a value costs no device synchronisation (CPU tensors) they decide on the host
+and raise a ``ValueError`` with the details; on accelerators they become device-side asserts,
+so a training step never waits for the device, unless :func:`eager_checks` (or the
+``TEXTREID_EAGER_CHECKS`` environment variable) asks for the eager errors there too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__: list[str] = []
+__all__ = ["EAGER_CHECKS_ENV", "eager_checks"]
 
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 _T = TypeVar("_T")
+
+
+EAGER_CHECKS_ENV = "TEXTREID_EAGER_CHECKS"
+"""Environment variable: ``1`` makes value checks eager on every device (see
+:func:`eager_checks`)."""
+
+# Reading a value of a tensor on these devices is a plain memory read, not a device sync.
+_HOST_DEVICE_TYPES = frozenset({"cpu"})
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+_DEVICE_HINT = (
+    " (device-side check; for a ValueError with the details run under "
+    "textreid.eager_checks() or with TEXTREID_EAGER_CHECKS=1)"
+)
+
+_eager_override: ContextVar[bool | None] = ContextVar("textreid_eager_checks", default=None)
+
+
+@contextlib.contextmanager
+def eager_checks(enabled: bool = True) -> Iterator[None]:
+    """Decide value checks (NaN/inf, label ranges, mask rows) on the host inside the block.
+
+    By default textreid checks values eagerly on the CPU, where reading a value is free, and
+    with device-side asserts on accelerators, where reading one would stall the device queue
+    once per check (a training step would wait for the GPU a dozen times). A failing
+    device-side assert stops the process with the backend's error (CUDA: ``device-side assert
+    triggered``), which may not carry textreid's message. To find out which argument is bad,
+    rerun the failing step under ``eager_checks()``: every check then syncs and raises the
+    same ``ValueError`` as on the CPU, naming the function, the argument and the bad values.
+    Setting the environment variable ``TEXTREID_EAGER_CHECKS=1`` does the same for a whole
+    run (e.g. ``TEXTREID_EAGER_CHECKS=1 textreid train ...``).
+
+    ``eager_checks(False)`` does the opposite: device-side asserts even on the CPU, exactly
+    the code a GPU runs by default (a failed assert then raises a ``RuntimeError``). The
+    setting is per thread / asynchronous context and nests; leaving the block restores the
+    previous one.
+
+    Args:
+        enabled: ``True`` for host-side checks everywhere, ``False`` for device-side asserts
+            everywhere.
+
+    Raises:
+        TypeError: ``enabled`` is not a bool.
+
+    Example:
+        >>> import torch, textreid
+        >>> with textreid.eager_checks():
+        ...     pass  # a training step here raises ValueErrors on any device
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"eager_checks: enabled must be a bool, got {type(enabled).__name__}")
+    token = _eager_override.set(enabled)
+    try:
+        yield
+    finally:
+        _eager_override.reset(token)
+
+
+def checks_are_eager(device: torch.device) -> bool:
+    """Whether value checks of tensors on ``device`` decide on the host (see :func:`require`)."""
+    override = _eager_override.get()
+    if override is not None:
+        return override
+    if device.type in _HOST_DEVICE_TYPES:
+        return True
+    return os.environ.get(EAGER_CHECKS_ENV, "").strip().lower() not in _FALSE_WORDS
+
+
+def require(ok: Tensor, message: Callable[[], str], device_message: str) -> None:
+    """The value-check policy: fail unless the one-element bool tensor ``ok`` is true.
+
+    Eager (CPU, or under :func:`eager_checks`): one host read decides and a failure raises
+    ``ValueError(message())``; ``message`` is only called then, so it may read the offending
+    values. Otherwise ``torch._assert_async`` checks ``ok`` on the device without a sync and
+    fails with ``device_message`` (plus how to get the eager error) where the backend
+    reports messages.
+    """
+    if checks_are_eager(ok.device):
+        if not bool(ok):
+            raise ValueError(message())
+        return
+    torch._assert_async(ok, device_message + _DEVICE_HINT)
 
 
 def _shape(x: Tensor) -> str:
@@ -62,21 +152,28 @@ def check_tensor(
 def check_finite(x: Tensor, name: str, fn: str) -> None:
     """Raise if ``x`` holds NaN or inf (callers expose ``check_finite=False`` to skip it).
 
-    One ``aminmax`` pass decides (NaN and inf both reach its result); only a failing input is
-    counted, over slices so the temporary masks stay small for gallery-sized tensors.
+    One ``aminmax`` pass decides (NaN and inf both reach its result), under the
+    :func:`require` policy; only a failing input is counted, over slices so the temporary
+    masks stay small for gallery-sized tensors.
     """
     if x.numel() == 0:
         return
     lo, hi = torch.aminmax(x.detach())
-    if bool(torch.isfinite(lo) & torch.isfinite(hi)):
-        return
-    flat = x.detach().reshape(-1)
-    step = 1 << 22
-    bad = sum(
-        int((~torch.isfinite(flat[i : i + step])).sum().item())
-        for i in range(0, flat.numel(), step)
+
+    def message() -> str:
+        flat = x.detach().reshape(-1)
+        step = 1 << 22
+        bad = sum(
+            int((~torch.isfinite(flat[i : i + step])).sum().item())
+            for i in range(0, flat.numel(), step)
+        )
+        return f"{fn}: {name} contains {bad} non-finite values (NaN/inf)"
+
+    require(
+        torch.isfinite(lo) & torch.isfinite(hi),
+        message,
+        f"{fn}: {name} contains non-finite values (NaN/inf)",
     )
-    raise ValueError(f"{fn}: {name} contains {bad} non-finite values (NaN/inf)")
 
 
 def check_features(
@@ -172,19 +269,23 @@ def check_label_range(
 ) -> None:
     """Every label lies in ``[0, num_classes)`` or equals ``ignore_index``.
 
-    One host sync decides; the offending values are only gathered for the message.
+    Decided under the :func:`require` policy; the offending values are only gathered for the
+    eager message.
     """
     valid = (labels >= 0) & (labels < num_classes)
     if ignore_index is not None:
         valid |= labels == ignore_index
-    if bool(valid.all()):
-        return
-    bad = labels[~valid]
     also = "" if ignore_index is None else f" or equal ignore_index {ignore_index}"
-    raise ValueError(
-        f"{fn}: {name} must lie in [0, {num_classes}){also}, got {bad.numel()} values "
-        f"outside it (min {int(bad.min())}, max {int(bad.max())})"
-    )
+    expected = f"{fn}: {name} must lie in [0, {num_classes}){also}"
+
+    def message() -> str:
+        bad = labels[~valid]
+        return (
+            f"{expected}, got {bad.numel()} values outside it "
+            f"(min {int(bad.min())}, max {int(bad.max())})"
+        )
+
+    require(valid.all(), message, expected)
 
 
 def check_ids(ids: object, name: str, fn: str, n: int, rows_name: str) -> Tensor:
@@ -295,7 +396,8 @@ def check_int(value: object, name: str, fn: str, *, min_value: int | None = None
 
 
 def check_token_mask(mask: object, name: str, fn: str, tokens: Tensor, tokens_name: str) -> Tensor:
-    """A bool ``[B, N]`` mask matching ``tokens [B, N, D]``, at least one True (real) per row."""
+    """A bool ``[B, N]`` mask matching ``tokens [B, N, D]``, at least one True (real) per row
+    (a value check under the :func:`require` policy)."""
     m = check_tensor(mask, name, fn, ndim=2, kind="bool", dims="(B, N)")
     if tuple(m.shape) != tuple(tokens.shape[:2]):
         raise ValueError(
@@ -303,6 +405,6 @@ def check_token_mask(mask: object, name: str, fn: str, tokens: Tensor, tokens_na
             f"{tuple(tokens.shape[:2])} (batch, tokens)"
         )
     check_same_device(fn, **{tokens_name: tokens, name: m})
-    if not bool(m.any(dim=1).all()):
-        raise ValueError(f"{fn}: every row of {name} needs at least one True (real) token")
+    empty_row = f"{fn}: every row of {name} needs at least one True (real) token"
+    require(m.any(dim=1).all(), lambda: empty_row, empty_row)
     return m

@@ -10,11 +10,13 @@ from torch import Tensor
 
 from textreid._checks import (
     check_features,
+    checks_are_eager,
     check_finite,
     check_reduction,
     check_same_device,
     check_same_width,
     check_tensor,
+    require,
     resolve_pids,
 )
 from textreid._numerics import (
@@ -120,7 +122,7 @@ def resolve_logit_scale(
             raise ValueError(
                 f"{fn}: image_feats is on {device} but logit_scale is on {logit_scale.device}"
             )
-        if finite and logit_scale.device.type == "cpu":
+        if finite and checks_are_eager(logit_scale.device):
             check_temperature(float(logit_scale.detach()), "logit_scale", fn)
         return logit_scale.reshape(()).clamp(MIN_TEMPERATURE, MAX_TEMPERATURE)
     if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)):
@@ -180,8 +182,9 @@ def reduce_directional(
 def check_classifier(fn: str, weight: Tensor, feats: Tensor, *labels: Tensor) -> None:
     """A ``[C, D]`` weight matching ``feats`` in width and device; labels in ``0..C-1``.
 
-    The range check costs one host sync; out-of-range labels would otherwise fail inside
-    ``cross_entropy`` with a device-side assert on GPUs.
+    The range check is a value check (:func:`textreid._checks.require`): a ``ValueError`` on
+    the CPU, a device-side assert on accelerators, where ``cross_entropy`` would otherwise
+    index out of range.
     """
     check_tensor(weight, "weight", fn, ndim=2, kind="float", dims="(C, D)")
     if weight.shape[1] != feats.shape[1]:
@@ -191,9 +194,10 @@ def check_classifier(fn: str, weight: Tensor, feats: Tensor, *labels: Tensor) ->
         )
     check_same_device(fn, image_feats=feats, weight=weight)
     num_classes = weight.shape[0]
+    expected = f"{fn}: pids must lie in 0..{num_classes - 1} (num_classes={num_classes})"
     for lab in labels:
-        if bool(((lab < 0) | (lab >= num_classes)).any()):
-            raise ValueError(
-                f"{fn}: pids must lie in 0..{num_classes - 1} (num_classes={num_classes}), "
-                f"got values in {int(lab.min())}..{int(lab.max())}"
-            )
+        require(
+            ((lab >= 0) & (lab < num_classes)).all(),
+            lambda lab=lab: f"{expected}, got values in {int(lab.min())}..{int(lab.max())}",
+            expected,
+        )
