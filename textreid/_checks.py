@@ -86,12 +86,21 @@ def eager_checks(enabled: bool = True) -> Iterator[None]:
         _eager_override.reset(token)
 
 
+def reads_are_free(device: torch.device) -> bool:
+    """Whether reading values of tensors on ``device`` costs no device synchronisation.
+
+    True on the CPU. Hot paths use it to pick between host-side work that depends on values
+    (variable-size gathers) and fixed-shape work that keeps an accelerator's queue full.
+    """
+    return device.type in _HOST_DEVICE_TYPES
+
+
 def checks_are_eager(device: torch.device) -> bool:
     """Whether value checks of tensors on ``device`` decide on the host (see :func:`require`)."""
     override = _eager_override.get()
     if override is not None:
         return override
-    if device.type in _HOST_DEVICE_TYPES:
+    if reads_are_free(device):
         return True
     return os.environ.get(EAGER_CHECKS_ENV, "").strip().lower() not in _FALSE_WORDS
 

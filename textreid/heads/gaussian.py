@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from textreid._checks import check_choice, check_finite, check_positive, check_tensor
+from textreid._checks import check_choice, check_finite, check_positive, check_tensor, require
 from textreid._numerics import compute_dtype, l2_normalize
 
 __all__ = ["GaussianEmbedding", "GaussianHead", "TokenPooling"]
@@ -271,19 +271,25 @@ class GaussianHead(nn.Module):
                         f"{fn}: key_mask has shape {tuple(key_mask.shape)} but features has "
                         f"{tuple(x.shape[:2])} tokens"
                     )
-                if not bool(key_mask.any(dim=1).all()):
-                    raise ValueError(f"{fn}: key_mask has a row without any real token")
+                empty_row = f"{fn}: key_mask has a row without any real token"
+                require(key_mask.any(dim=1).all(), lambda: empty_row, empty_row)
             pooled_mean = self._pool(x, key_mask, self.mean_pool)
             pooled_var = self._pool(x, key_mask, self.log_var_pool)
         mean = self.mean_proj(pooled_mean)
         log_var = self.log_var_proj(pooled_var)
         if self.check_finite:
             for name, t in (("mean projection", mean), ("log-variance projection", log_var)):
-                if not bool(torch.isfinite(t).all()):
-                    raise ValueError(
-                        f"{fn}: the {name} overflows {t.dtype}; the features are too large "
-                        f"for this head (largest |feature| {float(x.detach().abs().amax()):.3g})"
-                    )
+                over = (
+                    f"{fn}: the {name} overflows {t.dtype}; the features are too large for "
+                    "this head"
+                )
+                require(
+                    torch.isfinite(t).all(),
+                    lambda over=over: (
+                        f"{over} (largest |feature| {float(x.detach().abs().amax()):.3g})"
+                    ),
+                    over,
+                )
         if self.normalize_mean:
             mean = l2_normalize(mean).to(mean.dtype)
         return GaussianEmbedding(mean, log_var)

@@ -46,6 +46,7 @@ from textreid._checks import (
     check_same_device,
     check_same_width,
     check_tensor,
+    require,
 )
 from textreid._numerics import compute_dtype
 from textreid.heads.gaussian import GaussianEmbedding
@@ -127,11 +128,12 @@ def _values(
 
 def _check_result(fn: str, out: Tensor, what: str, check: bool) -> Tensor:
     """With ``check``, refuse a result that overflowed: the true value is beyond the dtype."""
-    if check and out.numel() and not bool(torch.isfinite(out).all()):
-        raise ValueError(
+    if check and out.numel():
+        over = (
             f"{fn}: the {what} overflow {out.dtype}: the embeddings (means, samples or "
             "variances) are too large for this computation; scale them down"
         )
+        require(torch.isfinite(out).all(), lambda: over, over)
     return out
 
 

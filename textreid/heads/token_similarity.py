@@ -29,6 +29,7 @@ from textreid._checks import (
     check_tensor,
     check_token_mask,
     check_tokens,
+    require,
 )
 from textreid._numerics import check_temperature, compute_dtype, l2_normalize, pow2_scale
 
@@ -59,7 +60,8 @@ def _check_mask(
 ) -> Tensor | None:
     """None, or a bool ``[..., N]`` mask for ``tokens [..., N, D]`` with a real token per row.
 
-    The per-row check needs the values, so it runs only on the CPU (no host sync elsewhere).
+    The per-row check is a value check (:func:`textreid._checks.require`): eager on the CPU,
+    a device-side assert on accelerators.
     """
     if mask is None:
         return None
@@ -71,8 +73,9 @@ def _check_mask(
             f"(shape {tuple(tokens.shape)}); its last dimension must be {n}"
         )
     check_same_device(fn, **{tokens_name: tokens, name: m})
-    if m.device.type == "cpu" and m.numel() and not bool(m.any(dim=-1).all()):
-        raise ValueError(f"{fn}: every row of {name} needs at least one True (real) token")
+    if m.numel():
+        empty_row = f"{fn}: every row of {name} needs at least one True (real) token"
+        require(m.any(dim=-1).all(), lambda: empty_row, empty_row)
     return m
 
 

@@ -10,12 +10,12 @@ from torch import Tensor
 
 from textreid._checks import (
     check_features,
-    checks_are_eager,
     check_finite,
     check_reduction,
     check_same_device,
     check_same_width,
     check_tensor,
+    checks_are_eager,
     require,
     resolve_pids,
 )

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from textreid._checks import check_positive
+from textreid._checks import check_positive, reads_are_free
 from textreid.losses.combine import LossOutput
 from textreid.losses.id import IDLoss
 from textreid.losses.mlm import MLMLoss, mask_for_mlm
@@ -113,11 +113,18 @@ class _IRRABase(DualEncoderMethod):
             )
             masked_feats, masked_tokens = self.encoder.encode_text(masked, return_tokens=True)
             hidden = self.irr(masked_tokens, image_tokens)
-            # The vocabulary projection dominates the cost; only masked positions have a
-            # label, so project those alone (same loss as IRRA's full [B, L, V] logits).
-            picked = labels != 0
-            logits = self.mlm_head(hidden[picked][None])
-            mlm = self.mlm_loss(logits.float(), labels[picked][None])
+            if reads_are_free(hidden.device):
+                # The vocabulary projection dominates the cost; only masked positions have a
+                # label, so project those alone (same loss as IRRA's full [B, L, V] logits).
+                # Their number is a host value here, so the gather costs no sync.
+                picked = labels != 0
+                logits = self.mlm_head(hidden[picked][None])
+                mlm = self.mlm_loss(logits.float(), labels[picked][None])
+            else:
+                # On an accelerator that number lives on the device and a gather would wait
+                # for it every step: project every position, as IRRA does, and let the
+                # loss's ignore_index drop the unmasked ones (same value, fixed shapes).
+                mlm = self.mlm_loss(self.mlm_head(hidden).float(), labels)
         if self.global_text_from_masked_caption:
             text_feats, text_tokens = masked_feats, masked_tokens
         else:

@@ -15,6 +15,7 @@ from textreid._checks import (
     check_choice,
     check_features,
     check_int,
+    check_label_range,
     check_positive,
     check_tensor,
     check_token_mask,
@@ -219,11 +220,7 @@ class SingleStreamEncoder(nn.Module):
         n = self.position_embeddings.num_embeddings
         if t.shape[1] > n:
             raise ValueError(f"{fn}: ids has {t.shape[1]} positions but max_text_len is {n}")
-        if int(t.min()) < 0 or int(t.max()) >= self.vocab_size:
-            raise ValueError(
-                f"{fn}: ids must lie in [0, {self.vocab_size}) for vocab_size {self.vocab_size}, "
-                f"got min {int(t.min())} and max {int(t.max())}"
-            )
+        check_label_range(t, "ids", fn, self.vocab_size)
         if attention_mask is not None:
             check_token_mask(attention_mask, "attention_mask", fn, t[..., None], "ids")
         pos = torch.arange(t.shape[1], device=t.device)

@@ -7,7 +7,7 @@ from typing import Literal, overload
 import torch
 from torch import Tensor, nn
 
-from textreid._checks import check_tensor
+from textreid._checks import check_label_range, check_tensor
 from textreid.config import TextConfig
 from textreid.models.transformer import Transformer
 
@@ -56,12 +56,7 @@ class _TextTower:
                 f"{fn}: ids has {n} tokens per row but the context length is "
                 f"{cfg.context_length}; tokenize with context_length={cfg.context_length}"
             )
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= cfg.vocab_size:
-            raise ValueError(
-                f"{fn}: ids must lie in [0, {cfg.vocab_size}) (vocab_size), got values in "
-                f"[{lo}, {hi}]"
-            )
+        check_label_range(ids, "ids", fn, cfg.vocab_size)
         x = self.token_embedding(ids) + self.positional_embedding[:n]
         x = self.ln_final(self.transformer(x, causal=True))
         tokens: Tensor = x @ self.text_projection
