@@ -33,7 +33,6 @@ import errno
 import functools
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -58,6 +57,13 @@ from textreid._io import (
     read_bounded,
     resolve_in_folder,
 )
+from textreid._sources import (
+    HUB_PREFIX,
+    hub_download,
+    hub_options,
+    is_repo_id,
+    resolve_source,
+)
 from textreid._version import __version__
 from textreid.config import CLIPConfig, PreprocessConfig
 from textreid.data.transforms import build_transforms
@@ -78,7 +84,6 @@ _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _CARD = "README.md"
 _TOKENIZER_FILES = ("vocab.json", "merges.txt")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 # Waits between attempts while the files read disagree with the manifest (a save in flight).
 _RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -194,23 +199,9 @@ class _Source:
     def __init__(self, name_or_path: str | os.PathLike[str], fn: str, hub: dict[str, Any]) -> None:
         self.fn = fn
         self.hub = hub
-        text = os.fspath(name_or_path)
-        if text.startswith("hf-hub:"):
-            self.folder: Path | None = None
-            self.repo_id = text[len("hf-hub:") :]
-        elif Path(text).expanduser().is_dir():
-            self.folder = Path(text).expanduser()
-            self.repo_id = ""
-        elif _REPO_ID.match(text) and not text.startswith((".", "/", "~")):
-            self.folder = None
-            self.repo_id = text
-        else:
-            raise FileNotFoundError(
-                f"{fn}: {text!r} is neither an existing folder nor a hub repo id "
-                "('org/name' or 'hf-hub:org/name')"
-            )
-        if self.folder is None and not _REPO_ID.match(self.repo_id):
-            raise ValueError(f"{fn}: {self.repo_id!r} is not a valid hub repo id 'org/name'")
+        resolved = resolve_source(name_or_path, fn, files=False)
+        self.folder = resolved.folder
+        self.repo_id = resolved.repo_id or ""
 
     def describe(self) -> str:
         return str(self.folder) if self.folder is not None else f"hub repo {self.repo_id!r}"
@@ -226,46 +217,13 @@ class _Source:
                 f"{self.fn}: {self.folder} has no file {filename!r}; a saved retriever "
                 f"folder holds {_CONFIG} and {_WEIGHTS} (write one with save_pretrained)"
             )
-        return self._download(filename, required)
+        return hub_download(self.repo_id, filename, self.hub, self.fn, required=required)
 
     def reading(self) -> contextlib.AbstractContextManager[bool]:
         """Hold a local folder's lock shared while its files are read; yield whether held."""
         if self.folder is None:
             return contextlib.nullcontext(False)
         return folder_lock(self.folder, shared=True)
-
-    def _download(self, filename: str, required: bool) -> Path | None:
-        from huggingface_hub import errors, hf_hub_download
-
-        revision = self.hub.get("revision") or "main"
-        try:
-            return Path(hf_hub_download(self.repo_id, filename, **self.hub))
-        except errors.RepositoryNotFoundError as exc:
-            raise FileNotFoundError(
-                f"{self.fn}: repository {self.repo_id!r} was not found on the hub; check the "
-                "name, or pass token= for a private repository"
-            ) from exc
-        except errors.RevisionNotFoundError as exc:
-            raise FileNotFoundError(
-                f"{self.fn}: repository {self.repo_id!r} has no revision {revision!r}; pass an "
-                "existing branch, tag or commit as revision="
-            ) from exc
-        except errors.RemoteEntryNotFoundError as exc:
-            if not required:
-                return None
-            raise FileNotFoundError(
-                f"{self.fn}: repository {self.repo_id!r} has no file {filename!r} at revision "
-                f"{revision!r}; it is not a textreid retriever or CLIP repository"
-            ) from exc
-        except errors.LocalEntryNotFoundError as exc:
-            if not required:
-                return None
-            raise FileNotFoundError(
-                f"{self.fn}: {filename!r} of {self.repo_id!r} (revision {revision!r}) is not in "
-                f"the Hub cache ({self.hub.get('cache_dir') or 'default cache'}) and the network "
-                "is not used (local_files_only=True, HF_HUB_OFFLINE, or the hub is unreachable). "
-                "Download it once online, or pass a local folder holding the files"
-            ) from exc
 
 
 class _Mismatch(Exception):
@@ -447,13 +405,13 @@ class Retriever:
                 with ``textreid_manifest.json`` after a few retries.
         """
         fn = "Retriever.from_pretrained"
-        hub: dict[str, Any] = {
-            "revision": revision,
-            "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
-            "local_files_only": local_files_only,
-            "endpoint": endpoint,
-            "token": token,
-        }
+        hub = hub_options(
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            endpoint=endpoint,
+            token=token,
+        )
         source = _Source(name_or_path, fn, hub)
         attempt = 0
         while True:
@@ -550,7 +508,8 @@ class Retriever:
         device: str | torch.device | None,
     ) -> Retriever:
         size = image_size or (384, 128)
-        target = source.folder if source.folder is not None else source.repo_id
+        # The "hf-hub:" prefix keeps load_clip from taking a same-named local path instead.
+        target = source.folder if source.folder is not None else HUB_PREFIX + source.repo_id
         model = load_clip(target, image_size=size, **(hub if source.folder is None else {}))
         tokenizer: CLIPTokenizer | None = None
         vocab = source.get(_TOKENIZER_FILES[0], required=False)
@@ -661,7 +620,7 @@ class Retriever:
             Whatever ``upload_folder`` returns (the commit URL or hash).
         """
         fn = "Retriever.push_to_hub"
-        if not _REPO_ID.match(repo_id):
+        if not is_repo_id(repo_id):
             raise ValueError(f"{fn}: repo_id must look like 'org/name', got {repo_id!r}")
         client: Any = api
         if client is None:

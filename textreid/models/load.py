@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from textreid._io import MAX_CONFIG_BYTES, read_json_object, resolve_in_folder
+from textreid._sources import hub_download, hub_options, resolve_source
 from textreid._untrusted import torch_load_weights_only
 from textreid.config import CLIPConfig
 from textreid.models.clip import CLIPDualEncoder
@@ -38,7 +38,6 @@ from textreid.models.torchscript import read_torchscript_state_dict
 __all__ = ["load_clip", "load_state_dict_strict", "read_weights", "save_hf"]
 
 _FN = "load_clip"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _WEIGHTS_ONLY_FILES = (
     "model.safetensors",
     "open_clip_model.safetensors",
@@ -224,14 +223,8 @@ def _from_folder(folder: Path) -> tuple[dict[str, Tensor], CLIPConfig | None]:
 
 
 def _from_hub(repo_id: str, hub: dict[str, Any]) -> tuple[dict[str, Tensor], CLIPConfig | None]:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
     def get(name: str) -> Path | None:
-        try:
-            return Path(hf_hub_download(repo_id, name, **hub))
-        except (EntryNotFoundError, LocalEntryNotFoundError):
-            return None
+        return hub_download(repo_id, name, hub, _FN, required=False)
 
     where = f"hub repo {repo_id!r} (revision {hub['revision'] or 'main'}"
     where += f", cache_dir {hub['cache_dir']})" if hub["cache_dir"] else ")"
@@ -255,21 +248,13 @@ def _read_source(
             f"{_FN}: source must be a path, a hub repo id or a state dict, got "
             f"{type(source).__name__}"
         )
-    text = os.fspath(source)
-    if text.startswith("hf-hub:"):
-        return _from_hub(text[len("hf-hub:") :], hub)
-    path = Path(text)
-    if path.is_dir():
-        return _from_folder(path)
-    if path.is_file():
-        return read_weights(path), None
-    if _REPO_ID.match(text) and not text.startswith("."):
-        return _from_hub(text, hub)
-    raise FileNotFoundError(
-        f"{_FN}: {text!r} is not an existing file or folder (parent folder "
-        f"{path.parent.resolve()}), nor a hub repo id ('org/name' or 'hf-hub:org/name'); "
-        "check the path"
-    )
+    resolved = resolve_source(source, _FN, files=True)
+    if resolved.folder is not None:
+        return _from_folder(resolved.folder)
+    if resolved.file is not None:
+        return read_weights(resolved.file), None
+    assert resolved.repo_id is not None
+    return _from_hub(resolved.repo_id, hub)
 
 
 def load_clip(
@@ -329,13 +314,13 @@ def load_clip(
             textreid's limits, a symbolic link out of a local folder, an unknown layout, or
             weights that do not fit.
     """
-    hub = {
-        "revision": revision,
-        "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
-        "local_files_only": local_files_only,
-        "endpoint": endpoint,
-        "token": token,
-    }
+    hub = hub_options(
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        endpoint=endpoint,
+        token=token,
+    )
     raw, config = _read_source(source, hub)
     sd = to_openai_layout(raw)
     if config is None:
