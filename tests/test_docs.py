@@ -25,6 +25,7 @@ LOSS_ZOO_PAGE = ROOT / "docs" / "losses.md"
 DOCUMENTED_PACKAGES = [
     "textreid",
     "textreid.losses",
+    "textreid.text",
     "textreid.heads",
     "textreid.models",
     "textreid.retrieval",

@@ -23,6 +23,7 @@ PACKAGES = [
     "textreid",
     "textreid.losses",
     "textreid.losses.functional",
+    "textreid.text",
     "textreid.heads",
     "textreid.models",
     "textreid.retrieval",

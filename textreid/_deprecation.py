@@ -9,11 +9,12 @@ which it disappears.
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
-__all__ = ["deprecated", "warn_deprecated"]
+__all__ = ["deprecated", "moved", "warn_deprecated"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -61,3 +62,32 @@ def deprecated(
         return cast(_F, inner)
 
     return wrap
+
+
+def moved(
+    module: str, targets: Mapping[str, str], *, since: str, removed_in: str
+) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that still serves names moved to another module.
+
+    Every lookup of an old name (``from old import name``, ``old.name``) warns, attributed to
+    the line doing the lookup, so the warning points at the code to update; the object
+    returned is the new one, so behaviour is unchanged.
+
+    Args:
+        module: the old module's ``__name__``.
+        targets: old attribute name -> new dotted path (``"textreid.text.mask_for_mlm"``).
+        since, removed_in: as :func:`warn_deprecated`.
+
+    Returns:
+        The function to bind as the module's ``__getattr__``.
+    """
+
+    def __getattr__(name: str) -> Any:
+        target = targets.get(name)
+        if target is None:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warn_deprecated(f"{module}.{name}", since=since, removed_in=removed_in, replacement=target)
+        new_module, _, attr = target.rpartition(".")
+        return getattr(importlib.import_module(new_module), attr)
+
+    return __getattr__

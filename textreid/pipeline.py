@@ -25,7 +25,6 @@ from textreid.data.pedes import PedesDataset, PedesSplit, build_dataset
 from textreid.data.samplers import IdentitySampler
 from textreid.data.transforms import build_transforms
 from textreid.hub import ModelCard, Retriever
-from textreid.losses.attribute_mask import attribute_token_sequences
 from textreid.methods.base import RetrievalMethod
 from textreid.methods.cmr import CMRMethod
 from textreid.methods.fmfa import FMFAMethod
@@ -38,6 +37,7 @@ from textreid.models.registry import create_model
 from textreid.models.single_stream import SingleStreamEncoder
 from textreid.recipes import Recipe, get_recipe
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
+from textreid.text import attribute_token_sequences
 from textreid.tokenization import CLIPTokenizer
 from textreid.training.distributed import (
     distributed_sampler,

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from textreid.losses.attribute_mask import (
-    PEDESTRIAN_ATTRIBUTE_WORDS,
     AttributeMaskReconstructionLoss,
     attribute_mask_reconstruction_loss,
+)
+from textreid.text import (
+    PEDESTRIAN_ATTRIBUTE_WORDS,
     attribute_positions,
     attribute_token_sequences,
     mask_attribute_tokens,

@@ -469,7 +469,7 @@ MASK_ID, VOCAB = 49405, 49408
 
 @pytest.mark.parametrize("mask_token_id", [1, 0, -5])
 def test_mask_for_mlm_mask_token_below_ordinary_tokens(mask_token_id: int) -> None:
-    from textreid.losses import mask_for_mlm
+    from textreid.text import mask_for_mlm
 
     with pytest.raises(
         ValueError,
@@ -491,7 +491,7 @@ def test_mask_for_mlm_mask_token_below_ordinary_tokens(mask_token_id: int) -> No
 def test_mask_for_mlm_argument_types(
     kwargs: dict[str, object], error: type[Exception], message: str
 ) -> None:
-    from textreid.losses import mask_for_mlm
+    from textreid.text import mask_for_mlm
 
     args: dict[str, object] = {"mask_token_id": MASK_ID, "vocab_size": VOCAB, **kwargs}
     with pytest.raises(error, match=message):
@@ -499,7 +499,7 @@ def test_mask_for_mlm_argument_types(
 
 
 def test_mask_for_mlm_generator_device() -> None:
-    from textreid.losses import mask_for_mlm
+    from textreid.text import mask_for_mlm
 
     ids = torch.tensor([[49406, 5, 7, 49407]], device="meta")
     with pytest.raises(ValueError, match="mask_for_mlm: ids is on meta but generator is on cpu"):

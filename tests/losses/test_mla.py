@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from textreid.losses.cmpm import cmpm_loss
-from textreid.losses.mla import MultiLevelAlignmentLoss, phrase_level_text, word_level_text
+from textreid.losses.mla import MultiLevelAlignmentLoss
+from textreid.text import phrase_level_text, word_level_text
 
 CAPS = [
     "a woman wearing a white shirt, black pants and red shoes. she carries a bag, walking.",

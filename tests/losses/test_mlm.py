@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textreid.losses.mlm import MLMLoss, mask_for_mlm
+from textreid.losses.mlm import MLMLoss
+from textreid.text import mask_for_mlm
 
 MASK, VOCAB = 49405, 49408
 

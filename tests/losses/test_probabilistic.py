@@ -17,19 +17,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from textreid.heads import GaussianEmbedding, csd_distance
-from textreid.losses._common import DirectionalLosses
-from textreid.losses.probabilistic import (
+from textreid.losses import (
     CSDLoss,
     DistributionContrastLoss,
     GaussianKLLoss,
     PCMELoss,
     PointContrastLoss,
+)
+from textreid.losses._common import DirectionalLosses
+from textreid.losses.csd import pseudo_positive_match
+from textreid.losses.functional import (
     csd_loss,
     distribution_contrast_loss,
     gaussian_kl_loss,
     pcme_loss,
     point_contrast_loss,
-    pseudo_positive_match,
 )
 
 Leaves = list[torch.Tensor]

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from tests.methods._helpers import SIZE, make_batch, params_without_grad
-from textreid.losses import ASDMLoss, EFALoss, IDLoss, MLMLoss, mask_for_mlm
+from textreid.losses import ASDMLoss, EFALoss, IDLoss, MLMLoss
 from textreid.methods import FMFAMethod, FMFAWeights
 from textreid.models import create_model
+from textreid.text import mask_for_mlm
 from textreid.tokenization import CLIPTokenizer
 
 

@@ -12,9 +12,9 @@ from textreid.losses import (
     DistributionContrastLoss,
     PointContrastLoss,
 )
-from textreid.losses.attribute_mask import attribute_token_sequences, mask_attribute_tokens
 from textreid.methods import UCAMethod, UCAWeights
 from textreid.models import create_model
+from textreid.text import attribute_token_sequences, mask_attribute_tokens
 from textreid.tokenization import CLIPTokenizer
 
 

@@ -2,30 +2,30 @@
 
 Every matching loss takes ``image_feats`` first and ``text_feats`` second, plus
 ``pids=None, *, image_pids=None, text_pids=None``; see each class for its paper and formula.
-Functional forms live in :mod:`textreid.losses.functional`.
+Functional forms live in :mod:`textreid.losses.functional`; the text preparation that some
+losses consume (MLM masking, IVT's text levels, attribute words) lives in :mod:`textreid.text`.
 """
 
 from __future__ import annotations
 
+from textreid._deprecation import moved
 from textreid.losses._common import DirectionalLosses
 from textreid.losses.asdm import ASDMLoss
 from textreid.losses.attribute_mask import AttributeMaskReconstructionLoss
 from textreid.losses.cmpm import CMPCLoss, CMPMLoss
 from textreid.losses.combine import LossOutput, WeightedSum
 from textreid.losses.commonality import CommonalityMarginRankingLoss, part_commonality
+from textreid.losses.csd import CSDLoss
 from textreid.losses.distributed import gather_features, gather_with_grad
+from textreid.losses.distribution_contrast import DistributionContrastLoss
 from textreid.losses.efa import EFALoss
+from textreid.losses.gaussian_kl import GaussianKLLoss
 from textreid.losses.id import IDLoss
 from textreid.losses.infonce import InfoNCELoss
-from textreid.losses.mla import MultiLevelAlignmentLoss, phrase_level_text, word_level_text
-from textreid.losses.mlm import MLMLoss, mask_for_mlm
-from textreid.losses.probabilistic import (
-    CSDLoss,
-    DistributionContrastLoss,
-    GaussianKLLoss,
-    PCMELoss,
-    PointContrastLoss,
-)
+from textreid.losses.mla import MultiLevelAlignmentLoss
+from textreid.losses.mlm import MLMLoss
+from textreid.losses.pcme import PCMELoss
+from textreid.losses.point_contrast import PointContrastLoss
 from textreid.losses.sdm import SDMLoss
 from textreid.losses.triplet import TripletLoss
 
@@ -52,8 +52,16 @@ __all__ = [
     "WeightedSum",
     "gather_features",
     "gather_with_grad",
-    "mask_for_mlm",
     "part_commonality",
-    "phrase_level_text",
-    "word_level_text",
 ]
+
+__getattr__ = moved(
+    __name__,
+    {
+        "mask_for_mlm": "textreid.text.mask_for_mlm",
+        "phrase_level_text": "textreid.text.phrase_level_text",
+        "word_level_text": "textreid.text.word_level_text",
+    },
+    since="0.1",
+    removed_in="1.0",
+)

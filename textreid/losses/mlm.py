@@ -1,8 +1,10 @@
-"""Masked language modelling: IRRA's masking rule and the cross-entropy over masked positions."""
+"""Masked language modelling: the cross-entropy over masked positions (IRRA).
+
+The masking itself is text preparation: :func:`textreid.text.mask_for_mlm`.
+"""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -12,99 +14,18 @@ from textreid._checks import (
     check_int,
     check_label_range,
     check_labels,
-    check_positive,
     check_reduction,
     check_same_device,
     check_tensor,
 )
+from textreid._deprecation import moved
 from textreid._numerics import compute_dtype
 
-__all__ = ["MLMLoss", "mask_for_mlm"]
+__all__ = ["MLMLoss"]
 
-
-def mask_for_mlm(
-    ids: Tensor,
-    mask_token_id: int,
-    vocab_size: int,
-    *,
-    generator: torch.Generator | None = None,
-    probability: float = 0.15,
-) -> tuple[Tensor, Tensor]:
-    """Mask caption tokens for MLM the way IRRA's dataset does (BERT's 80/10/10 rule).
-
-    Eligible positions hold ``0 < id < mask_token_id`` (never padding, start, end or mask).
-    Each is selected with ``probability``; a selected token becomes ``mask_token_id`` (80 %),
-    a uniform random id in ``[1, mask_token_id)`` (10 %) or stays (10 %); its label is the
-    original id, every other label is 0. A row with nothing selected gets position 1 forced to
-    the mask token (label = its original id), as IRRA does.
-
-    Args:
-        ids: int ``[L]`` or ``[B, L]`` token ids (``L >= 2``). Never modified in place (IRRA's
-            dataset writes into the caption it also uses for the global loss; see the IRRA
-            recipe's ``global_text_from_masked_caption`` to reproduce that).
-        mask_token_id: id of the mask token, in ``[2, vocab_size)`` (IRRA: 49405); the ids
-            below it are the ordinary tokens, those above it special ones.
-        vocab_size: vocabulary size; every id must be below it (IRRA: 49408).
-        generator: torch random generator for reproducible masks, on the device of ``ids``.
-        probability: selection probability (IRRA: 0.15).
-
-    Returns:
-        ``(masked_ids, labels)``, both shaped like ``ids``; ``labels`` 0 = not predicted.
-
-    Raises:
-        ValueError: ids out of ``[0, vocab_size)``, ``mask_token_id`` outside
-            ``[2, vocab_size)``, rows shorter than 2, probability outside ``(0, 1]``, a
-            generator on another device than ``ids``.
-        TypeError: non-integer ids, a non-int ``mask_token_id`` or ``vocab_size``, a non-number
-            probability, a generator that is not a ``torch.Generator``.
-
-    Differences from the reference code: IRRA draws with Python's ``random`` per token in a
-    DataLoader worker; this draws with torch (same distribution, not the same sequence).
-    """
-    fn = "mask_for_mlm"
-    x = check_tensor(ids, "ids", fn, ndim=(1, 2), kind="int", dims="(L,) or (B, L)")
-    check_int(vocab_size, "vocab_size", fn, min_value=3)
-    check_int(mask_token_id, "mask_token_id", fn)
-    if mask_token_id < 2:
-        # Ordinary tokens are 0 < id < mask_token_id and random replacements are drawn from
-        # [1, mask_token_id): below 2 nothing could be masked or drawn, and 0 is padding.
-        raise ValueError(
-            f"{fn}: mask_token_id must be at least 2, got {mask_token_id}: the tokens that get "
-            "masked are the ids 0 < id < mask_token_id (0 is padding, ids above the mask token "
-            "are special such as start/end of text), so the mask token must sit above them "
-            "(IRRA/CLIP: 49405)"
-        )
-    if mask_token_id >= vocab_size:
-        raise ValueError(
-            f"{fn}: mask_token_id {mask_token_id} must be below vocab_size {vocab_size}"
-        )
-    check_positive(probability, "probability", fn)
-    if probability > 1:
-        raise ValueError(f"{fn}: probability must be in (0, 1], got {probability}")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"{fn}: generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
-        if generator.device.type != x.device.type:
-            raise ValueError(f"{fn}: ids is on {x.device} but generator is on {generator.device}")
-    if x.shape[-1] < 2:
-        raise ValueError(f"{fn}: ids needs at least 2 positions per row, got {x.shape[-1]}")
-    check_label_range(x, "ids", fn, vocab_size)
-    rows = x.reshape(-1, x.shape[-1])
-    u = torch.rand(rows.shape, generator=generator, device=rows.device)
-    random_ids = torch.randint(
-        1, mask_token_id, rows.shape, generator=generator, device=rows.device
-    )
-    selected = (rows > 0) & (rows < mask_token_id) & (u < probability)
-    v = u / probability
-    masked = torch.where(selected & (v < 0.8), torch.full_like(rows, mask_token_id), rows)
-    masked = torch.where(selected & (v >= 0.8) & (v < 0.9), random_ids.to(rows.dtype), masked)
-    labels = torch.where(selected, rows, torch.zeros_like(rows))
-    none = ~selected.any(dim=1)
-    labels[none, 1] = rows[none, 1]
-    masked[none, 1] = mask_token_id
-    return masked.reshape(x.shape), labels.reshape(x.shape)
+__getattr__ = moved(
+    __name__, {"mask_for_mlm": "textreid.text.mask_for_mlm"}, since="0.1", removed_in="1.0"
+)
 
 
 class MLMLoss(nn.Module):

@@ -23,11 +23,12 @@ from torch import Tensor
 from textreid._checks import check_positive, reads_are_free
 from textreid.losses.combine import LossOutput
 from textreid.losses.id import IDLoss
-from textreid.losses.mlm import MLMLoss, mask_for_mlm
+from textreid.losses.mlm import MLMLoss
 from textreid.losses.sdm import SDMLoss
 from textreid.methods.base import DualEncoderMethod, require_batch_keys
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.cross_modal import CrossModalTransformer, MLMHead
+from textreid.text import mask_for_mlm
 
 __all__ = ["IRRAMethod", "IRRAWeights", "convert_irra_checkpoint", "irra_to_textreid"]
 

@@ -24,10 +24,11 @@ from torch import Tensor
 
 from textreid._checks import check_tensor
 from textreid.losses.combine import LossOutput
-from textreid.losses.mla import MultiLevelAlignmentLoss, phrase_level_text, word_level_text
+from textreid.losses.mla import MultiLevelAlignmentLoss
 from textreid.methods._text import caption_key_mask
 from textreid.methods.base import RetrievalMethod, require_batch_keys
 from textreid.models.single_stream import SingleStreamEncoder
+from textreid.text import phrase_level_text, word_level_text
 from textreid.tokenization import CLIPTokenizer
 
 __all__ = ["IVT_LEVELS", "IVTMethod"]
@@ -92,8 +93,8 @@ class IVTMethod(RetrievalMethod):
     * views: ``images`` itself and two fresh views of it (random horizontal flip and one
       random-erasing box, timm's settings), drawn from torch's global generator;
     * levels: the caption decoded from ``text_ids``; phrase level by
-      :func:`~textreid.losses.phrase_level_text`; word level by
-      :func:`~textreid.losses.word_level_text` without attribute annotations (IVT's fallback:
+      :func:`~textreid.text.phrase_level_text`; word level by
+      :func:`~textreid.text.word_level_text` without attribute annotations (IVT's fallback:
       one clause of the caption); both re-tokenised to ``L``. Python draws use a
       :class:`random.Random` seeded from torch's global generator, so a seeded run repeats.
 

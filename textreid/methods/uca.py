@@ -27,14 +27,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from textreid.heads.gaussian import GaussianEmbedding, GaussianHead
-from textreid.losses.attribute_mask import AttributeMaskReconstructionLoss, mask_attribute_tokens
+from textreid.losses.attribute_mask import AttributeMaskReconstructionLoss
 from textreid.losses.combine import LossOutput
-from textreid.losses.probabilistic import DistributionContrastLoss, PointContrastLoss
+from textreid.losses.distribution_contrast import DistributionContrastLoss
+from textreid.losses.point_contrast import PointContrastLoss
 from textreid.methods._text import caption_key_mask
 from textreid.methods.base import DualEncoderMethod, require_batch_keys
 from textreid.methods.irra import IRRA_MASK_TOKEN_ID
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.cross_modal import CrossModalTransformer, MLMHead
+from textreid.text import mask_attribute_tokens
 
 __all__ = ["UCAMethod", "UCAWeights"]
 
@@ -70,7 +72,7 @@ class UCAMethod(DualEncoderMethod):
 
     Per batch: the image and caption Gaussians; ``num_samples`` reparameterised points of each;
     distribution contrast on the Gaussians; point contrast on the points; then attribute words
-    of the caption (:func:`~textreid.losses.attribute_mask.mask_attribute_tokens`, all
+    of the caption (:func:`~textreid.text.mask_attribute_tokens`, all
     occurrences) are replaced by the mask token, the masked caption's tokens cross-attend
     (:class:`~textreid.models.CrossModalTransformer`) to the image's sampled points followed by
     its patch tokens, and an :class:`~textreid.models.MLMHead` reconstructs the words, weighted

@@ -1,0 +1,83 @@
+r"""KL divergence of diagonal Gaussians to the unit Gaussian (the regulariser of PCME/PCME++)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from textreid._checks import Reduction, check_finite, check_reduction
+from textreid.heads.gaussian import GaussianEmbedding
+from textreid.heads.gaussian_distances import _check_result
+from textreid.losses._common import compute_dtype
+from textreid.losses._gaussian import elementwise_kl
+
+__all__ = ["GaussianKLLoss", "gaussian_kl_loss"]
+
+
+def gaussian_kl_loss(
+    embedding: GaussianEmbedding, *, reduction: Reduction = "mean", check_finite: bool = True
+) -> Tensor:
+    """Functional form of :class:`GaussianKLLoss` (same arguments, same result)."""
+    return _gaussian_kl("gaussian_kl_loss", embedding, reduction=reduction, finite=check_finite)
+
+
+def _gaussian_kl(fn: str, embedding: object, *, reduction: str, finite: bool) -> Tensor:
+    check_reduction(reduction, fn)
+    if not isinstance(embedding, GaussianEmbedding):
+        raise TypeError(
+            f"{fn}: embedding must be a GaussianEmbedding, got {type(embedding).__name__}"
+        )
+    if len(embedding) == 0:
+        raise ValueError(f"{fn}: empty batch (embedding has 0 rows)")
+    if finite:
+        check_finite(embedding.mean, "embedding.mean", fn)
+        check_finite(embedding.log_var, "embedding.log_var", fn)
+    kl = elementwise_kl(embedding.to(compute_dtype(embedding.mean)))
+    out = kl if reduction == "none" else kl.mean() if reduction == "mean" else kl.sum()
+    return _check_result(fn, out, "loss values", finite)
+
+
+class GaussianKLLoss(nn.Module):
+    r"""KL divergence of diagonal Gaussians to the unit Gaussian (the "VIB" term of PCME/PCME++).
+
+    Chun, Oh, de Rezende, Kalantidis and Larlus, "Probabilistic Embeddings for Cross-Modal
+    Retrieval", CVPR 2021, arXiv 2101.05068; Chun, "Improved Probabilistic Image-Text
+    Representations", ICLR 2024, arXiv 2305.18171.
+
+    .. math:: \mathrm{KL}\big(N(\mu, \sigma^2)\,\|\,N(0, I)\big)_{b,d}
+       = \tfrac12\big(\mu_{b,d}^2 + \sigma_{b,d}^2 - 1 - \log\sigma_{b,d}^2\big)
+
+    Args:
+        reduction: ``"mean"`` over all ``B·D`` entries (PCME++'s reduction), ``"sum"`` over all
+            entries (PCME's), ``"none"`` the ``[B, D]`` entries.
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
+
+    Call arguments:
+        embedding: a :class:`GaussianEmbedding` ``[B, D]`` (one modality; add the two calls).
+
+    Returns:
+        A scalar, or ``[B, D]`` for ``"none"``; float32 for half/float32 inputs.
+
+    Raises:
+        TypeError: ``embedding`` is not a :class:`GaussianEmbedding`.
+        ValueError: empty batch, non-finite values, unknown ``reduction``.
+
+    Differences from the reference code:
+        PCME++ returns 0 (disconnecting the term) when the mean KL exceeds 1e4; this loss
+        never skips.
+    """
+
+    def __init__(self, *, reduction: Reduction = "mean", check_finite: bool = True) -> None:
+        super().__init__()
+        check_reduction(reduction, type(self).__name__)
+        self.reduction: Reduction = reduction
+        self.check_finite = check_finite
+
+    def forward(self, embedding: GaussianEmbedding) -> Tensor:
+        """Compute the loss; see the class docstring."""
+        return _gaussian_kl(
+            type(self).__name__, embedding, reduction=self.reduction, finite=self.check_finite
+        )
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"

@@ -1,0 +1,300 @@
+r"""PCME: Probabilistic Cross-Modal Embedding, the sampled match-probability loss (CVPR 2021)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from textreid._checks import Reduction, check_positive, check_reduction
+from textreid.heads.gaussian import GaussianEmbedding
+from textreid.heads.gaussian_distances import _check_result, _sample_logits
+from textreid.losses._common import DirectionalLosses, pid_match, reduce_directional
+from textreid.losses._gaussian import (
+    check_given_samples,
+    check_num_samples,
+    checked_loss,
+    elementwise_kl,
+    prepare_gaussian_pair,
+)
+
+__all__ = ["PCMELoss", "pcme_loss"]
+
+
+def _check_pcme_args(
+    fn: str, *, num_samples: int, kl_beta: float, uniformity_lambda: float, uniformity_t: float
+) -> None:
+    check_num_samples(fn, num_samples)
+    check_positive(kl_beta, "kl_beta", fn, allow_zero=True)
+    check_positive(uniformity_lambda, "uniformity_lambda", fn, allow_zero=True)
+    check_positive(uniformity_t, "uniformity_t", fn)
+
+
+def _uniformity(points: Tensor, t: float) -> Tensor:
+    """``log mean_{i<j} exp(-t ‖x_i − x_j‖²)`` (Wang & Isola, 2020), by log-sum-exp."""
+    n = points.shape[0]
+    if n < 2:
+        return points.sum() * 0.0
+    sq = (points[:, None, :] - points[None, :, :]).pow(2).sum(-1)
+    iu = torch.triu_indices(n, n, offset=1, device=points.device)
+    vals = -t * sq[iu[0], iu[1]]
+    return torch.logsumexp(vals, dim=0) - math.log(vals.numel())
+
+
+def _pcme(
+    fn: str,
+    image: GaussianEmbedding,
+    text: GaussianEmbedding,
+    *,
+    pids: Tensor | None,
+    image_pids: Tensor | None,
+    text_pids: Tensor | None,
+    image_samples: Tensor | None,
+    text_samples: Tensor | None,
+    generator: torch.Generator | None,
+    negative_scale: Tensor | float,
+    shift: Tensor | float,
+    num_samples: int,
+    kl_beta: float,
+    uniformity_lambda: float,
+    uniformity_t: float,
+    kl_on_sample_mean: bool,
+    reference_sampling: bool,
+    reduction: str,
+    finite: bool,
+) -> Tensor | DirectionalLosses:
+    check_reduction(reduction, fn)
+    _check_pcme_args(
+        fn,
+        num_samples=num_samples,
+        kl_beta=kl_beta,
+        uniformity_lambda=uniformity_lambda,
+        uniformity_t=uniformity_t,
+    )
+    if reduction == "none" and uniformity_lambda != 0:
+        raise ValueError(
+            f"{fn}: the uniformity term is a batch term; use reduction='mean' or 'sum' "
+            "when uniformity_lambda != 0"
+        )
+    img, txt, ip, tp = prepare_gaussian_pair(
+        fn, image, text, pids, image_pids, text_pids, finite=finite
+    )
+
+    def draw(g: GaussianEmbedding, given: Tensor | None, name: str) -> Tensor:
+        if given is not None:
+            return check_given_samples(fn, given, g, name, finite).to(g.mean.dtype)
+        # the reference encoder reads its log-variance as a log-std when sampling
+        src = GaussianEmbedding(g.mean, 2.0 * g.log_var) if reference_sampling else g
+        return src.sample(num_samples, generator)
+
+    zs_v = draw(img, image_samples, "image_samples")
+    zs_t = draw(txt, text_samples, "text_samples")
+    logits = _check_result(fn, _sample_logits(zs_v, zs_t, negative_scale, shift), "logits", finite)
+    sign = torch.where(pid_match(ip, tp), 1.0, -1.0).to(logits.dtype)[..., None]
+    # -log mean_k sigmoid(2 m s) = log K - logsumexp_k(m s - logaddexp(s, -s))
+    log_p = torch.logsumexp(sign * logits - torch.logaddexp(logits, -logits), dim=-1)
+    nll = math.log(logits.shape[-1]) - log_p
+    i2t, t2i = nll.sum(dim=1), nll.sum(dim=0)
+    if kl_beta != 0:
+        mean_v = zs_v.mean(dim=1) if kl_on_sample_mean else None
+        mean_t = zs_t.mean(dim=1) if kl_on_sample_mean else None
+        i2t = i2t + kl_beta * elementwise_kl(img, mean_v).sum(-1)
+        t2i = t2i + kl_beta * elementwise_kl(txt, mean_t).sum(-1)
+    out = reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
+    if uniformity_lambda != 0:
+        assert isinstance(out, Tensor)
+        pts = torch.cat([zs_v.reshape(-1, img.dim), zs_t.reshape(-1, txt.dim)])
+        out = out + uniformity_lambda * _uniformity(pts, uniformity_t)
+    return checked_loss(fn, out, finite)
+
+
+def pcme_loss(
+    image: GaussianEmbedding,
+    text: GaussianEmbedding,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    negative_scale: Tensor | float = 15.0,
+    shift: Tensor | float = 15.0,
+    image_samples: Tensor | None = None,
+    text_samples: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    num_samples: int = 7,
+    kl_beta: float = 1e-5,
+    uniformity_lambda: float = 0.0,
+    uniformity_t: float = 2.0,
+    kl_on_sample_mean: bool = False,
+    reference_sampling: bool = False,
+    reduction: Reduction = "sum",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`PCMELoss`; ``negative_scale`` and ``shift`` are ``a``, ``b``."""
+    return _pcme(
+        "pcme_loss",
+        image,
+        text,
+        pids=pids,
+        image_pids=image_pids,
+        text_pids=text_pids,
+        image_samples=image_samples,
+        text_samples=text_samples,
+        generator=generator,
+        negative_scale=negative_scale,
+        shift=shift,
+        num_samples=num_samples,
+        kl_beta=kl_beta,
+        uniformity_lambda=uniformity_lambda,
+        uniformity_t=uniformity_t,
+        kl_on_sample_mean=kl_on_sample_mean,
+        reference_sampling=reference_sampling,
+        reduction=reduction,
+        finite=check_finite,
+    )
+
+
+class PCMELoss(nn.Module):
+    r"""Probabilistic Cross-Modal Embedding loss (Chun, Oh, de Rezende, Kalantidis, Larlus,
+    "Probabilistic Embeddings for Cross-Modal Retrieval", CVPR 2021, arXiv:2101.05068).
+
+    With ``K`` samples per item, ``z ~ N(μ, σ²)``, the compressed sigmoid
+    :math:`\tilde\sigma(t) = \operatorname{sigmoid}(2t)` (see
+    :func:`~textreid.heads.match_probability`), learnable :math:`a` (``negative_scale``) and
+    :math:`b` (``shift``), and :math:`m_{ij} = +1` when image :math:`i` and caption :math:`j`
+    share an identity, :math:`-1` otherwise:
+
+    .. math::
+
+        \mathrm{NLL}_{ij} = -\log \frac{1}{K^2}\sum_{k,k'}
+            \tilde\sigma\big(m_{ij}(-a\sqrt{\|z_i^k - z_j^{k'}\|^2 + 10^{-6}} + b)\big)
+
+        \mathcal L = \sum_{i,j}\mathrm{NLL}_{ij} + \sum_{j,i}\mathrm{NLL}_{ij}
+            + \beta\,[\mathrm{KL}_v + \mathrm{KL}_t] + \lambda\,\mathcal U
+
+    The two sums are the image→text and text→image terms; they are equal (naver-ai/pcme
+    issue #3) and both are kept as in the paper. :math:`\mathrm{KL}` is
+    :class:`GaussianKLLoss` with sum reduction; :math:`\mathcal U = \log
+    \operatorname{mean}_{p<q} e^{-t\|x_p - x_q\|^2}` is the uniformity of all samples of both
+    modalities.
+
+    Args:
+        init_negative_scale: initial :math:`a` (paper, COCO: 15; CUB: 5).
+        init_shift: initial :math:`b` (COCO: 15; CUB: 5).
+        num_samples: :math:`K` when the loss draws the samples (paper: 7).
+        kl_beta: :math:`\beta` (COCO: 1e-5; CUB: 1e-3).
+        uniformity_lambda: :math:`\lambda` (COCO: 0; CUB: 10).
+        uniformity_t: :math:`t` (2).
+        kl_on_sample_mean: reference quirk: use the mean of the samples instead of
+            :math:`\mu` in the KL term.
+        reference_sampling: reference quirk: when the loss draws samples, use
+            :math:`\exp(\text{log\_var})` as the standard deviation (the reference encoder
+            reads its ``logsigma`` as a log-std when sampling and as a log-variance in the KL,
+            pcmepp issue #4). Off: :math:`\sigma = \exp(\text{log\_var}/2)`.
+        reduction: ``"sum"`` (the paper's, default: sums over all pairs and both directions),
+            ``"mean"`` (mean over image rows plus mean over caption rows) or ``"none"``
+            (:class:`DirectionalLosses`: row sums of NLL plus each item's weighted KL;
+            refused when ``uniformity_lambda != 0``).
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
+
+    Call arguments:
+        image, text: :class:`GaussianEmbedding` ``[B_i, D]`` and ``[B_t, D]``.
+        pids / image_pids, text_pids: identities (default: instance labels, i.e. the
+            reference's diagonal matching).
+        image_samples, text_samples: optional ``[B_i, K, D]``, ``[B_t, K', D]`` samples (e.g.
+            drawn by the encoder, as in the reference); otherwise ``num_samples`` are drawn
+            with ``generator``.
+
+    Returns:
+        A scalar, or :class:`DirectionalLosses` for ``"none"``.
+
+    Raises:
+        TypeError: inputs are not :class:`GaussianEmbedding` / float tensors, ids not integer.
+        ValueError: empty batch, width/device/row mismatch, non-finite values, bad samples
+            shape, ``num_samples < 1``, negative ``kl_beta``/``uniformity_lambda``, a
+            non-positive ``uniformity_t``, unknown ``reduction``, ``"none"`` with uniformity.
+
+    Differences from the reference code:
+        Positives are identity-aware (the reference uses only the diagonal); the uniformity
+        term uses all sample pairs (the reference subsamples 128 points with replacement,
+        with numpy's RNG, when :math:`(2BK)^2 > 16384`); :math:`a, b` are 0-d parameters
+        (shape ``[1]`` in the reference). With the quirk options on, and the same samples,
+        values equal the reference's ``MCSoftContrastiveLoss``.
+    """
+
+    def __init__(
+        self,
+        init_negative_scale: float = 15.0,
+        init_shift: float = 15.0,
+        num_samples: int = 7,
+        kl_beta: float = 1e-5,
+        uniformity_lambda: float = 0.0,
+        uniformity_t: float = 2.0,
+        *,
+        kl_on_sample_mean: bool = False,
+        reference_sampling: bool = False,
+        reduction: Reduction = "sum",
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__()
+        fn = type(self).__name__
+        _check_pcme_args(
+            fn,
+            num_samples=num_samples,
+            kl_beta=kl_beta,
+            uniformity_lambda=uniformity_lambda,
+            uniformity_t=uniformity_t,
+        )
+        check_reduction(reduction, fn)
+        self.negative_scale = nn.Parameter(torch.tensor(float(init_negative_scale)))
+        self.shift = nn.Parameter(torch.tensor(float(init_shift)))
+        self.num_samples = num_samples
+        self.kl_beta = kl_beta
+        self.uniformity_lambda = uniformity_lambda
+        self.uniformity_t = uniformity_t
+        self.kl_on_sample_mean = kl_on_sample_mean
+        self.reference_sampling = reference_sampling
+        self.reduction: Reduction = reduction
+        self.check_finite = check_finite
+
+    def forward(
+        self,
+        image: GaussianEmbedding,
+        text: GaussianEmbedding,
+        pids: Tensor | None = None,
+        *,
+        image_pids: Tensor | None = None,
+        text_pids: Tensor | None = None,
+        image_samples: Tensor | None = None,
+        text_samples: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor | DirectionalLosses:
+        """Compute the loss; see the class docstring."""
+        return _pcme(
+            type(self).__name__,
+            image,
+            text,
+            pids=pids,
+            image_pids=image_pids,
+            text_pids=text_pids,
+            image_samples=image_samples,
+            text_samples=text_samples,
+            generator=generator,
+            negative_scale=self.negative_scale,
+            shift=self.shift,
+            num_samples=self.num_samples,
+            kl_beta=self.kl_beta,
+            uniformity_lambda=self.uniformity_lambda,
+            uniformity_t=self.uniformity_t,
+            kl_on_sample_mean=self.kl_on_sample_mean,
+            reference_sampling=self.reference_sampling,
+            reduction=self.reduction,
+            finite=self.check_finite,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_samples={self.num_samples}, kl_beta={self.kl_beta}, "
+            f"uniformity_lambda={self.uniformity_lambda}, reduction={self.reduction!r}"
+        )
