@@ -7,10 +7,10 @@ naming the function called. Never NaN, never inf, never a bare ``RuntimeError``.
 
 Names of ``textreid.losses.__all__`` and ``textreid.heads.__all__`` left out, and why:
 containers (``DirectionalLosses``, ``LossOutput``, ``GaussianEmbedding``, ``GaussianScores``),
-the constant ``GAUSSIAN_DISTANCES``, integer or text utilities (``mask_for_mlm``,
-``phrase_level_text``, ``word_level_text``), the distributed gathers (``gather_features``,
+the constant ``GAUSSIAN_DISTANCES``, the distributed gathers (``gather_features``,
 ``gather_with_grad``: identity on one process) and ``blockwise_pairs`` (a chunking driver that
 computes nothing itself). ``part_commonality`` is a detached statistic: its values are checked.
+The text utilities (``textreid.text``) compute on integer ids and strings, not floats.
 """
 
 from __future__ import annotations
