@@ -30,6 +30,7 @@ from textreid._numerics import (
 __all__ = [
     "DirectionalLosses",
     "check_classifier",
+    "check_logit_scale",
     "compute_dtype",
     "cosine_matrix",
     "kl_rows",
@@ -101,6 +102,18 @@ def resolve_logit_scale(
 ) -> float | Tensor:
     """The multiplier applied to cosine similarities: ``logit_scale`` if given, else ``1/τ``.
 
+    See :func:`check_logit_scale` for what a given ``logit_scale`` must be.
+    """
+    if logit_scale is None:
+        return 1.0 / temperature
+    return check_logit_scale(fn, logit_scale, device, finite=finite)
+
+
+def check_logit_scale(
+    fn: str, logit_scale: object, device: torch.device, *, finite: bool = True
+) -> float | Tensor:
+    """A call's ``logit_scale``, validated: a float, or a one-element tensor clamped into range.
+
     A float ``logit_scale`` must lie in ``[1e-4, 1e4]`` (see
     :data:`textreid._numerics.MIN_TEMPERATURE`), so ``scale · |cos|`` cannot overflow.
 
@@ -110,8 +123,6 @@ def resolve_logit_scale(
     on an accelerator it is clamped into the range in the graph instead, which bounds an
     overflowing scale but lets a NaN through.
     """
-    if logit_scale is None:
-        return 1.0 / temperature
     if isinstance(logit_scale, Tensor):
         check_tensor(logit_scale, "logit_scale", fn, kind="float", allow_empty=True)
         if logit_scale.numel() != 1:

@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._checks import Reduction
 from textreid._numerics import check_temperature
-from textreid.losses._common import (
-    DirectionalLosses,
-    compute_dtype,
-    cosine_matrix,
-    match_kl,
-    pid_match,
-    prepare_pair,
-    reduce_directional,
-    resolve_logit_scale,
+from textreid.losses._common import DirectionalLosses, cosine_matrix, match_kl
+from textreid.losses.base import (
+    Hyperparameter,
+    PairBatch,
+    PairLoss,
+    flag,
+    functional_twin,
+    non_negative,
+    positive,
 )
 
 __all__ = ["ASDMLoss", "asdm_loss"]
-
-
-def _check_asdm_args(
-    fn: str, alpha: float, temperature: float, epsilon: float, reduction: str
-) -> None:
-    check_positive(alpha, "alpha", fn, allow_zero=True)
-    check_temperature(temperature, "temperature", fn)
-    check_positive(epsilon, "epsilon", fn)
-    check_reduction(reduction, fn)
 
 
 def _row_weights(sim: Tensor, logits: Tensor, match: Tensor, alpha: float, detach: bool) -> Tensor:
@@ -43,60 +34,7 @@ def _row_weights(sim: Tensor, logits: Tensor, match: Tensor, alpha: float, detac
     return w.detach() if detach else w
 
 
-def _asdm(
-    fn: str,
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    logit_scale: float | Tensor | None,
-    alpha: float,
-    temperature: float,
-    epsilon: float,
-    detach_weight: bool,
-    reduction: str,
-    check_finite: bool,
-) -> Tensor | DirectionalLosses:
-    _check_asdm_args(fn, alpha, temperature, epsilon, reduction)
-    ip, tp = prepare_pair(
-        fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
-    )
-    scale = resolve_logit_scale(
-        fn, temperature, logit_scale, image_feats.device, finite=check_finite
-    )
-    sim = cosine_matrix(image_feats, text_feats, compute_dtype(image_feats, text_feats))
-    logits = sim * scale
-    match = pid_match(ip, tp)
-    i2t, t2i = match_kl(logits, match, "l1", epsilon)
-    w_i2t = _row_weights(sim, logits, match, alpha, detach_weight)
-    w_t2i = _row_weights(sim.t(), logits.t(), match.t(), alpha, detach_weight)
-    return reduce_directional(DirectionalLosses(w_i2t * i2t, w_t2i * t2i), reduction, fn)
-
-
-def asdm_loss(
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    logit_scale: float | Tensor | None = None,
-    alpha: float = 0.1,
-    temperature: float = 0.02,
-    epsilon: float = 1e-8,
-    detach_weight: bool = False,
-    reduction: Reduction = "mean",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`ASDMLoss` (same arguments, same result)."""
-    return _asdm(
-        "asdm_loss", image_feats, text_feats, pids, image_pids, text_pids, logit_scale,
-        alpha, temperature, epsilon, detach_weight, reduction, check_finite,
-    )  # fmt: skip
-
-
-class ASDMLoss(nn.Module):
+class ASDMLoss(PairLoss):
     r"""Adaptive SDM of FMFA (Yin et al., "Explicit Fine-grained Alignment ... (FMFA)",
     2025, arXiv:2509.13754; reference code github.com/yinhao1102/FMFA).
 
@@ -134,6 +72,12 @@ class ASDMLoss(nn.Module):
         reference hard-codes :math:`\alpha` (0.1) in its HEAD version.
     """
 
+    uses_logit_scale = True
+    alpha = Hyperparameter(non_negative)
+    temperature = Hyperparameter(check_temperature)
+    epsilon = Hyperparameter(positive)
+    detach_weight = Hyperparameter(flag)
+
     def __init__(
         self,
         alpha: float = 0.1,
@@ -144,34 +88,48 @@ class ASDMLoss(nn.Module):
         reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        _check_asdm_args("ASDMLoss", alpha, temperature, epsilon, reduction)
+        super().__init__(reduction=reduction, check_finite=check_finite)
         self.alpha = alpha
         self.temperature = temperature
         self.epsilon = epsilon
         self.detach_weight = detach_weight
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self,
-        image_feats: Tensor,
-        text_feats: Tensor,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-        logit_scale: float | Tensor | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring for shapes and dtypes."""
-        return _asdm(
-            "ASDMLoss", image_feats, text_feats, pids, image_pids, text_pids, logit_scale,
-            self.alpha, self.temperature, self.epsilon, self.detach_weight, self.reduction,
-            self.check_finite,
-        )  # fmt: skip
+    def default_logit_scale(self) -> float:
+        return 1.0 / self.temperature
 
-    def extra_repr(self) -> str:
-        return (
-            f"alpha={self.alpha}, temperature={self.temperature}, epsilon={self.epsilon}, "
-            f"detach_weight={self.detach_weight}, reduction={self.reduction!r}"
-        )
+    def compute_loss(self, batch: PairBatch) -> DirectionalLosses:
+        sim = cosine_matrix(batch.image_feats, batch.text_feats, batch.dtype)
+        logits = sim * batch.logit_scale
+        match = batch.match
+        i2t, t2i = match_kl(logits, match, "l1", self.epsilon)
+        w_i2t = _row_weights(sim, logits, match, self.alpha, self.detach_weight)
+        w_t2i = _row_weights(sim.t(), logits.t(), match.t(), self.alpha, self.detach_weight)
+        return DirectionalLosses(w_i2t * i2t, w_t2i * t2i)
+
+
+_ASDM = functional_twin(ASDMLoss, "asdm_loss")
+
+
+def asdm_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    alpha: float = 0.1,
+    temperature: float = 0.02,
+    epsilon: float = 1e-8,
+    detach_weight: bool = False,
+    reduction: Reduction = "mean",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`ASDMLoss` (same arguments, same result)."""
+    loss = _ASDM(
+        alpha, temperature, epsilon, detach_weight, reduction=reduction, check_finite=check_finite
+    )
+    return loss.forward(
+        image_feats, text_feats, pids, image_pids=image_pids, text_pids=text_pids,
+        logit_scale=logit_scale,
+    )  # fmt: skip

@@ -6,71 +6,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._checks import Reduction, check_positive
 from textreid._numerics import l2_normalize
-from textreid.losses._common import (
-    DirectionalLosses,
-    check_classifier,
-    compute_dtype,
-    kl_rows,
-    pid_match,
-    prepare_pair,
-    reduce_directional,
+from textreid.losses._common import DirectionalLosses, compute_dtype, kl_rows
+from textreid.losses.base import (
+    ClassifierPairLoss,
+    Hyperparameter,
+    PairBatch,
+    PairLoss,
+    classifier_twin,
+    functional_twin,
+    positive,
 )
 
 __all__ = ["CMPCLoss", "CMPMLoss", "cmpc_loss", "cmpm_loss"]
 
-_PAPER = (
-    'Zhang & Lu, "Deep Cross-Modal Projection Learning for Image-Text Matching", ECCV 2018 '
-    "(no arXiv version; doi:10.1007/978-3-030-01246-5_42)"
-)
 
-
-def _cmpm(
-    fn: str,
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    epsilon: float,
-    reduction: str,
-    check_finite: bool,
-) -> Tensor | DirectionalLosses:
-    check_positive(epsilon, "epsilon", fn)
-    check_reduction(reduction, fn)
-    ip, tp = prepare_pair(
-        fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
-    )
-    dtype = compute_dtype(image_feats, text_feats)
-    v, t = image_feats.to(dtype), text_feats.to(dtype)
-    match = pid_match(ip, tp)
-    # Each direction projects the raw anchor onto the normalised other side, so the two
-    # logit matrices are not transposes of each other.
-    i2t = kl_rows(v @ l2_normalize(text_feats, 1, dtype=dtype).t(), match, "l2", epsilon)
-    t2i = kl_rows(t @ l2_normalize(image_feats, 1, dtype=dtype).t(), match.t(), "l2", epsilon)
-    return reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
-
-
-def cmpm_loss(
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    epsilon: float = 1e-8,
-    reduction: Reduction = "mean",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`CMPMLoss` (same arguments, same result)."""
-    return _cmpm(
-        "cmpm_loss", image_feats, text_feats, pids, image_pids, text_pids,
-        epsilon, reduction, check_finite,
-    )  # fmt: skip
-
-
-class CMPMLoss(nn.Module):
+class CMPMLoss(PairLoss):
     r"""Cross-Modal Projection Matching (Zhang & Lu, "Deep Cross-Modal Projection Learning for
     Image-Text Matching", ECCV 2018; no arXiv version), as used by IVT and IRRA.
 
@@ -110,75 +62,54 @@ class CMPMLoss(nn.Module):
         labels in float32 and divides by unclamped norms (NaN for zero vectors).
     """
 
+    no_logit_scale_reason = (
+        "CMPM has no temperature; the norm of the raw anchor features plays its role"
+    )
+    epsilon = Hyperparameter(positive)
+
     def __init__(
         self, epsilon: float = 1e-8, *, reduction: Reduction = "mean", check_finite: bool = True
     ) -> None:
-        super().__init__()
-        check_positive(epsilon, "epsilon", "CMPMLoss")
-        check_reduction(reduction, "CMPMLoss")
+        super().__init__(reduction=reduction, check_finite=check_finite)
         self.epsilon = epsilon
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self,
-        image_feats: Tensor,
-        text_feats: Tensor,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring for shapes and dtypes."""
-        return _cmpm(
-            "CMPMLoss", image_feats, text_feats, pids, image_pids, text_pids,
-            self.epsilon, self.reduction, self.check_finite,
-        )  # fmt: skip
-
-    def extra_repr(self) -> str:
-        return f"epsilon={self.epsilon}, reduction={self.reduction!r}"
+    def compute_loss(self, batch: PairBatch) -> DirectionalLosses:
+        image_feats, text_feats, dtype = batch.image_feats, batch.text_feats, batch.dtype
+        v, t = image_feats.to(dtype), text_feats.to(dtype)
+        match = batch.match
+        # Each direction projects the raw anchor onto the normalised other side, so the two
+        # logit matrices are not transposes of each other.
+        i2t = kl_rows(v @ l2_normalize(text_feats, 1, dtype=dtype).t(), match, "l2", self.epsilon)
+        t2i = kl_rows(
+            t @ l2_normalize(image_feats, 1, dtype=dtype).t(), match.t(), "l2", self.epsilon
+        )
+        return DirectionalLosses(i2t, t2i)
 
 
-def _cmpc(
-    fn: str,
+_CMPM = functional_twin(CMPMLoss, "cmpm_loss")
+
+
+def cmpm_loss(
     image_feats: Tensor,
     text_feats: Tensor,
-    pids: Tensor,
-    weight: Tensor,
-    reduction: str,
-    check_finite: bool,
-) -> Tensor | DirectionalLosses:
-    check_reduction(reduction, fn)
-    ip, _ = prepare_pair(
-        fn, image_feats, text_feats, pids, None, None, finite=check_finite, default_instance=False
-    )
-    dtype = compute_dtype(image_feats, text_feats, weight)
-    check_classifier(fn, weight, image_feats, ip)
-    v, t = image_feats.to(dtype), text_feats.to(dtype)
-    v_dir = l2_normalize(image_feats, 1, dtype=dtype)
-    t_dir = l2_normalize(text_feats, 1, dtype=dtype)
-    v_on_t = (v * t_dir).sum(dim=1, keepdim=True) * t_dir
-    t_on_v = (t * v_dir).sum(dim=1, keepdim=True) * v_dir
-    w_dir = l2_normalize(weight, 1, dtype=dtype)
-    i2t = F.cross_entropy(v_on_t @ w_dir.t(), ip, reduction="none")
-    t2i = F.cross_entropy(t_on_v @ w_dir.t(), ip, reduction="none")
-    return reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
-
-
-def cmpc_loss(
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor,
+    pids: Tensor | None = None,
     *,
-    weight: Tensor,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    epsilon: float = 1e-8,
     reduction: Reduction = "mean",
     check_finite: bool = True,
 ) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`CMPCLoss`; ``weight`` is the ``[C, D]`` classifier."""
-    return _cmpc("cmpc_loss", image_feats, text_feats, pids, weight, reduction, check_finite)
+    """Functional form of :class:`CMPMLoss` (same arguments, same result)."""
+    loss = _CMPM(epsilon, reduction=reduction, check_finite=check_finite)
+    return loss.forward(
+        image_feats, text_feats, pids, image_pids=image_pids, text_pids=text_pids,
+        logit_scale=logit_scale,
+    )  # fmt: skip
 
 
-class CMPCLoss(nn.Module):
+class CMPCLoss(ClassifierPairLoss):
     r"""Cross-Modal Projection Classification (Zhang & Lu, ECCV 2018; see :class:`CMPMLoss`).
 
     Each modality is projected onto the normalised *paired* sample of the other one and then
@@ -216,6 +147,10 @@ class CMPCLoss(nn.Module):
             ``0..C-1`` and a width different from ``dim``.
     """
 
+    no_logit_scale_reason = (
+        "CMPC classifies projections with a norm-softmax classifier, which has no temperature"
+    )
+
     def __init__(
         self,
         num_classes: int,
@@ -224,29 +159,61 @@ class CMPCLoss(nn.Module):
         reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        check_positive(num_classes, "num_classes", "CMPCLoss")
-        check_positive(dim, "dim", "CMPCLoss")
-        check_reduction(reduction, "CMPCLoss")
+        super().__init__(reduction=reduction, check_finite=check_finite)
+        check_positive(num_classes, "num_classes", type(self).__name__)
+        check_positive(dim, "dim", type(self).__name__)
         self.weight = nn.Parameter(torch.empty(num_classes, dim))
         nn.init.xavier_uniform_(self.weight)
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self, image_feats: Tensor, text_feats: Tensor, pids: Tensor
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring for shapes and dtypes."""
-        return _cmpc(
-            "CMPCLoss",
-            image_feats,
-            text_feats,
-            pids,
-            self.weight,
-            self.reduction,
-            self.check_finite,
-        )
+    def classifier_weights(self) -> tuple[Tensor, Tensor | None]:
+        return self.weight, None
+
+    def check_batch(self, batch: PairBatch) -> None:
+        b_i, b_t = batch.image_feats.shape[0], batch.text_feats.shape[0]
+        if b_i != b_t:
+            raise ValueError(
+                f"{batch.name}: image_feats has {b_i} rows but text_feats has {b_t}; CMPC "
+                "projects image i onto its paired caption i, so unequal sides cannot apply"
+            )
+        super().check_batch(batch)
+
+    def compute_loss(self, batch: PairBatch) -> DirectionalLosses:
+        weight, _ = self.classifier_weights()
+        image_feats, text_feats = batch.image_feats, batch.text_feats
+        dtype = compute_dtype(image_feats, text_feats, weight)
+        v, t = image_feats.to(dtype), text_feats.to(dtype)
+        v_dir = l2_normalize(image_feats, 1, dtype=dtype)
+        t_dir = l2_normalize(text_feats, 1, dtype=dtype)
+        v_on_t = (v * t_dir).sum(dim=1, keepdim=True) * t_dir
+        t_on_v = (t * v_dir).sum(dim=1, keepdim=True) * v_dir
+        w_dir = l2_normalize(weight, 1, dtype=dtype)
+        i2t = F.cross_entropy(v_on_t @ w_dir.t(), batch.image_pids, reduction="none")
+        t2i = F.cross_entropy(t_on_v @ w_dir.t(), batch.text_pids, reduction="none")
+        return DirectionalLosses(i2t, t2i)
 
     def extra_repr(self) -> str:
-        c, d = self.weight.shape
+        c, d = self.classifier_weights()[0].shape
         return f"num_classes={c}, dim={d}, reduction={self.reduction!r}"
+
+
+_CMPC = classifier_twin(CMPCLoss, "cmpc_loss")
+
+
+def cmpc_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    weight: Tensor,
+    reduction: Reduction = "mean",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`CMPCLoss`; ``weight`` is the ``[C, D]`` classifier."""
+    loss = _CMPC(weight, reduction=reduction, check_finite=check_finite)
+    return loss.forward(
+        image_feats, text_feats, pids, image_pids=image_pids, text_pids=text_pids,
+        logit_scale=logit_scale,
+    )  # fmt: skip

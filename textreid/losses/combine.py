@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -26,13 +25,6 @@ class LossOutput(NamedTuple):
     terms: dict[str, Tensor]
 
 
-def _takes_logit_scale(module: nn.Module) -> bool:
-    params = inspect.signature(module.forward).parameters
-    return "logit_scale" in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
-    )
-
-
 class WeightedSum(nn.Module):
     """A weighted sum of named loss terms, returning :class:`LossOutput`.
 
@@ -49,9 +41,12 @@ class WeightedSum(nn.Module):
         out = objective(image_feats, text_feats, pids, precomputed={"mlm": mlm_loss})
         out.total.backward(); log(out.terms)
 
-    ``logit_scale`` is forwarded only to the terms whose ``forward`` accepts it (SDM, A-SDM,
-    InfoNCE), and only when given; ``image_pids`` / ``text_pids`` are forwarded only when given,
-    so losses that need paired rows (:class:`~textreid.losses.CMPCLoss`) work with ``pids``.
+    Every module term is called as ``term(image_feats, text_feats, pids, **extra)``: ``extra``
+    holds ``image_pids`` / ``text_pids`` when given, and ``logit_scale`` when given and the term
+    has a true ``uses_logit_scale`` attribute. Every :class:`~textreid.losses.PairLoss` states
+    it (true for SDM, A-SDM, InfoNCE, which scale cosines by ``1/τ``; false for the others,
+    which refuse a scale); a module of your own declares ``uses_logit_scale = True`` to receive
+    it. Forwarding only what applies keeps one ``logit_scale`` usable with a mix of terms.
 
     Args:
         terms: ordered mapping ``name -> (weight, module)`` or ``name -> weight``; weights are
@@ -65,7 +60,7 @@ class WeightedSum(nn.Module):
 
     def __init__(self, terms: Mapping[str, tuple[float, nn.Module] | float]) -> None:
         super().__init__()
-        fn = "WeightedSum"
+        fn = type(self).__name__
         if not terms:
             raise ValueError(f"{fn}: terms is empty; give at least one name -> (weight, loss)")
         self.weights: dict[str, float] = {}
@@ -75,7 +70,7 @@ class WeightedSum(nn.Module):
             if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], nn.Module):
                 weight, module = entry
                 self.losses[name] = module
-                if _takes_logit_scale(module):
+                if getattr(module, "uses_logit_scale", False) is True:
                     self._scaled.add(name)
             elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
                 weight = entry
@@ -105,14 +100,15 @@ class WeightedSum(nn.Module):
 
         Args:
             image_feats, text_feats, pids, image_pids, text_pids, logit_scale: passed to every
-                module term (``logit_scale`` only where accepted, see the class docstring).
+                module term (``logit_scale`` only to the terms that use one, see the class
+                docstring).
             precomputed: values of the weight-only terms, one scalar tensor per such name.
 
         Returns:
             :class:`LossOutput`: ``total`` (connected to the graph) and ``terms`` (weighted,
             detached), in the order the terms were given.
         """
-        fn = "WeightedSum"
+        fn = type(self).__name__
         given = dict(precomputed or {})
         expected = [n for n in self.weights if n not in self.losses]
         missing = [n for n in expected if n not in given]
@@ -126,8 +122,8 @@ class WeightedSum(nn.Module):
         terms: dict[str, Tensor] = {}
         for name, weight in self.weights.items():
             if name in self.losses:
-                # Optional arguments travel only when given, so paired-only losses
-                # (CMPCLoss: no image_pids/text_pids) and losses without a temperature fit in.
+                # Optional arguments travel only when given, so modules of your own that take
+                # only (image_feats, text_feats, pids) fit in.
                 extra: dict[str, Tensor | float | None] = {}
                 if image_pids is not None or text_pids is not None:
                     extra.update(image_pids=image_pids, text_pids=text_pids)

@@ -5,64 +5,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from textreid._checks import Reduction, check_positive, check_reduction
-from textreid.losses._common import (
-    DirectionalLosses,
-    check_classifier,
-    compute_dtype,
-    prepare_pair,
-    reduce_directional,
-)
+from textreid._checks import Reduction, check_positive
+from textreid.losses._common import DirectionalLosses, compute_dtype
+from textreid.losses.base import ClassifierPairLoss, PairBatch, classifier_twin
 
 __all__ = ["IDLoss", "id_loss"]
 
 
-def _id(
-    fn: str,
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    weight: Tensor,
-    bias: Tensor | None,
-    reduction: str,
-    check_finite: bool,
-) -> Tensor | DirectionalLosses:
-    check_reduction(reduction, fn)
-    ip, tp = prepare_pair(
-        fn, image_feats, text_feats, pids, image_pids, text_pids,
-        finite=check_finite, default_instance=False,
-    )  # fmt: skip
-    check_classifier(fn, weight, image_feats, ip, tp)
-    dtype = compute_dtype(image_feats, text_feats, weight)
-    w = weight.to(dtype)
-    b = None if bias is None else bias.to(dtype)
-    img = F.cross_entropy(F.linear(image_feats.to(dtype), w, b), ip, reduction="none")
-    txt = F.cross_entropy(F.linear(text_feats.to(dtype), w, b), tp, reduction="none")
-    return reduce_directional(DirectionalLosses(img, txt), reduction, fn, half=True)
-
-
-def id_loss(
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    reduction: Reduction = "mean",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`IDLoss`; ``weight [C, D]`` and ``bias [C]`` are the classifier."""
-    return _id(
-        "id_loss", image_feats, text_feats, pids, image_pids, text_pids,
-        weight, bias, reduction, check_finite,
-    )  # fmt: skip
-
-
-class IDLoss(nn.Module):
+class IDLoss(ClassifierPairLoss):
     r"""Identity loss: one linear classifier over person identities shared by both modalities.
 
     Instance loss of Zheng et al., "Dual-Path Convolutional Image-Text Embeddings with Instance
@@ -102,6 +52,8 @@ class IDLoss(nn.Module):
         float32 (or float64), which equals the reference's float32 form.
     """
 
+    halve_mean = True
+
     def __init__(
         self,
         num_classes: int,
@@ -110,27 +62,49 @@ class IDLoss(nn.Module):
         reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        check_positive(num_classes, "num_classes", "IDLoss")
-        check_positive(dim, "dim", "IDLoss")
-        check_reduction(reduction, "IDLoss")
+        super().__init__(reduction=reduction, check_finite=check_finite)
+        check_positive(num_classes, "num_classes", type(self).__name__)
+        check_positive(dim, "dim", type(self).__name__)
         self.classifier = nn.Linear(dim, num_classes)
         nn.init.normal_(self.classifier.weight, std=0.001)
         nn.init.zeros_(self.classifier.bias)
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self,
-        image_feats: Tensor,
-        text_feats: Tensor,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring for shapes and dtypes."""
-        return _id(
-            "IDLoss", image_feats, text_feats, pids, image_pids, text_pids,
-            self.classifier.weight, self.classifier.bias, self.reduction, self.check_finite,
-        )  # fmt: skip
+    def classifier_weights(self) -> tuple[Tensor, Tensor | None]:
+        return self.classifier.weight, self.classifier.bias
+
+    def compute_loss(self, batch: PairBatch) -> DirectionalLosses:
+        weight, bias = self.classifier_weights()
+        dtype = compute_dtype(batch.image_feats, batch.text_feats, weight)
+        w = weight.to(dtype)
+        b = None if bias is None else bias.to(dtype)
+        img = F.cross_entropy(
+            F.linear(batch.image_feats.to(dtype), w, b), batch.image_pids, reduction="none"
+        )
+        txt = F.cross_entropy(
+            F.linear(batch.text_feats.to(dtype), w, b), batch.text_pids, reduction="none"
+        )
+        return DirectionalLosses(img, txt)
+
+
+_ID = classifier_twin(IDLoss, "id_loss")
+
+
+def id_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    reduction: Reduction = "mean",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`IDLoss`; ``weight [C, D]`` and ``bias [C]`` are the classifier."""
+    loss = _ID(weight, bias, reduction=reduction, check_finite=check_finite)
+    return loss.forward(
+        image_feats, text_feats, pids, image_pids=image_pids, text_pids=text_pids,
+        logit_scale=logit_scale,
+    )  # fmt: skip

@@ -8,17 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from textreid._checks import Reduction, check_reduction
+from textreid._checks import Reduction
 from textreid._numerics import check_temperature
-from textreid.losses._common import (
-    DirectionalLosses,
-    compute_dtype,
-    cosine_matrix,
-    pid_match,
-    prepare_pair,
-    reduce_directional,
-    resolve_logit_scale,
-)
+from textreid.losses._common import DirectionalLosses, cosine_matrix
+from textreid.losses.base import Hyperparameter, PairBatch, PairLoss, functional_twin
 
 __all__ = ["InfoNCELoss", "infonce_loss"]
 
@@ -33,52 +26,7 @@ def _positive_nll(logits: Tensor, match: Tensor) -> Tensor:
     return -(log_p * pos).sum(dim=1) / pos.sum(dim=1).clamp_min(1.0)
 
 
-def _infonce(
-    fn: str,
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    logit_scale: float | Tensor | None,
-    temperature: float,
-    reduction: str,
-    check_finite: bool,
-) -> Tensor | DirectionalLosses:
-    check_temperature(temperature, "temperature", fn)
-    check_reduction(reduction, fn)
-    ip, tp = prepare_pair(
-        fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
-    )
-    scale = resolve_logit_scale(
-        fn, temperature, logit_scale, image_feats.device, finite=check_finite
-    )
-    logits = cosine_matrix(image_feats, text_feats, compute_dtype(image_feats, text_feats)) * scale
-    match = pid_match(ip, tp)
-    rows = DirectionalLosses(_positive_nll(logits, match), _positive_nll(logits.t(), match.t()))
-    return reduce_directional(rows, reduction, fn, half=True)
-
-
-def infonce_loss(
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    logit_scale: float | Tensor | None = None,
-    temperature: float = 0.07,
-    reduction: Reduction = "mean",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`InfoNCELoss` (fixed temperature unless ``logit_scale``)."""
-    return _infonce(
-        "infonce_loss", image_feats, text_feats, pids, image_pids, text_pids,
-        logit_scale, temperature, reduction, check_finite,
-    )  # fmt: skip
-
-
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(PairLoss):
     r"""Symmetric InfoNCE / CLIP contrastive loss (Radford et al., "Learning Transferable
     Visual Models From Natural Language Supervision", ICML 2021, arXiv:2103.00020; InfoNCE:
     van den Oord et al., arXiv:1807.03748).
@@ -119,6 +67,10 @@ class InfoNCELoss(nn.Module):
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`.
     """
 
+    uses_logit_scale = True
+    halve_mean = True
+    temperature = Hyperparameter(check_temperature)
+
     def __init__(
         self,
         temperature: float = 0.07,
@@ -127,34 +79,45 @@ class InfoNCELoss(nn.Module):
         reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        check_temperature(temperature, "temperature", "InfoNCELoss")
-        check_reduction(reduction, "InfoNCELoss")
+        super().__init__(reduction=reduction, check_finite=check_finite)
         self.temperature = temperature
         self.log_scale: nn.Parameter | None = (
             nn.Parameter(torch.tensor(math.log(1.0 / temperature))) if learnable else None
         )
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self,
-        image_feats: Tensor,
-        text_feats: Tensor,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-        logit_scale: float | Tensor | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring for shapes and dtypes."""
-        if logit_scale is None and self.log_scale is not None:
-            logit_scale = self.log_scale.exp().clamp(max=_MAX_LOGIT_SCALE)
-        return _infonce(
-            "InfoNCELoss", image_feats, text_feats, pids, image_pids, text_pids,
-            logit_scale, self.temperature, self.reduction, self.check_finite,
-        )  # fmt: skip
+    def default_logit_scale(self) -> float | Tensor:
+        if self.log_scale is not None:
+            return self.log_scale.exp().clamp(max=_MAX_LOGIT_SCALE)
+        return 1.0 / self.temperature
+
+    def compute_loss(self, batch: PairBatch) -> DirectionalLosses:
+        logits = cosine_matrix(batch.image_feats, batch.text_feats, batch.dtype) * batch.logit_scale
+        match = batch.match
+        return DirectionalLosses(_positive_nll(logits, match), _positive_nll(logits.t(), match.t()))
 
     def extra_repr(self) -> str:
         learn = self.log_scale is not None
         return f"temperature={self.temperature}, learnable={learn}, reduction={self.reduction!r}"
+
+
+_INFONCE = functional_twin(InfoNCELoss, "infonce_loss")
+
+
+def infonce_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    temperature: float = 0.07,
+    reduction: Reduction = "mean",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`InfoNCELoss` (fixed temperature unless ``logit_scale``)."""
+    loss = _INFONCE(temperature, reduction=reduction, check_finite=check_finite)
+    return loss.forward(
+        image_feats, text_feats, pids, image_pids=image_pids, text_pids=text_pids,
+        logit_scale=logit_scale,
+    )  # fmt: skip

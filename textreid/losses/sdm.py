@@ -2,76 +2,17 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._checks import Reduction
 from textreid._numerics import check_temperature
-from textreid.losses._common import (
-    DirectionalLosses,
-    compute_dtype,
-    cosine_matrix,
-    match_kl,
-    pid_match,
-    prepare_pair,
-    reduce_directional,
-    resolve_logit_scale,
-)
+from textreid.losses._common import DirectionalLosses, cosine_matrix, match_kl
+from textreid.losses.base import Hyperparameter, PairBatch, PairLoss, functional_twin, positive
 
 __all__ = ["SDMLoss", "sdm_loss"]
 
 
-def _check_sdm_args(fn: str, temperature: float, epsilon: float, reduction: str) -> None:
-    check_temperature(temperature, "temperature", fn)
-    check_positive(epsilon, "epsilon", fn)
-    check_reduction(reduction, fn)
-
-
-def _sdm(
-    fn: str,
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    logit_scale: float | Tensor | None,
-    temperature: float,
-    epsilon: float,
-    reduction: str,
-    check_finite: bool,
-) -> Tensor | DirectionalLosses:
-    _check_sdm_args(fn, temperature, epsilon, reduction)
-    ip, tp = prepare_pair(
-        fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
-    )
-    scale = resolve_logit_scale(
-        fn, temperature, logit_scale, image_feats.device, finite=check_finite
-    )
-    logits = cosine_matrix(image_feats, text_feats, compute_dtype(image_feats, text_feats)) * scale
-    rows = match_kl(logits, pid_match(ip, tp), "l1", epsilon)
-    return reduce_directional(rows, reduction, fn)
-
-
-def sdm_loss(
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    logit_scale: float | Tensor | None = None,
-    temperature: float = 0.02,
-    epsilon: float = 1e-8,
-    reduction: Reduction = "mean",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`SDMLoss` (same arguments, same result)."""
-    return _sdm(
-        "sdm_loss", image_feats, text_feats, pids, image_pids, text_pids,
-        logit_scale, temperature, epsilon, reduction, check_finite,
-    )  # fmt: skip
-
-
-class SDMLoss(nn.Module):
+class SDMLoss(PairLoss):
     r"""Similarity Distribution Matching (Jiang & Ye, "Cross-Modal Implicit Relation Reasoning
     and Aligning for Text-to-Image Person Retrieval", CVPR 2023, arXiv:2303.12501).
 
@@ -133,6 +74,10 @@ class SDMLoss(nn.Module):
         matrix; rows are normalised explicitly here, which also covers unequal sides.
     """
 
+    uses_logit_scale = True
+    temperature = Hyperparameter(check_temperature)
+    epsilon = Hyperparameter(positive)
+
     def __init__(
         self,
         temperature: float = 0.02,
@@ -141,30 +86,37 @@ class SDMLoss(nn.Module):
         reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        _check_sdm_args("SDMLoss", temperature, epsilon, reduction)
+        super().__init__(reduction=reduction, check_finite=check_finite)
         self.temperature = temperature
         self.epsilon = epsilon
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self,
-        image_feats: Tensor,
-        text_feats: Tensor,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-        logit_scale: float | Tensor | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring for shapes and dtypes."""
-        return _sdm(
-            "SDMLoss", image_feats, text_feats, pids, image_pids, text_pids,
-            logit_scale, self.temperature, self.epsilon, self.reduction, self.check_finite,
-        )  # fmt: skip
+    def default_logit_scale(self) -> float:
+        return 1.0 / self.temperature
 
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, epsilon={self.epsilon}, reduction={self.reduction!r}"
-        )
+    def compute_loss(self, batch: PairBatch) -> DirectionalLosses:
+        logits = cosine_matrix(batch.image_feats, batch.text_feats, batch.dtype) * batch.logit_scale
+        return match_kl(logits, batch.match, "l1", self.epsilon)
+
+
+_SDM = functional_twin(SDMLoss, "sdm_loss")
+
+
+def sdm_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    temperature: float = 0.02,
+    epsilon: float = 1e-8,
+    reduction: Reduction = "mean",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`SDMLoss` (same arguments, same result)."""
+    loss = _SDM(temperature, epsilon, reduction=reduction, check_finite=check_finite)
+    return loss.forward(
+        image_feats, text_feats, pids, image_pids=image_pids, text_pids=text_pids,
+        logit_scale=logit_scale,
+    )  # fmt: skip

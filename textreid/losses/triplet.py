@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from textreid._checks import Reduction, check_choice, check_positive, check_reduction
-from textreid.losses._common import (
-    DirectionalLosses,
-    compute_dtype,
-    cosine_matrix,
-    pid_match,
-    prepare_pair,
-    reduce_directional,
+from textreid._checks import Reduction
+from textreid.losses._common import DirectionalLosses, cosine_matrix
+from textreid.losses.base import (
+    Hyperparameter,
+    PairBatch,
+    PairLoss,
+    functional_twin,
+    non_negative,
+    one_of,
 )
 
 __all__ = ["TripletLoss", "triplet_loss"]
@@ -56,56 +57,7 @@ def _anchor_rows(sim: Tensor, match: Tensor, margin: float, mining: str) -> Tens
     return (hinge * pos).sum(dim=1) / pos.sum(dim=1).clamp_min(1.0)
 
 
-def _check_triplet_args(fn: str, margin: float, mining: str, reduction: str) -> None:
-    check_positive(margin, "margin", fn, allow_zero=True)
-    check_choice(mining, "mining", fn, _MINING)
-    check_reduction(reduction, fn)
-
-
-def _triplet(
-    fn: str,
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    margin: float,
-    mining: str,
-    reduction: str,
-    check_finite: bool,
-) -> Tensor | DirectionalLosses:
-    _check_triplet_args(fn, margin, mining, reduction)
-    ip, tp = prepare_pair(
-        fn, image_feats, text_feats, pids, image_pids, text_pids, finite=check_finite
-    )
-    sim = cosine_matrix(image_feats, text_feats, compute_dtype(image_feats, text_feats))
-    match = pid_match(ip, tp)
-    rows = DirectionalLosses(
-        _anchor_rows(sim, match, margin, mining), _anchor_rows(sim.t(), match.t(), margin, mining)
-    )
-    return reduce_directional(rows, reduction, fn)
-
-
-def triplet_loss(
-    image_feats: Tensor,
-    text_feats: Tensor,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    margin: float = 0.2,
-    mining: Mining = "hardest",
-    reduction: Reduction = "mean",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`TripletLoss` (same arguments, same result)."""
-    return _triplet(
-        "triplet_loss", image_feats, text_feats, pids, image_pids, text_pids,
-        margin, mining, reduction, check_finite,
-    )  # fmt: skip
-
-
-class TripletLoss(nn.Module):
+class TripletLoss(PairLoss):
     r"""Bidirectional ranking (triplet) loss of VSE++ (Faghri et al., "VSE++: Improving
     Visual-Semantic Embeddings with Hard Negatives", BMVC 2018, arXiv:1707.05612), made
     identity-aware: a caption of the same person is never a negative.
@@ -149,6 +101,13 @@ class TripletLoss(nn.Module):
         makes the loss independent of the batch size (``reduction="sum"`` reproduces VSE++).
     """
 
+    no_logit_scale_reason = (
+        "the hinge compares unscaled cosines with the margin; scaling them would only rescale "
+        "the margin"
+    )
+    margin = Hyperparameter(non_negative)
+    mining = Hyperparameter(one_of(_MINING))
+
     def __init__(
         self,
         margin: float = 0.2,
@@ -157,27 +116,38 @@ class TripletLoss(nn.Module):
         reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        _check_triplet_args("TripletLoss", margin, mining, reduction)
+        super().__init__(reduction=reduction, check_finite=check_finite)
         self.margin = margin
-        self.mining: Mining = mining
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
+        self.mining = mining
 
-    def forward(
-        self,
-        image_feats: Tensor,
-        text_feats: Tensor,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring for shapes and dtypes."""
-        return _triplet(
-            "TripletLoss", image_feats, text_feats, pids, image_pids, text_pids,
-            self.margin, self.mining, self.reduction, self.check_finite,
-        )  # fmt: skip
+    def compute_loss(self, batch: PairBatch) -> DirectionalLosses:
+        sim = cosine_matrix(batch.image_feats, batch.text_feats, batch.dtype)
+        match = batch.match
+        return DirectionalLosses(
+            _anchor_rows(sim, match, self.margin, self.mining),
+            _anchor_rows(sim.t(), match.t(), self.margin, self.mining),
+        )
 
-    def extra_repr(self) -> str:
-        return f"margin={self.margin}, mining={self.mining!r}, reduction={self.reduction!r}"
+
+_TRIPLET = functional_twin(TripletLoss, "triplet_loss")
+
+
+def triplet_loss(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    margin: float = 0.2,
+    mining: Mining = "hardest",
+    reduction: Reduction = "mean",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`TripletLoss` (same arguments, same result)."""
+    loss = _TRIPLET(margin, mining, reduction=reduction, check_finite=check_finite)
+    return loss.forward(
+        image_feats, text_feats, pids, image_pids=image_pids, text_pids=text_pids,
+        logit_scale=logit_scale,
+    )  # fmt: skip

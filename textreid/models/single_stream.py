@@ -87,7 +87,10 @@ class TokenDropper(nn.Module):
         if not self.training:
             return x, mask
         rng = self.rng if self.rng is not None else torch.default_generator
-        keep = torch.tensor(token_drop_indices(x.shape[1], self.ratio, rng), device=x.device)
+        # The draws happen on the host; a non-blocking copy lets an accelerator's queue run on
+        # (a blocking one waits for it to drain).
+        keep = torch.tensor(token_drop_indices(x.shape[1], self.ratio, rng))
+        keep = keep.to(x.device, non_blocking=True)
         return x[:, keep], None if mask is None else mask[:, keep]
 
 

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from textreid._checks import check_choice, check_int, check_positive
+from textreid._checks import check_choice, check_int, check_positive, reads_are_free
 from textreid.training.checkpoint import (
     atomic_write,
     capture_rng_state,
@@ -509,22 +509,7 @@ class Trainer:
             group_start = i - i % accum
             group_size = min(accum, n - group_start)
             last_micro = i - group_start == group_size - 1
-            sync = (
-                self.model.no_sync()
-                if isinstance(self.model, DistributedDataParallel) and not last_micro
-                else contextlib.nullcontext()
-            )
-            with sync:
-                with torch.autocast(
-                    self.device.type,
-                    dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16,
-                    enabled=cfg.amp != "none",
-                ):
-                    out = self.model(self._to_device(batch))
-                total, terms = _unpack_output(out)
-                scaled: Tensor = self.scaler.scale(total / group_size)
-                torch.autograd.backward(scaled)
-            values = {"loss": total.detach().float(), **{f"loss/{k}": v for k, v in terms.items()}}
+            values = self._forward_backward(batch, group_size, last_micro)
             for key, v in values.items():
                 window[key] = window.get(key, 0) + v
                 epoch_sums[key] = epoch_sums.get(key, 0) + v
@@ -539,9 +524,8 @@ class Trainer:
                 self.scheduler.step()
             if self.global_step % cfg.log_every == 0:
                 record = {"epoch": e + 1, "step": self.global_step, "lr": lr}
-                record.update(self._mean_over_ranks(window, window_count))
-                if grad_norm is not None:
-                    record["grad_norm"] = float(grad_norm)
+                latest = {} if grad_norm is None else {"grad_norm": grad_norm}
+                record.update(self._mean_over_ranks(window, window_count, latest=latest))
                 record["time"] = time.perf_counter() - self._t0
                 window, window_count = {}, 0
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
@@ -571,6 +555,32 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
 
+    def _forward_backward(
+        self, batch: object, group_size: int, last_micro: bool
+    ) -> dict[str, Tensor]:
+        """Forward and backward of one micro-batch (its loss divided by ``group_size``).
+
+        Returns the detached loss and terms, left on the device: reading them would make the
+        host wait for the step, so they are only summed here and read when logging.
+        """
+        cfg = self.config
+        grad_sync = (
+            self.model.no_sync()
+            if isinstance(self.model, DistributedDataParallel) and not last_micro
+            else contextlib.nullcontext()
+        )
+        with grad_sync:
+            with torch.autocast(
+                self.device.type,
+                dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16,
+                enabled=cfg.amp != "none",
+            ):
+                out = self.model(self._to_device(batch))
+            total, terms = _unpack_output(out)
+            scaled: Tensor = self.scaler.scale(total / group_size)
+            torch.autograd.backward(scaled)
+        return {"loss": total.detach().float(), **{f"loss/{k}": v for k, v in terms.items()}}
+
     def _base_lr(self) -> float:
         """The current rate of a multiplier-1 group (``config.lr`` times the schedule)."""
         group = self.optimizer.param_groups[0]
@@ -593,22 +603,36 @@ class Trainer:
             raise TypeError(
                 f"Trainer: batches must be dicts of tensors, got {type(batch).__name__}"
             )
-        non_blocking = self.device.type == "cuda"
+        # Batches come from host memory: on an accelerator the copy need not wait for its queue.
+        non_blocking = not reads_are_free(self.device)
         return {
             k: v.to(self.device, non_blocking=non_blocking) if isinstance(v, Tensor) else v
             for k, v in batch.items()
         }
 
-    def _mean_over_ranks(self, sums: dict[str, Tensor], count: int) -> dict[str, float]:
+    def _mean_over_ranks(
+        self,
+        sums: dict[str, Tensor],
+        count: int,
+        *,
+        latest: Mapping[str, Tensor] | None = None,
+    ) -> dict[str, float]:
+        """Means of ``sums`` over ``count`` micro-batches of every rank, then the ``latest``
+        values (the same on every rank, such as the gradient norm), read in one transfer:
+        the only time a training step makes the host wait for the device."""
         keys = sorted(sums)
         if not keys:
             return {}
         packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32) for k in keys])
-        packed = torch.cat([packed, packed.new_tensor([count])])
+        # A fill on the device: a blocking copy of the count from the host would sync too.
+        packed = torch.cat([packed, packed.new_full((1,), count)])
         if self.world_size > 1:
             dist.all_reduce(packed)
-        packed = packed.cpu()
-        return {k: float(packed[i] / packed[-1]) for i, k in enumerate(keys)}
+        latest = latest or {}
+        extra = sorted(latest)
+        last = [latest[k].detach().float().reshape(1) for k in extra]
+        out = torch.cat([packed[:-1] / packed[-1], *last])
+        return dict(zip([*keys, *extra], out.tolist(), strict=True))
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._log is not None:
