@@ -7,18 +7,14 @@ Old paths (``textreid.losses.mask_for_mlm``, ``textreid.losses.attribute_mask.*`
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
 import re
 import warnings
-from pathlib import Path
 
 import pytest
 
 import textreid.text
-
-TEXT_PACKAGE = Path(textreid.text.__file__).parent
 
 MOVED = {
     "textreid.losses": {
@@ -57,10 +53,6 @@ MOVED = {
         "pseudo_positive_match": "textreid.losses.csd.pseudo_positive_match",
     },
 }
-
-# Layers the text utilities sit below: importing any of them would make text preparation
-# depend on what consumes it.
-FORBIDDEN = ("textreid.losses", "textreid.methods", "textreid.data", "textreid.training")
 
 
 def _resolve(dotted: str) -> object:
@@ -114,16 +106,3 @@ def test_unknown_names_still_raise_attribute_error() -> None:
 def test_every_text_utility_is_exported_and_served_from_its_old_home() -> None:
     served = {t.rpartition(".")[2] for names in MOVED.values() for t in names.values()}
     assert set(textreid.text.__all__) <= served
-
-
-@pytest.mark.parametrize("path", sorted(TEXT_PACKAGE.glob("*.py")), ids=lambda p: p.name)
-def test_text_package_imports_no_layer_above_it(path: Path) -> None:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    imported: list[str] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            imported.append(node.module)
-        elif isinstance(node, ast.Import):
-            imported.extend(alias.name for alias in node.names)
-    bad = [m for m in imported if m == "textreid" or m.startswith(FORBIDDEN)]
-    assert not bad, f"{path.name} imports {bad}"
