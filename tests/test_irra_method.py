@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from textreid import Retriever
+from textreid.convert import convert_irra_checkpoint
 from textreid.losses import IDLoss, SDMLoss
-from textreid.methods.irra import IRRAMethod, convert_irra_checkpoint, irra_to_textreid
+from textreid.methods.irra import IRRAMethod
 from textreid.models import create_model
+from textreid.models.convert import irra_to_textreid
 
 SIZE = (64, 32)
 

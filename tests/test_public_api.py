@@ -31,6 +31,7 @@ PACKAGES = [
     "textreid.training",
     "textreid.methods",
     "textreid.recipes",
+    "textreid.convert",
     "textreid.testing",
 ]
 OPTIONAL = ["transformers", "faiss", "tensorboard", "open_clip", "timm", "torch.utils.tensorboard"]

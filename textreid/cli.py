@@ -178,7 +178,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from textreid.methods.irra import convert_irra_checkpoint
+    from textreid.convert import convert_irra_checkpoint
 
     out = convert_irra_checkpoint(
         args.checkpoint,

@@ -9,8 +9,9 @@ Used by the ``textreid`` command (``train``, ``eval``, ``demo``) and usable from
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,19 +26,17 @@ from textreid.data.pedes import PedesDataset, PedesSplit, build_dataset
 from textreid.data.samplers import IdentitySampler
 from textreid.data.transforms import build_transforms
 from textreid.hub import ModelCard, Retriever
-from textreid.methods.base import RetrievalMethod
-from textreid.methods.cmr import CMRMethod
-from textreid.methods.fmfa import FMFAMethod
-from textreid.methods.irra import IRRAMethod
-from textreid.methods.ivt import IVTMethod
-from textreid.methods.uca import UCAMethod
+from textreid.methods.base import (
+    MethodContext,
+    RetrievalMethod,
+    get_method_builder,
+    list_methods,
+)
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.load import load_clip
 from textreid.models.registry import create_model
-from textreid.models.single_stream import SingleStreamEncoder
 from textreid.recipes import Recipe, get_recipe
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
-from textreid.text import attribute_token_sequences
 from textreid.tokenization import CLIPTokenizer
 from textreid.training.distributed import (
     distributed_sampler,
@@ -46,7 +45,7 @@ from textreid.training.distributed import (
     init_distributed,
     is_main_process,
 )
-from textreid.training.trainer import FitResult, Trainer, _seed_everything
+from textreid.training.trainer import FitResult, Trainer, seed_everything
 
 __all__ = [
     "METHODS",
@@ -59,7 +58,7 @@ __all__ = [
     "train_recipe",
 ]
 
-MethodBuilder = Callable[[Recipe, int], RetrievalMethod]
+_FromRecipe = Callable[[Recipe, int], RetrievalMethod]
 
 
 @dataclass
@@ -102,57 +101,49 @@ def build_clip_encoder(recipe: Recipe) -> CLIPDualEncoder:
 def build_method(recipe: Recipe, num_classes: int) -> RetrievalMethod:
     """The recipe's method around its encoder (pretrained when the recipe says so).
 
+    The method is built by the builder registered under ``recipe.method``
+    (:func:`textreid.methods.register_method`) from a
+    :class:`~textreid.methods.MethodContext` and ``recipe.method_kwargs``.
+
     Raises:
-        ValueError: unknown method name (lists :data:`METHODS`).
+        ValueError: unknown method name (lists the registered methods).
     """
-    if recipe.method not in METHODS:
-        raise ValueError(
-            f"build_method: recipe {recipe.name!r} names unknown method {recipe.method!r}; "
-            f"available: {sorted(METHODS)}"
-        )
-    return METHODS[recipe.method](recipe, num_classes)
+    return _build_named(recipe.method, recipe, num_classes)
 
 
-def _irra(recipe: Recipe, num_classes: int) -> RetrievalMethod:
-    return IRRAMethod(build_clip_encoder(recipe), num_classes, **recipe.method_kwargs)
-
-
-def _fmfa(recipe: Recipe, num_classes: int) -> RetrievalMethod:
-    return FMFAMethod(build_clip_encoder(recipe), num_classes, **recipe.method_kwargs)
-
-
-def _cmr(recipe: Recipe, num_classes: int) -> RetrievalMethod:
-    return CMRMethod(build_clip_encoder(recipe), num_classes, **recipe.method_kwargs)
-
-
-def _uca(recipe: Recipe, num_classes: int) -> RetrievalMethod:
-    tokenizer = build_tokenizer(recipe, recipe.context_length)
-    kwargs = dict(recipe.method_kwargs)
-    if tokenizer.mask_token_id is not None:
-        kwargs.setdefault("mask_token_id", tokenizer.mask_token_id)
-    sequences = attribute_token_sequences(tokenizer.encode)
-    return UCAMethod(build_clip_encoder(recipe), sequences, **kwargs)
-
-
-def _ivt(recipe: Recipe, num_classes: int) -> RetrievalMethod:
-    # IVT has no identity classifier; its single-stream encoder is described by model_overrides.
-    tokenizer = build_tokenizer(recipe, recipe.context_length)
-    encoder = SingleStreamEncoder(
-        **recipe.model_overrides,
-        vocab_size=tokenizer.vocab_size,
-        max_text_len=recipe.context_length,
+def _build_named(name: str, recipe: Recipe, num_classes: int) -> RetrievalMethod:
+    try:
+        builder = get_method_builder(name)
+    except ValueError as exc:
+        raise ValueError(f"build_method: recipe {recipe.name!r}: {exc}") from None
+    context = MethodContext(
+        num_classes=num_classes,
+        tokenizer=build_tokenizer(recipe, recipe.context_length),
+        clip_encoder=functools.partial(build_clip_encoder, recipe),
+        model_overrides=dict(recipe.model_overrides),
     )
-    return IVTMethod(encoder, tokenizer, **recipe.method_kwargs)
+    return builder(context, **recipe.method_kwargs)
 
 
-#: Method name -> builder ``(recipe, num_classes) -> RetrievalMethod``.
-METHODS: dict[str, MethodBuilder] = {
-    "irra": _irra,
-    "fmfa": _fmfa,
-    "ivt": _ivt,
-    "uca": _uca,
-    "cmr": _cmr,
-}
+class _MethodBuilders(Mapping[str, _FromRecipe]):
+    """The method registry seen as ``name -> builder(recipe, num_classes)``, always current."""
+
+    def __getitem__(self, name: str) -> _FromRecipe:
+        if name not in list_methods():
+            raise KeyError(name)
+        return functools.partial(_build_named, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list_methods())
+
+    def __len__(self) -> int:
+        return len(list_methods())
+
+
+#: Registered method name -> builder ``(recipe, num_classes) -> RetrievalMethod``; a read-only
+#: view of :func:`textreid.methods.list_methods` (register with
+#: :func:`textreid.methods.register_method`).
+METHODS: Mapping[str, _FromRecipe] = _MethodBuilders()
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -297,7 +288,7 @@ def train_recipe(
     init_distributed()  # no-op outside torchrun; the loader needs the rank to shard
     # The model is built before the Trainer seeds its fresh run, so it is seeded here: the
     # same on every rank, which then start from identical weights.
-    _seed_everything(trainer_cfg.seed)
+    seed_everything(trainer_cfg.seed)
     data = build_dataset(dataset, data_root)
     selection = data.test if select_on_test else data.val
     if selection.num_images == 0:

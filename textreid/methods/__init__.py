@@ -2,20 +2,25 @@
 
 Each method maps a training batch (``images``, ``text_ids``, ``pids``, ...) to a
 :class:`~textreid.losses.LossOutput` and exposes ``encode_image`` / ``encode_text`` for
-retrieval. Recipes (:mod:`textreid.recipes`) name a method and its settings.
+retrieval. Each module registers its method (:func:`register_method`) under the name that
+recipes (:mod:`textreid.recipes`) give, with a builder taking a :class:`MethodContext`.
 """
 
 from __future__ import annotations
 
-from textreid.methods.base import DualEncoderMethod, RetrievalMethod, require_batch_keys
+from textreid._deprecation import moved
+from textreid.methods.base import (
+    DualEncoderMethod,
+    MethodContext,
+    RetrievalMethod,
+    get_method_builder,
+    list_methods,
+    register_method,
+    require_batch_keys,
+)
 from textreid.methods.cmr import CMRMethod, CMRWeights
 from textreid.methods.fmfa import FMFAMethod, FMFAWeights
-from textreid.methods.irra import (
-    IRRAMethod,
-    IRRAWeights,
-    convert_irra_checkpoint,
-    irra_to_textreid,
-)
+from textreid.methods.irra import IRRAMethod, IRRAWeights
 from textreid.methods.ivt import IVT_LEVELS, IVTMethod
 from textreid.methods.uca import UCAMethod, UCAWeights
 
@@ -29,10 +34,22 @@ __all__ = [
     "IRRAMethod",
     "IRRAWeights",
     "IVTMethod",
+    "MethodContext",
     "RetrievalMethod",
     "UCAMethod",
     "UCAWeights",
-    "convert_irra_checkpoint",
-    "irra_to_textreid",
+    "get_method_builder",
+    "list_methods",
+    "register_method",
     "require_batch_keys",
 ]
+
+__getattr__ = moved(
+    __name__,
+    {
+        "convert_irra_checkpoint": "textreid.convert.convert_irra_checkpoint",
+        "irra_to_textreid": "textreid.models.convert.irra_to_textreid",
+    },
+    since="0.1",
+    removed_in="1.0",
+)

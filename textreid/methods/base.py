@@ -1,16 +1,31 @@
-"""What a trainable retrieval method is: encoders for retrieval plus a training objective."""
+"""What a trainable retrieval method is: encoders for retrieval plus a training objective,
+and the registry through which a recipe names the method it trains."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
 from textreid._checks import check_tensor
+from textreid._registry import Registry, import_submodules
 from textreid.losses.combine import LossOutput
 from textreid.models.clip import CLIPDualEncoder
+from textreid.tokenization import CLIPTokenizer
 
-__all__ = ["DualEncoderMethod", "RetrievalMethod", "require_batch_keys"]
+__all__ = [
+    "DualEncoderMethod",
+    "MethodBuilder",
+    "MethodContext",
+    "RetrievalMethod",
+    "get_method_builder",
+    "list_methods",
+    "register_method",
+    "require_batch_keys",
+]
 
 
 def require_batch_keys(batch: dict[str, Tensor], keys: tuple[str, ...], fn: str) -> None:
@@ -53,6 +68,9 @@ class RetrievalMethod(nn.Module, ABC):
         return None
 
 
+_D = TypeVar("_D", bound="DualEncoderMethod")
+
+
 class DualEncoderMethod(RetrievalMethod):
     """A method whose retrieval model is a :class:`~textreid.models.CLIPDualEncoder`.
 
@@ -76,6 +94,16 @@ class DualEncoderMethod(RetrievalMethod):
         self.encoder = encoder
         encoder.logit_scale.requires_grad_(learnable_logit_scale)
 
+    @classmethod
+    def from_context(cls: type[_D], context: MethodContext, **kwargs: Any) -> _D:
+        """Build the method a recipe names (the builder to pass to :func:`register_method`).
+
+        The default calls ``cls(context.clip_encoder(), context.num_classes, **kwargs)``, the
+        constructor of the methods with an identity classifier; others override it.
+        """
+        build: Callable[..., _D] = cls
+        return build(context.clip_encoder(), context.num_classes, **kwargs)
+
     def encode_image(self, images: Tensor) -> Tensor:
         return self.encoder.encode_image(images)
 
@@ -84,3 +112,64 @@ class DualEncoderMethod(RetrievalMethod):
 
     def retrieval_encoder(self) -> CLIPDualEncoder | None:
         return self.encoder
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a recipe hands a method builder besides the method's own keyword arguments.
+
+    Attributes:
+        num_classes: training identities (the size of an identity classifier).
+        tokenizer: the recipe's caption tokenizer, with its mask token when it names one.
+        clip_encoder: builds the recipe's CLIP dual encoder (random init, or its pretrained
+            weights). Only methods built on CLIP call it, so others never load weights.
+        model_overrides: the recipe's model settings, for methods that build their own
+            encoder instead of CLIP.
+    """
+
+    num_classes: int
+    tokenizer: CLIPTokenizer
+    clip_encoder: Callable[[], CLIPDualEncoder]
+    model_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: ``builder(context, **method_kwargs) -> RetrievalMethod``, e.g. ``IRRAMethod.from_context``.
+MethodBuilder = Callable[..., RetrievalMethod]
+
+
+def _discover() -> None:
+    # Every public module of this package registers its method when imported.
+    import_submodules("textreid.methods")
+
+
+_METHODS: Registry[MethodBuilder] = Registry("method", arg="builder", discover=_discover)
+
+
+def register_method(name: str, builder: MethodBuilder, *, overwrite: bool = False) -> None:
+    """Register ``builder(context, **method_kwargs)`` under ``name``, the name recipes use.
+
+    Args:
+        name: the method name a :class:`~textreid.recipes.Recipe` gives as ``method``.
+        builder: called with a :class:`MethodContext` and the recipe's ``method_kwargs``.
+        overwrite: replace an existing method of that name.
+
+    Raises:
+        ValueError: ``name`` is empty, or taken and ``overwrite`` is False.
+        TypeError: ``name`` is not a str or ``builder`` is not callable.
+    """
+    _METHODS.register(name, builder, overwrite=overwrite, fn="register_method")
+
+
+def list_methods() -> list[str]:
+    """Registered method names, sorted."""
+    return _METHODS.names()
+
+
+def get_method_builder(name: str) -> MethodBuilder:
+    """The builder registered as ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the registered names and suggests the
+            closest).
+    """
+    return _METHODS.get(name, fn="get_method_builder")

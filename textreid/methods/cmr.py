@@ -29,7 +29,7 @@ from textreid.losses.id import IDLoss
 from textreid.losses.infonce import InfoNCELoss
 from textreid.losses.sdm import SDMLoss
 from textreid.methods._text import caption_key_mask
-from textreid.methods.base import DualEncoderMethod, require_batch_keys
+from textreid.methods.base import DualEncoderMethod, register_method, require_batch_keys
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.part_decoder import PartQueryDecoder
 
@@ -128,3 +128,6 @@ class CMRMethod(DualEncoderMethod):
         }
         total = torch.stack(list(terms.values())).sum()
         return LossOutput(total, {k: v.detach() for k, v in terms.items()})
+
+
+register_method("cmr", CMRMethod.from_context)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from textreid.losses.asdm import ASDMLoss
 from textreid.losses.efa import EFALoss
+from textreid.methods.base import register_method
 from textreid.methods.irra import IRRA_MASK_TOKEN_ID, _IRRABase, _IRRAStep
 from textreid.models.clip import CLIPDualEncoder
 
@@ -106,3 +107,6 @@ class FMFAMethod(_IRRABase):
         terms["efa"] = w.efa * self.efa(step.image_tokens[:, 1:], step.text_tokens)
         terms["id"] = w.id * self.id_loss(step.image_feats, step.text_feats, pids)
         return terms
+
+
+register_method("fmfa", FMFAMethod.from_context)

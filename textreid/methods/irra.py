@@ -9,28 +9,35 @@ cross-modal transformer whose masked text tokens attend to the image tokens.
 
 from __future__ import annotations
 
-import math
-import os
 from abc import abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from textreid._checks import check_positive, reads_are_free
+from textreid._deprecation import moved
 from textreid.losses.combine import LossOutput
 from textreid.losses.id import IDLoss
 from textreid.losses.mlm import MLMLoss
 from textreid.losses.sdm import SDMLoss
-from textreid.methods.base import DualEncoderMethod, require_batch_keys
+from textreid.methods.base import DualEncoderMethod, register_method, require_batch_keys
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.cross_modal import CrossModalTransformer, MLMHead
 from textreid.text import mask_for_mlm
 
-__all__ = ["IRRAMethod", "IRRAWeights", "convert_irra_checkpoint", "irra_to_textreid"]
+__all__ = ["IRRAMethod", "IRRAWeights"]
+
+__getattr__ = moved(
+    __name__,
+    {
+        "convert_irra_checkpoint": "textreid.convert.convert_irra_checkpoint",
+        "irra_to_textreid": "textreid.models.convert.irra_to_textreid",
+    },
+    since="0.1",
+    removed_in="1.0",
+)
 
 IRRA_MASK_TOKEN_ID = 49405
 
@@ -199,125 +206,4 @@ class IRRAMethod(_IRRABase):
         return terms
 
 
-def irra_to_textreid(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Rename an IRRA-layout state dict (also FMFA, RDE) to :class:`IRRAMethod`'s names.
-
-    ``base_model.*`` (OpenAI CLIP names) -> ``encoder.*``; ``classifier.*`` ->
-    ``id_loss.classifier.*``; ``cross_attn.*``, ``cross_modal_transformer.*``, ``ln_pre_t``,
-    ``ln_pre_i``, ``ln_post`` -> ``irr.*``; ``mlm_head.*`` stays. A DataParallel ``module.``
-    prefix is stripped; CLIP bookkeeping entries (``input_resolution``, ``context_length``,
-    ``vocab_size``) are dropped; fp16 tensors become float32.
-
-    Raises:
-        ValueError: a key of no known IRRA module (listed).
-    """
-    out: dict[str, Tensor] = {}
-    unknown: list[str] = []
-    irr_prefixes = ("cross_attn.", "cross_modal_transformer.", "ln_pre_t.", "ln_pre_i.", "ln_post.")
-    for key, value in state_dict.items():
-        k = key[len("module.") :] if key.startswith("module.") else key
-        tensor = value.float() if value.is_floating_point() else value
-        if k.startswith("base_model."):
-            name = k[len("base_model.") :]
-            if name in ("input_resolution", "context_length", "vocab_size"):
-                continue
-            out["encoder." + name] = tensor
-        elif k.startswith("classifier."):
-            out["id_loss." + k] = tensor
-        elif k.startswith(irr_prefixes):
-            out["irr." + k] = tensor
-        elif k.startswith("mlm_head."):
-            out[k] = tensor
-        else:
-            unknown.append(key)
-    if unknown:
-        raise ValueError(
-            f"irra_to_textreid: {len(unknown)} keys belong to no IRRA module: {sorted(unknown)[:10]}"
-        )
-    return out
-
-
-def convert_irra_checkpoint(
-    checkpoint: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    image_size: tuple[int, ...] = (384, 128),
-    stride: int | None = None,
-) -> Path:
-    """Turn an IRRA-family ``best.pth`` into a textreid retriever folder.
-
-    The file is read with ``torch.load(weights_only=True)`` (no arbitrary pickles). The CLIP
-    towers become the retriever (``config.json`` + ``model.safetensors``); the whole method
-    (cross-modal transformer, MLM head, ID classifier) is also written, in textreid names, to
-    ``irra_method.safetensors`` for continued training with :class:`IRRAMethod`.
-
-    Args:
-        checkpoint: the ``.pth`` file (``{"model": state_dict, ...}`` or a bare state dict).
-        out_dir: output folder.
-        image_size: the ``(H, W)`` the checkpoint was trained at (IRRA: 384x128); it fixes
-            the checkpoint's patch grid, which is not square.
-        stride: patch stride used in training (default: the patch size).
-
-    Returns:
-        The output folder.
-    """
-    from safetensors.torch import save_file
-
-    from textreid._untrusted import torch_load_weights_only
-    from textreid.config import PreprocessConfig
-    from textreid.hub import Retriever
-    from textreid.models.load import load_clip, load_state_dict_strict
-    from textreid.tokenization import CLIPTokenizer
-
-    fn = "convert_irra_checkpoint"
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"{fn}: checkpoint {path} does not exist")
-    if len(image_size) != 2:
-        raise ValueError(f"{fn}: image_size must be (H, W), got {image_size}")
-    obj = torch_load_weights_only(path, fn)
-    raw = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
-        raise ValueError(f"{fn}: {path} holds no state dict (expected {{'model': state_dict}})")
-    state = irra_to_textreid(raw)
-    # IRRA keeps its temperature fixed (0.02) and saves no logit scale: store the one it used.
-    state.setdefault("encoder.logit_scale", torch.tensor(math.log(1 / 0.02)))
-    clip_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
-    if "visual.conv1.weight" not in clip_state:
-        raise ValueError(f"{fn}: {path} has no base_model.visual.conv1.weight; not an IRRA file")
-    patch = int(clip_state["visual.conv1.weight"].shape[-1])
-    step = stride or patch
-    size = (int(image_size[0]), int(image_size[1]))
-    grid = ((size[0] - patch) // step + 1, (size[1] - patch) // step + 1)
-    encoder = load_clip(
-        clip_state,
-        image_size=size,
-        stride=stride,
-        checkpoint_grid=grid,
-        vision={"pos_embed_resample_mode": "bilinear", "pos_embed_antialias": False},
-    )
-    out = Path(out_dir)
-    mlm = any(k.startswith("irr.") for k in state)
-    if "id_loss.classifier.weight" in state:
-        num_classes = int(state["id_loss.classifier.weight"].shape[0])
-        depth = len(
-            {
-                k.split(".")[3]
-                for k in state
-                if k.startswith("irr.cross_modal_transformer.resblocks.")
-            }
-        )
-        method = IRRAMethod(encoder, num_classes, cmt_depth=max(depth, 1), mlm=mlm)
-        load_state_dict_strict(method, state)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file(
-            {k: v.contiguous() for k, v in method.state_dict().items()},
-            str(out / "irra_method.safetensors"),
-        )
-    tokenizer = CLIPTokenizer(
-        context_length=encoder.config.text.context_length, mask_token="<|mask|>" if mlm else None
-    )
-    retriever = Retriever(encoder, tokenizer, PreprocessConfig(image_size=size))
-    retriever.card.description = f"Converted from the IRRA-layout checkpoint {path.name}."
-    retriever.card.recipe = "irra"
-    return retriever.save_pretrained(out)
+register_method("irra", IRRAMethod.from_context)

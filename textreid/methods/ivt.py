@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -26,7 +26,12 @@ from textreid._checks import check_tensor
 from textreid.losses.combine import LossOutput
 from textreid.losses.mla import MultiLevelAlignmentLoss
 from textreid.methods._text import caption_key_mask
-from textreid.methods.base import RetrievalMethod, require_batch_keys
+from textreid.methods.base import (
+    MethodContext,
+    RetrievalMethod,
+    register_method,
+    require_batch_keys,
+)
 from textreid.models.single_stream import SingleStreamEncoder
 from textreid.text import phrase_level_text, word_level_text
 from textreid.tokenization import CLIPTokenizer
@@ -133,6 +138,18 @@ class IVTMethod(RetrievalMethod):
         self.tokenizer = tokenizer
         self.mla = MultiLevelAlignmentLoss(epsilon=epsilon)
 
+    @classmethod
+    def from_context(cls, context: MethodContext, **kwargs: Any) -> IVTMethod:
+        """Build IVT for a recipe: no identity classifier, and a single-stream encoder
+        described by the recipe's ``model_overrides``, sized to its tokenizer."""
+        tokenizer = context.tokenizer
+        encoder = SingleStreamEncoder(
+            **context.model_overrides,
+            vocab_size=tokenizer.vocab_size,
+            max_text_len=tokenizer.context_length,
+        )
+        return cls(encoder, tokenizer, **kwargs)
+
     def encode_image(self, images: Tensor) -> Tensor:
         return self.encoder.encode_image(images)
 
@@ -199,3 +216,6 @@ class IVTMethod(RetrievalMethod):
             list(image_feats.float().chunk(k)), list(text_feats.float().chunk(k)), batch["pids"]
         )
         return LossOutput(mla, {"mla": mla.detach()})
+
+
+register_method("ivt", IVTMethod.from_context)

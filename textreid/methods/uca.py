@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +33,16 @@ from textreid.losses.combine import LossOutput
 from textreid.losses.distribution_contrast import DistributionContrastLoss
 from textreid.losses.point_contrast import PointContrastLoss
 from textreid.methods._text import caption_key_mask
-from textreid.methods.base import DualEncoderMethod, require_batch_keys
+from textreid.methods.base import (
+    DualEncoderMethod,
+    MethodContext,
+    register_method,
+    require_batch_keys,
+)
 from textreid.methods.irra import IRRA_MASK_TOKEN_ID
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.cross_modal import CrossModalTransformer, MLMHead
-from textreid.text import mask_attribute_tokens
+from textreid.text import attribute_token_sequences, mask_attribute_tokens
 
 __all__ = ["UCAMethod", "UCAWeights"]
 
@@ -136,6 +142,16 @@ class UCAMethod(DualEncoderMethod):
         self.mlm_head = MLMHead(dim, vocab, depth=max(cmt_depth, 1))
         self.reconstruction_loss = AttributeMaskReconstructionLoss()
 
+    @classmethod
+    def from_context(cls, context: MethodContext, **kwargs: Any) -> UCAMethod:
+        """Build UCA for a recipe: the attribute words tokenised by the recipe's tokenizer,
+        whose mask token (when it has one) is the default ``mask_token_id``."""
+        tokenizer = context.tokenizer
+        if tokenizer.mask_token_id is not None:
+            kwargs.setdefault("mask_token_id", tokenizer.mask_token_id)
+        sequences = attribute_token_sequences(tokenizer.encode)
+        return cls(context.clip_encoder(), sequences, **kwargs)
+
     def embed(
         self, images: Tensor, text_ids: Tensor
     ) -> tuple[GaussianEmbedding, GaussianEmbedding]:
@@ -186,3 +202,6 @@ class UCAMethod(DualEncoderMethod):
         )
         total = torch.stack(list(terms.values())).sum()
         return LossOutput(total, {k: v.detach() for k, v in terms.items()})
+
+
+register_method("uca", UCAMethod.from_context)

@@ -12,6 +12,7 @@ from textreid.models.convert import (
     detect_layout,
     export_hf,
     hf_to_openai,
+    irra_to_textreid,
     openai_to_hf,
     to_openai_layout,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "export_hf",
     "get_model_config",
     "hf_to_openai",
+    "irra_to_textreid",
     "list_models",
     "load_clip",
     "load_state_dict_strict",

@@ -8,6 +8,9 @@ Two layouts are read:
 - ``"hf"``: Hugging Face ``transformers.CLIPModel`` names (``vision_model.*``,
   ``text_model.*``), with q, k, v split and both projections stored transposed.
 
+:func:`irra_to_textreid` maps a whole IRRA-family method (CLIP towers plus training heads)
+to textreid's names; :func:`textreid.convert.convert_irra_checkpoint` builds on it.
+
 Nothing here imports ``transformers``; the HF config is handled as a plain dict.
 """
 
@@ -33,6 +36,7 @@ __all__ = [
     "detect_layout",
     "export_hf",
     "hf_to_openai",
+    "irra_to_textreid",
     "openai_to_hf",
     "to_openai_layout",
 ]
@@ -594,3 +598,42 @@ def export_hf(model: torch.nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]
     hf_config = clip_config_to_hf_dict(config)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return openai_to_hf(sd), hf_config
+
+
+def irra_to_textreid(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename an IRRA-layout state dict (also FMFA, RDE) to the names of
+    :class:`~textreid.methods.IRRAMethod`.
+
+    ``base_model.*`` (OpenAI CLIP names) -> ``encoder.*``; ``classifier.*`` ->
+    ``id_loss.classifier.*``; ``cross_attn.*``, ``cross_modal_transformer.*``, ``ln_pre_t``,
+    ``ln_pre_i``, ``ln_post`` -> ``irr.*``; ``mlm_head.*`` stays. A DataParallel ``module.``
+    prefix is stripped; CLIP bookkeeping entries (``input_resolution``, ``context_length``,
+    ``vocab_size``) are dropped; fp16 tensors become float32.
+
+    Raises:
+        ValueError: a key of no known IRRA module (listed).
+    """
+    out: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    irr_prefixes = ("cross_attn.", "cross_modal_transformer.", "ln_pre_t.", "ln_pre_i.", "ln_post.")
+    for key, value in state_dict.items():
+        k = key[len("module.") :] if key.startswith("module.") else key
+        tensor = value.float() if value.is_floating_point() else value
+        if k.startswith("base_model."):
+            name = k[len("base_model.") :]
+            if name in _TORCHSCRIPT_EXTRAS:
+                continue
+            out["encoder." + name] = tensor
+        elif k.startswith("classifier."):
+            out["id_loss." + k] = tensor
+        elif k.startswith(irr_prefixes):
+            out["irr." + k] = tensor
+        elif k.startswith("mlm_head."):
+            out[k] = tensor
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(
+            f"irra_to_textreid: {len(unknown)} keys belong to no IRRA module: {sorted(unknown)[:10]}"
+        )
+    return out

@@ -19,7 +19,14 @@ from textreid.training.distributed import (
 )
 from textreid.training.optim import ParamRule, build_optimizer, build_param_groups, irra_param_rules
 from textreid.training.schedule import build_scheduler, lr_at
-from textreid.training.trainer import Callback, EvaluateFn, FitResult, Trainer, TrainerConfig
+from textreid.training.trainer import (
+    Callback,
+    EvaluateFn,
+    FitResult,
+    Trainer,
+    TrainerConfig,
+    seed_everything,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
@@ -44,4 +51,5 @@ __all__ = [
     "load_checkpoint",
     "load_latest_checkpoint",
     "lr_at",
+    "seed_everything",
 ]

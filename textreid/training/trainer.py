@@ -53,7 +53,7 @@ from textreid.training.distributed import broadcast_object, init_distributed
 from textreid.training.optim import OPTIMIZERS, OptimizerName, ParamRule, build_optimizer
 from textreid.training.schedule import SCHEDULES, ScheduleName, build_scheduler
 
-__all__ = ["Callback", "EvaluateFn", "FitResult", "Trainer", "TrainerConfig"]
+__all__ = ["Callback", "EvaluateFn", "FitResult", "Trainer", "TrainerConfig", "seed_everything"]
 
 _log = logging.getLogger("textreid.training")
 
@@ -289,7 +289,8 @@ class _MetricsLog:
             self._tb = None
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (every device) with ``seed``."""
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002  (the global stream augmentations use)
     torch.manual_seed(seed)
@@ -452,7 +453,7 @@ class Trainer:
         try:
             resumed = self._resume(resume)
             if not resumed:
-                _seed_everything(cfg.seed + self.rank)
+                seed_everything(cfg.seed + self.rank)
             if self.is_main_process:
                 self._log = _MetricsLog(
                     self.output_dir,
@@ -774,7 +775,7 @@ class Trainer:
                 UserWarning,
                 stacklevel=3,
             )
-            _seed_everything(self.config.seed + self.rank + 1000 * self.epoch)
+            seed_everything(self.config.seed + self.rank + 1000 * self.epoch)
 
 
 def _unpack_output(out: object) -> tuple[Tensor, dict[str, Tensor]]:

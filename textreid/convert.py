@@ -1,0 +1,113 @@
+"""Turning other code bases' training checkpoints into textreid folders.
+
+Each converter here reads a foreign file without running code, renames its tensors with a
+pure key map from :mod:`textreid.models.convert` and writes what textreid loads: a retriever
+folder (:meth:`textreid.Retriever.from_pretrained`) and, when the file holds more than the
+retrieval encoder, the whole method's weights. ``textreid convert --from NAME`` calls them.
+The module sits above :mod:`textreid.methods` and :mod:`textreid.hub`, both of which it uses.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from textreid._untrusted import torch_load_weights_only
+from textreid.config import PreprocessConfig
+from textreid.hub import Retriever
+from textreid.methods.irra import IRRAMethod
+from textreid.models.convert import irra_to_textreid
+from textreid.models.load import load_clip, load_state_dict_strict
+from textreid.tokenization import CLIPTokenizer
+
+__all__ = ["convert_irra_checkpoint"]
+
+
+def convert_irra_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    image_size: tuple[int, ...] = (384, 128),
+    stride: int | None = None,
+) -> Path:
+    """Turn an IRRA-family ``best.pth`` into a textreid retriever folder.
+
+    The file is read with ``torch.load(weights_only=True)`` (no arbitrary pickles). The CLIP
+    towers become the retriever (``config.json`` + ``model.safetensors``); the whole method
+    (cross-modal transformer, MLM head, ID classifier) is also written, in textreid names, to
+    ``irra_method.safetensors`` for continued training with
+    :class:`~textreid.methods.IRRAMethod`.
+
+    Args:
+        checkpoint: the ``.pth`` file (``{"model": state_dict, ...}`` or a bare state dict).
+        out_dir: output folder.
+        image_size: the ``(H, W)`` the checkpoint was trained at (IRRA: 384x128); it fixes
+            the checkpoint's patch grid, which is not square.
+        stride: patch stride used in training (default: the patch size).
+
+    Returns:
+        The output folder.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        ValueError: ``image_size`` is not ``(H, W)``, or the file is no IRRA-layout state
+            dict (a key of no IRRA module, no CLIP towers, weights that do not fit).
+    """
+    from safetensors.torch import save_file
+
+    fn = "convert_irra_checkpoint"
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{fn}: checkpoint {path} does not exist")
+    if len(image_size) != 2:
+        raise ValueError(f"{fn}: image_size must be (H, W), got {image_size}")
+    obj = torch_load_weights_only(path, fn)
+    raw = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise ValueError(f"{fn}: {path} holds no state dict (expected {{'model': state_dict}})")
+    state = irra_to_textreid(raw)
+    # IRRA keeps its temperature fixed (0.02) and saves no logit scale: store the one it used.
+    state.setdefault("encoder.logit_scale", torch.tensor(math.log(1 / 0.02)))
+    clip_state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    if "visual.conv1.weight" not in clip_state:
+        raise ValueError(f"{fn}: {path} has no base_model.visual.conv1.weight; not an IRRA file")
+    patch = int(clip_state["visual.conv1.weight"].shape[-1])
+    step = stride or patch
+    size = (int(image_size[0]), int(image_size[1]))
+    grid = ((size[0] - patch) // step + 1, (size[1] - patch) // step + 1)
+    encoder = load_clip(
+        clip_state,
+        image_size=size,
+        stride=stride,
+        checkpoint_grid=grid,
+        vision={"pos_embed_resample_mode": "bilinear", "pos_embed_antialias": False},
+    )
+    out = Path(out_dir)
+    mlm = any(k.startswith("irr.") for k in state)
+    if "id_loss.classifier.weight" in state:
+        num_classes = int(state["id_loss.classifier.weight"].shape[0])
+        depth = len(
+            {
+                k.split(".")[3]
+                for k in state
+                if k.startswith("irr.cross_modal_transformer.resblocks.")
+            }
+        )
+        method = IRRAMethod(encoder, num_classes, cmt_depth=max(depth, 1), mlm=mlm)
+        load_state_dict_strict(method, state)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous() for k, v in method.state_dict().items()},
+            str(out / "irra_method.safetensors"),
+        )
+    tokenizer = CLIPTokenizer(
+        context_length=encoder.config.text.context_length, mask_token="<|mask|>" if mlm else None
+    )
+    retriever = Retriever(encoder, tokenizer, PreprocessConfig(image_size=size))
+    retriever.card.description = f"Converted from the IRRA-layout checkpoint {path.name}."
+    retriever.card.recipe = "irra"
+    return retriever.save_pretrained(out)
