@@ -7,6 +7,7 @@ The most used names are importable from here; the subpackages hold the rest:
 """
 
 from textreid import data, heads, losses, models, retrieval, training
+from textreid._checks import eager_checks
 from textreid._version import __version__
 from textreid.config import CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
 from textreid.data import build_dataset, list_datasets, write_synthpedes
@@ -31,6 +32,7 @@ __all__ = [
     "build_dataset",
     "create_model",
     "data",
+    "eager_checks",
     "evaluate",
     "heads",
     "list_datasets",

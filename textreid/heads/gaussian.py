@@ -283,13 +283,11 @@ class GaussianHead(nn.Module):
                     f"{fn}: the {name} overflows {t.dtype}; the features are too large for "
                     "this head"
                 )
-                require(
-                    torch.isfinite(t).all(),
-                    lambda over=over: (
-                        f"{over} (largest |feature| {float(x.detach().abs().amax()):.3g})"
-                    ),
-                    over,
-                )
+
+                def message(over: str = over) -> str:
+                    return f"{over} (largest |feature| {float(x.detach().abs().amax()):.3g})"
+
+                require(torch.isfinite(t).all(), message, over)
         if self.normalize_mean:
             mean = l2_normalize(mean).to(mean.dtype)
         return GaussianEmbedding(mean, log_var)

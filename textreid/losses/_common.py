@@ -207,8 +207,8 @@ def check_classifier(fn: str, weight: Tensor, feats: Tensor, *labels: Tensor) ->
     num_classes = weight.shape[0]
     expected = f"{fn}: pids must lie in 0..{num_classes - 1} (num_classes={num_classes})"
     for lab in labels:
-        require(
-            ((lab >= 0) & (lab < num_classes)).all(),
-            lambda lab=lab: f"{expected}, got values in {int(lab.min())}..{int(lab.max())}",
-            expected,
-        )
+
+        def message(lab: Tensor = lab) -> str:
+            return f"{expected}, got values in {int(lab.min())}..{int(lab.max())}"
+
+        require(((lab >= 0) & (lab < num_classes)).all(), message, expected)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from textreid._checks import reads_are_free
 from textreid.heads.gaussian import GaussianEmbedding, GaussianHead
 from textreid.losses.attribute_mask import AttributeMaskReconstructionLoss
 from textreid.losses.combine import LossOutput
@@ -191,10 +192,16 @@ class UCAMethod(DualEncoderMethod):
         _, masked_tokens = self.encoder.encode_text(masking.input_ids, return_tokens=True)
         context = torch.cat([image_points, image_tokens.float()], dim=1)
         hidden = self.reconstruction(masked_tokens.float(), context)
-        # The vocabulary projection dominates the cost: stop after the last position that
-        # carries a label (the loss ignores every later one, so its value is unchanged).
-        labelled = masking.labels.ne(self.reconstruction_loss.ignore_index).any(0).nonzero()
-        end = int(labelled.max()) + 1 if labelled.numel() else 1
+        if reads_are_free(hidden.device):
+            # The vocabulary projection dominates the cost: stop after the last position that
+            # carries a label (the loss ignores every later one, so its value is unchanged).
+            # That position is a host value here, so finding it costs no sync.
+            labelled = masking.labels.ne(self.reconstruction_loss.ignore_index).any(0).nonzero()
+            end = int(labelled.max()) + 1 if labelled.numel() else 1
+        else:
+            # On an accelerator finding it would wait for the device every step: project
+            # every position instead (same value, fixed shapes).
+            end = hidden.shape[1]
         logits = self.mlm_head(hidden[:, :end])
         uncertainty = 0.5 * (image.uncertainty() + text.uncertainty())
         terms["reconstruction"] = w.reconstruction * self.reconstruction_loss(
