@@ -51,7 +51,13 @@ def _describe(qualname: str, obj: object) -> list[str]:
         if issubclass(obj, enum.Enum):
             return [f"{qualname}: enum {[m.name for m in obj]}"]
         lines = [f"{qualname}: class{_signature(obj)}"]
-        for name, member in sorted(vars(obj).items()):
+        # Inherited methods are part of a class's surface (SDMLoss.forward is PairLoss's):
+        # walk the package's own bases, the most derived definition winning.
+        members: dict[str, object] = {}
+        for klass in reversed(obj.__mro__):
+            if klass.__module__.partition(".")[0] == "textreid":
+                members.update(vars(klass))
+        for name, member in sorted(members.items()):
             if name.startswith("_"):
                 continue
             if isinstance(member, property):

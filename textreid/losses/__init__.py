@@ -2,6 +2,8 @@
 
 Every matching loss takes ``image_feats`` first and ``text_feats`` second, plus
 ``pids=None, *, image_pids=None, text_pids=None``; see each class for its paper and formula.
+The global matching losses share one base, :class:`PairLoss`, which owns that call (with
+``logit_scale=None``), its validation and ``reduction``; write a loss of your own on it.
 Functional forms live in :mod:`textreid.losses.functional`; the text preparation that some
 losses consume (MLM masking, IVT's text levels, attribute words) lives in :mod:`textreid.text`.
 """
@@ -12,6 +14,7 @@ from textreid._deprecation import moved
 from textreid.losses._common import DirectionalLosses
 from textreid.losses.asdm import ASDMLoss
 from textreid.losses.attribute_mask import AttributeMaskReconstructionLoss
+from textreid.losses.base import Hyperparameter, PairBatch, PairLoss
 from textreid.losses.cmpm import CMPCLoss, CMPMLoss
 from textreid.losses.combine import LossOutput, WeightedSum
 from textreid.losses.commonality import CommonalityMarginRankingLoss, part_commonality
@@ -40,12 +43,15 @@ __all__ = [
     "DistributionContrastLoss",
     "EFALoss",
     "GaussianKLLoss",
+    "Hyperparameter",
     "IDLoss",
     "InfoNCELoss",
     "LossOutput",
     "MLMLoss",
     "MultiLevelAlignmentLoss",
     "PCMELoss",
+    "PairBatch",
+    "PairLoss",
     "PointContrastLoss",
     "SDMLoss",
     "TripletLoss",

@@ -119,9 +119,10 @@ def check_logit_scale(
 
     A tensor ``logit_scale`` (e.g. ``model.logit_scale.exp()``) must hold one floating value on
     the features' device; it keeps its gradient. Reading its value costs a host sync, so it is
-    checked (finite, in range) only on CPU and when ``finite`` (the caller's ``check_finite``);
-    on an accelerator it is clamped into the range in the graph instead, which bounds an
-    overflowing scale but lets a NaN through.
+    checked (finite, in range) only where value checks are eager (the CPU, or under
+    :func:`textreid.eager_checks`) and when ``finite`` (the caller's ``check_finite``);
+    otherwise it is clamped into the range in the graph, which bounds an overflowing scale but
+    lets a NaN through.
     """
     if isinstance(logit_scale, Tensor):
         check_tensor(logit_scale, "logit_scale", fn, kind="float", allow_empty=True)

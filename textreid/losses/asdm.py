@@ -65,7 +65,8 @@ class ASDMLoss(PairLoss):
         reduction, check_finite: as :class:`SDMLoss`; ``"none"`` gives weighted row values.
 
     Call arguments, returns (float32, or float64 for float64 inputs) and raises: as
-    :class:`SDMLoss`; additionally ``ValueError`` for a negative ``alpha``.
+    :class:`SDMLoss`; additionally ``ValueError`` for a negative ``alpha`` and ``TypeError`` for
+    a ``detach_weight`` that is not a bool.
 
     Differences from the reference code:
         Same as :class:`SDMLoss` (float32 labels in float64 runs; unguarded norms); the

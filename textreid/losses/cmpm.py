@@ -46,15 +46,15 @@ class CMPMLoss(PairLoss):
         check_finite: raise on NaN/inf features.
 
     Call arguments: ``image_feats [B_i, D]``, ``text_feats [B_t, D]``, ``pids [B]`` (``None``:
-    instance labels) or ``image_pids [B_i]`` + ``text_pids [B_t]``. There is no temperature and
-    so no ``logit_scale``.
+    instance labels) or ``image_pids [B_i]`` + ``text_pids [B_t]``. ``logit_scale`` cannot mean
+    anything here: there is no temperature, the anchor's norm plays its role; it is refused.
 
     Returns:
         A float32 (float64 for float64 inputs) scalar or :class:`DirectionalLosses`.
 
     Raises:
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss` (features, ids, devices,
-            ``epsilon``, ``reduction``).
+            ``epsilon``, ``reduction``); ``TypeError`` for a ``logit_scale``.
 
     Differences from the reference code:
         The reference divides the label matrix by column norms (equal to row norms only for a
@@ -135,16 +135,19 @@ class CMPCLoss(ClassifierPairLoss):
             of two ``[B]`` vectors).
         check_finite: raise on NaN/inf features.
 
-    Call arguments: ``image_feats [B, D]``, ``text_feats [B, D]`` (row ``i`` of both is a pair),
-    ``pids [B]`` (required; unequal sides are not defined for a paired projection).
+    Call arguments: ``image_feats [B, D]``, ``text_feats [B, D]`` (row ``i`` of both is a pair)
+    and the ids, required: ``pids [B]``, or ``image_pids [B]`` + ``text_pids [B]`` to classify
+    each side's projection as its own side's identity. Unequal sides cannot apply to a paired
+    projection, nor ``logit_scale`` to a classifier without temperature: both are refused.
 
     Returns:
         A float32 (float64 when the inputs or weights are float64) scalar or
         :class:`DirectionalLosses`.
 
     Raises:
-        TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`, plus pids outside
-            ``0..C-1`` and a width different from ``dim``.
+        TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`, plus missing ids, ids
+            outside ``0..C-1``, unequal sides, a width different from ``dim``; ``TypeError``
+            for a ``logit_scale``.
     """
 
     no_logit_scale_reason = (

@@ -36,7 +36,8 @@ class IDLoss(ClassifierPairLoss):
         check_finite: raise on NaN/inf features.
 
     Call arguments: ``image_feats [B_i, D]``, ``text_feats [B_t, D]`` and the ids, required:
-    ``pids [B]`` or ``image_pids [B_i]`` + ``text_pids [B_t]``.
+    ``pids [B]`` or ``image_pids [B_i]`` + ``text_pids [B_t]``. ``logit_scale`` cannot mean
+    anything for a classifier (its logits ``W x + b`` have no temperature); it is refused.
 
     Returns:
         The loss in float32 (float64 when the features or the classifier are float64); the
@@ -44,8 +45,8 @@ class IDLoss(ClassifierPairLoss):
 
     Raises:
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`, plus missing ids, ids
-            outside ``0..C-1``, a feature width different from ``dim`` and a classifier on another
-            device.
+            outside ``0..C-1``, a feature width different from ``dim``, a classifier on another
+            device; ``TypeError`` for a ``logit_scale``.
 
     Differences from the reference code:
         IRRA runs the classifier in float16 (``classifier(v.half()).float()``); here it runs in

@@ -38,7 +38,8 @@ class SDMLoss(PairLoss):
         epsilon: added to :math:`q` inside the log (paper: 1e-8).
         reduction: ``"mean"`` (the paper's), ``"sum"`` (sums instead of the two row means) or
             ``"none"`` (a :class:`DirectionalLosses` of ``[B_i]`` and ``[B_t]`` row values).
-        check_finite: raise on NaN/inf features (one host sync per call).
+        check_finite: check the features for NaN/inf: a ``ValueError`` on the CPU, a
+            device-side assert on accelerators (:func:`textreid.eager_checks` gives the error).
 
     Call arguments:
         image_feats: ``[B_i, D]`` global image features (any float dtype; normalised inside).
@@ -60,9 +61,9 @@ class SDMLoss(PairLoss):
             ``logit_scale`` has the wrong type.
         ValueError: wrong rank, empty batch, zero width, mismatched widths, rows, devices,
             non-finite features, a non-positive ``epsilon``, a ``temperature`` or ``logit_scale``
-            that is not finite and in ``[1e-4, 1e4]`` (a tensor ``logit_scale`` is checked on
-            CPU with ``check_finite`` only, and clamped into the range otherwise) or an unknown
-            ``reduction``.
+            that is not finite and in ``[1e-4, 1e4]`` (a tensor ``logit_scale`` is checked with
+            ``check_finite`` where checks are eager, and clamped into the range otherwise) or an
+            unknown ``reduction``.
 
     Differences from the reference code:
         The reference builds the match labels in float32 whatever the feature dtype, so in

@@ -86,15 +86,16 @@ class TripletLoss(PairLoss):
             code: summed over anchors) or ``"none"`` (:class:`DirectionalLosses`).
         check_finite: raise on NaN/inf features.
 
-    Call arguments: as :class:`~textreid.losses.SDMLoss` (no ``logit_scale``: cosines are not
-    scaled).
+    Call arguments: as :class:`~textreid.losses.SDMLoss`, except ``logit_scale``, which is
+    refused: the hinge compares raw cosines with the margin, and scaling them would only rescale
+    the margin.
 
     Returns:
         A float32 (float64 for float64 inputs) scalar or :class:`DirectionalLosses`.
 
     Raises:
         TypeError, ValueError: as :class:`~textreid.losses.SDMLoss`, plus a negative ``margin``
-            or an unknown ``mining``.
+            or an unknown ``mining``; ``TypeError`` for a ``logit_scale``.
 
     Differences from the reference code:
         VSE++ sums over the batch; ``"mean"`` divides that sum by the number of anchors, which
