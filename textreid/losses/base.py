@@ -237,6 +237,8 @@ class PairLoss(nn.Module, abc.ABC):
             name,
         )
         self.check_batch(batch)
+        # The one call of every pair loss's formula: a numerics rule for all of them (the
+        # compute dtype, running outside autocast) belongs here, not in each loss.
         rows = self.compute_loss(batch)
         return reduce_directional(rows, self.reduction, name, half=self.halve_mean)
 
