@@ -32,8 +32,6 @@ skipped.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
@@ -46,9 +44,12 @@ from textreid._checks import (
     check_same_device,
     check_same_width,
     check_tensor,
-    require,
 )
-from textreid._numerics import compute_dtype
+
+# The kernels live in the base layer so that the losses compute with the same ones; the
+# clamp bound is part of these functions' documented behaviour, hence the re-export.
+from textreid._gaussian_math import LOG_VAR_BOUND as LOG_VAR_BOUND
+from textreid._gaussian_math import distance_matrix, refuse_overflow, sample_logits
 from textreid.heads.gaussian import GaussianEmbedding
 
 __all__ = [
@@ -81,13 +82,6 @@ GAUSSIAN_DISTANCES: tuple[GaussianDistance, ...] = (
 )
 """Names accepted by :func:`gaussian_distance` and :func:`gaussian_scores`."""
 
-LOG_VAR_BOUND = 40.0
-"""Log-variances are clamped to ``[-LOG_VAR_BOUND, LOG_VAR_BOUND]`` inside the distances."""
-
-# Square root floor of PCME's sample distance ``sqrt(‖z − z'‖² + 1e-6)``: keeps the gradient
-# finite when two samples coincide.
-_PCME_SQRT_EPS = 1e-6
-
 
 def _check_pair(
     fn: str, x: GaussianEmbedding, y: GaussianEmbedding, chunk_size: int | None
@@ -104,37 +98,14 @@ def _check_pair(
     _check_chunk(fn, chunk_size)
 
 
-def _values(
-    fn: str, x: GaussianEmbedding, y: GaussianEmbedding, check: bool
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(mean_x, log_var_x, mean_y, log_var_y)`` in the compute dtype, log-variances clamped;
-    with ``check`` the inputs are checked finite first."""
-    if check:
-        for name, t in (
-            ("x.mean", x.mean),
-            ("x.log_var", x.log_var),
-            ("y.mean", y.mean),
-            ("y.log_var", y.log_var),
-        ):
-            check_finite(t, name, fn)
-    dt = compute_dtype(x.mean)
-    return (
-        x.mean.to(dt),
-        x.log_var.to(dt).clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND),
-        y.mean.to(dt),
-        y.log_var.to(dt).clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND),
-    )
-
-
-def _check_result(fn: str, out: Tensor, what: str, check: bool) -> Tensor:
-    """With ``check``, refuse a result that overflowed: the true value is beyond the dtype."""
-    if check and out.numel():
-        over = (
-            f"{fn}: the {what} overflow {out.dtype}: the embeddings (means, samples or "
-            "variances) are too large for this computation; scale them down"
-        )
-        require(torch.isfinite(out).all(), lambda: over, over)
-    return out
+def _check_values(fn: str, x: GaussianEmbedding, y: GaussianEmbedding) -> None:
+    for name, t in (
+        ("x.mean", x.mean),
+        ("x.log_var", x.log_var),
+        ("y.mean", y.mean),
+        ("y.log_var", y.log_var),
+    ):
+        check_finite(t, name, fn)
 
 
 def _check_chunk(fn: str, chunk_size: int | None) -> None:
@@ -144,42 +115,29 @@ def _check_chunk(fn: str, chunk_size: int | None) -> None:
         raise ValueError(f"{fn}: chunk_size must be None or an int >= 1, got {chunk_size!r}")
 
 
-Block = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-"""``(mean_x, log_var_x, mean_y, log_var_y) -> [B_x, B_y]`` for a chunk of ``x`` rows."""
-
-
-def _chunked(
+def _distances(
+    fn: str,
     x: GaussianEmbedding,
     y: GaussianEmbedding,
+    distance: str,
     chunk_size: int | None,
-    block: Block,
-    *,
-    fn: str,
-    check_inputs: bool,
-    check_result: bool,
+    check: bool,
 ) -> Tensor:
-    mx, lx, my, ly = _values(fn, x, y, check_inputs)
-    n = mx.shape[0]
-    step = n if chunk_size is None else chunk_size
-    out = torch.cat(
-        [block(mx[i : i + step], lx[i : i + step], my, ly) for i in range(0, n, step)], dim=0
+    """The kernel ``distance`` of :mod:`textreid._gaussian_math` for every pair; with
+    ``check`` finite inputs and result."""
+    if check:
+        _check_values(fn, x, y)
+    return distance_matrix(
+        fn, x.mean, x.log_var, y.mean, y.log_var, distance, chunk_size, check=check
     )
-    return _check_result(fn, out, "distances", check_result)
 
 
 def _pairwise(
-    fn: str, x: GaussianEmbedding, y: GaussianEmbedding, chunk_size: int | None, block: Block
+    fn: str, x: GaussianEmbedding, y: GaussianEmbedding, chunk_size: int | None, distance: str
 ) -> Tensor:
     """A public distance: structure checked; on CPU also finite inputs and result."""
     _check_pair(fn, x, y, chunk_size)
-    cpu = x.mean.device.type == "cpu"
-    return _chunked(x, y, chunk_size, block, fn=fn, check_inputs=cpu, check_result=cpu)
-
-
-def _sq_euclid(a: Tensor, b: Tensor) -> Tensor:
-    """``[N, M]`` squared distances by expansion, clamped at 0 against cancellation."""
-    sq = a.pow(2).sum(-1)[:, None] + b.pow(2).sum(-1)[None, :] - 2.0 * (a @ b.T)
-    return sq.clamp_min(0.0)
+    return _distances(fn, x, y, distance, chunk_size, x.mean.device.type == "cpu")
 
 
 def csd_distance(
@@ -202,11 +160,7 @@ def csd_distance(
     Raises:
         TypeError, ValueError: non-Gaussian inputs, width/device/dtype mismatch, bad chunk size.
     """
-    return _pairwise("csd_distance", x, y, chunk_size, _csd_block)
-
-
-def _csd_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    return _sq_euclid(mx, my) + lx.exp().sum(-1)[:, None] + ly.exp().sum(-1)[None, :]
+    return _pairwise("csd_distance", x, y, chunk_size, "csd")
 
 
 def wasserstein2_distance(
@@ -219,19 +173,7 @@ def wasserstein2_distance(
     (the ``wdist`` ablation of PCME++). A squared metric: symmetric, zero iff ``x == y``.
     Shapes, arguments and errors as :func:`csd_distance`.
     """
-    return _pairwise("wasserstein2_distance", x, y, chunk_size, _wasserstein_block)
-
-
-def _wasserstein_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    return _sq_euclid(mx, my) + _sq_euclid((0.5 * lx).exp(), (0.5 * ly).exp())
-
-
-def _kl_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    lv_x, lv_y = lx[:, None, :], ly[None, :, :]
-    diff = mx[:, None, :] - my[None, :, :]
-    # exp of differences (not ratios of exps) keeps 1/σ_y² from overflowing at tiny variances
-    terms = (lv_x - lv_y).exp() + diff.pow(2) * (-lv_y).exp() - 1.0 + lv_y - lv_x
-    return 0.5 * terms.sum(-1)
+    return _pairwise("wasserstein2_distance", x, y, chunk_size, "wasserstein")
 
 
 def kl_divergence(
@@ -246,11 +188,7 @@ def kl_divergence(
     Shapes, arguments and errors as :func:`csd_distance`; swap the arguments (or use
     ``gaussian_distance(..., "reverse_kl")``) for ``KL(N_y ‖ N_x)``.
     """
-    return _pairwise("kl_divergence", x, y, chunk_size, _kl_block)
-
-
-def _reverse_kl_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    return _kl_block(my, ly, mx, lx).T
+    return _pairwise("kl_divergence", x, y, chunk_size, "kl")
 
 
 def symmetric_kl_divergence(
@@ -260,16 +198,7 @@ def symmetric_kl_divergence(
 
     Shapes, arguments and errors as :func:`csd_distance`.
     """
-    return _pairwise("symmetric_kl_divergence", x, y, chunk_size, _symmetric_kl_block)
-
-
-def _symmetric_kl_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    lv_x, lv_y = lx[:, None, :], ly[None, :, :]
-    diff2 = (mx[:, None, :] - my[None, :, :]).pow(2)
-    # the log-variance terms cancel; each ratio is an exp of a difference for stability
-    terms = (lv_x - lv_y).exp() + (lv_y - lv_x).exp() - 2.0
-    terms = terms + diff2 * ((-lv_x).exp() + (-lv_y).exp())
-    return 0.5 * terms.sum(-1)
+    return _pairwise("symmetric_kl_divergence", x, y, chunk_size, "symmetric_kl")
 
 
 def bhattacharyya_distance(
@@ -284,15 +213,7 @@ def bhattacharyya_distance(
     Symmetric, non-negative, zero iff ``x == y``. Shapes, arguments and errors as
     :func:`csd_distance`.
     """
-    return _pairwise("bhattacharyya_distance", x, y, chunk_size, _bhattacharyya_block)
-
-
-def _bhattacharyya_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    lv_x, lv_y = lx[:, None, :], ly[None, :, :]
-    log_avg = torch.logaddexp(lv_x, lv_y) - math.log(2.0)
-    diff2 = (mx[:, None, :] - my[None, :, :]).pow(2)
-    terms = 0.125 * diff2 * (-log_avg).exp() + 0.5 * (log_avg - 0.5 * (lv_x + lv_y))
-    return terms.sum(-1)
+    return _pairwise("bhattacharyya_distance", x, y, chunk_size, "bhattacharyya")
 
 
 def log_expected_likelihood(
@@ -309,45 +230,7 @@ def log_expected_likelihood(
     which can be negative (it is not a metric). Shapes, arguments and errors as
     :func:`csd_distance`.
     """
-    return _pairwise("log_expected_likelihood", x, y, chunk_size, _log_elk_block)
-
-
-def _log_elk_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    log_s = torch.logaddexp(lx[:, None, :], ly[None, :, :])
-    diff2 = (mx[:, None, :] - my[None, :, :]).pow(2)
-    return -0.5 * (diff2 * (-log_s).exp() + log_s + math.log(2.0 * math.pi)).sum(-1)
-
-
-def _elk_distance_block(mx: Tensor, lx: Tensor, my: Tensor, ly: Tensor) -> Tensor:
-    return -_log_elk_block(mx, lx, my, ly)
-
-
-_BLOCKS: dict[str, Block] = {
-    "csd": _csd_block,
-    "wasserstein": _wasserstein_block,
-    "kl": _kl_block,
-    "reverse_kl": _reverse_kl_block,
-    "symmetric_kl": _symmetric_kl_block,
-    "bhattacharyya": _bhattacharyya_block,
-    "elk": _elk_distance_block,
-}
-
-
-def _distance_matrix(
-    fn: str,
-    x: GaussianEmbedding,
-    y: GaussianEmbedding,
-    distance: GaussianDistance,
-    chunk_size: int | None,
-    *,
-    check_finite: bool,
-) -> Tensor:
-    """:func:`gaussian_distance` for callers that validated ``x`` and ``y`` themselves (the
-    losses): errors name ``fn``; with ``check_finite`` an overflowing result raises (one host
-    sync)."""
-    return _chunked(
-        x, y, chunk_size, _BLOCKS[distance], fn=fn, check_inputs=False, check_result=check_finite
-    )
+    return _pairwise("log_expected_likelihood", x, y, chunk_size, "log_elk")
 
 
 def gaussian_distance(
@@ -367,7 +250,7 @@ def gaussian_distance(
     """
     fn = "gaussian_distance"
     check_choice(distance, "distance", fn, GAUSSIAN_DISTANCES)
-    return _pairwise(fn, x, y, chunk_size, _BLOCKS[distance])
+    return _pairwise(fn, x, y, chunk_size, distance)
 
 
 def _check_samples(fn: str, x_samples: object, y_samples: object) -> tuple[Tensor, Tensor]:
@@ -405,18 +288,7 @@ def sample_match_logits(
     if cpu:
         check_finite(xs, "x_samples", fn)
         check_finite(ys, "y_samples", fn)
-    return _check_result(fn, _sample_logits(xs, ys, negative_scale, shift), "logits", cpu)
-
-
-def _sample_logits(
-    xs: Tensor, ys: Tensor, negative_scale: Tensor | float, shift: Tensor | float
-) -> Tensor:
-    """:func:`sample_match_logits` without checks, in the compute dtype."""
-    dtype = compute_dtype(xs, ys)
-    (bx, k, d), (by, k2, _) = xs.shape, ys.shape
-    sq = _sq_euclid(xs.reshape(bx * k, d).to(dtype), ys.reshape(by * k2, d).to(dtype))
-    dist = (sq + _PCME_SQRT_EPS).sqrt().reshape(bx, k, by, k2).permute(0, 2, 1, 3)
-    return -negative_scale * dist.reshape(bx, by, k * k2) + shift
+    return refuse_overflow(fn, sample_logits(xs, ys, negative_scale, shift), "logits", cpu)
 
 
 def match_probability(
@@ -472,8 +344,8 @@ def _match_probability(
     step = xs.shape[0] if chunk_size is None else chunk_size
     blocks = []
     for i in range(0, xs.shape[0], step):
-        logits = _check_result(
-            fn, _sample_logits(xs[i : i + step], ys, negative_scale, shift), "logits", check
+        logits = refuse_overflow(
+            fn, sample_logits(xs[i : i + step], ys, negative_scale, shift), "logits", check
         )
         blocks.append(torch.sigmoid(2.0 * logits).mean(-1))
     return torch.cat(blocks, dim=0)
@@ -531,7 +403,8 @@ def gaussian_scores(
     _check_pair(fn, query, gallery, chunk_size)
     if distance == "match_prob":
         check_positive(num_samples, "num_samples", fn)
-        _values(fn, query, gallery, check_finite)
+        if check_finite:
+            _check_values(fn, query, gallery)
         scores = _match_probability(
             fn,
             query.sample(num_samples, generator),
@@ -542,15 +415,6 @@ def gaussian_scores(
             check_finite,
         )
     else:
-        block = _BLOCKS[distance]
-        scores = -_chunked(
-            query,
-            gallery,
-            chunk_size,
-            block,
-            fn=fn,
-            check_inputs=check_finite,
-            check_result=check_finite,
-        )
-    uncertainty = _check_result(fn, query.uncertainty(), "query uncertainties", check_finite)
+        scores = -_distances(fn, query, gallery, distance, chunk_size, check_finite)
+    uncertainty = refuse_overflow(fn, query.uncertainty(), "query uncertainties", check_finite)
     return GaussianScores(scores, uncertainty)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from textreid import _token_math
 from textreid._checks import (
     check_finite,
     check_int,
@@ -31,7 +32,7 @@ from textreid._checks import (
     check_tokens,
     require,
 )
-from textreid._numerics import check_temperature, compute_dtype, l2_normalize, pow2_scale
+from textreid._numerics import check_temperature
 
 __all__ = [
     "SparseTokenSimilarity",
@@ -137,45 +138,7 @@ def sparse_aggregate(
         check_positive(threshold, "threshold", fn, allow_zero=True)
     masks = {"image_mask": _check_mask(fn, image_mask, "image_mask", img, "image_tokens")}
     _check_leading(fn, {"text_tokens": t, "image_tokens": img}, masks)
-    return _sparse_aggregate(t, img, masks["image_mask"], threshold)
-
-
-def _sparse_aggregate(
-    text_tokens: Tensor,
-    image_tokens: Tensor,
-    image_mask: Tensor | None,
-    threshold: float | None,
-) -> Tensor:
-    dt = compute_dtype(text_tokens)
-    t = text_tokens.to(dt)
-    img = image_tokens.to(dt)
-    if image_mask is not None:
-        img = torch.where(image_mask[..., None], img, torch.zeros((), dtype=dt, device=img.device))
-        n_real = image_mask.sum(dim=-1, keepdim=True)[..., None].to(dt)
-    else:
-        n_real = torch.full((1,), float(img.shape[-2]), dtype=dt, device=img.device)
-    # Ŝ is invariant to a positive scale per text token and per image token set, so scaling
-    # both by powers of two first keeps large tokens (1e30) from overflowing the dot products
-    s = (t / pow2_scale(t, -1)) @ (img / pow2_scale(img, (-2, -1))).transpose(-1, -2)
-    finfo = torch.finfo(dt)
-    if image_mask is not None:
-        real = image_mask[..., None, :]
-        lo = torch.where(real, s, torch.full((), finfo.max, dtype=dt, device=s.device))
-        hi = torch.where(real, s, torch.full((), finfo.min, dtype=dt, device=s.device))
-        s_min, s_max = lo.amin(dim=-1, keepdim=True), hi.amax(dim=-1, keepdim=True)
-    else:
-        real = None
-        s_min, s_max = s.amin(dim=-1, keepdim=True), s.amax(dim=-1, keepdim=True)
-    rng = s_max - s_min
-    flat = rng <= 0
-    s_hat = torch.where(flat, torch.ones_like(s), (s - s_min) / torch.where(flat, 1.0, rng))
-    thr = (1.0 / n_real) if threshold is None else torch.full_like(n_real, threshold)
-    keep = (s_hat > thr) | (s_hat >= 1.0)
-    if real is not None:
-        keep = keep & real
-    w = torch.where(keep, s_hat, torch.zeros((), dtype=dt, device=s.device))
-    w = w / w.sum(dim=-1, keepdim=True)
-    return w @ img
+    return _token_math.sparse_aggregate(t, img, masks["image_mask"], threshold)
 
 
 def maxsim_logsumexp(
@@ -219,32 +182,7 @@ def maxsim_logsumexp(
         "c_mask": _check_mask(fn, c_mask, "c_mask", c, "c_tokens"),
     }
     _check_leading(fn, {"x_tokens": x, "c_tokens": c}, masks)
-    return _maxsim_logsumexp(x, c, masks["x_mask"], masks["c_mask"], temperature)
-
-
-def _maxsim_logsumexp(
-    x_tokens: Tensor,
-    c_tokens: Tensor,
-    x_mask: Tensor | None,
-    c_mask: Tensor | None,
-    temperature: float,
-) -> Tensor:
-    dt = compute_dtype(x_tokens)
-    x = l2_normalize(x_tokens, dtype=dt)
-    c = l2_normalize(c_tokens, dtype=dt)
-    zero = torch.zeros((), dtype=dt, device=x.device)
-    low = torch.full((), torch.finfo(dt).min, dtype=dt, device=x.device)
-    if x_mask is not None:
-        x = torch.where(x_mask[..., None], x, zero)
-    if c_mask is not None:
-        c = torch.where(c_mask[..., None], c, zero)
-    sim = x @ c.transpose(-1, -2)
-    if c_mask is not None:
-        sim = torch.where(c_mask[..., None, :], sim, low)
-    best = sim.amax(dim=-1) / temperature
-    if x_mask is not None:
-        best = torch.where(x_mask, best, low)
-    return torch.logsumexp(best, dim=-1)
+    return _token_math.maxsim_logsumexp(x, c, masks["x_mask"], masks["c_mask"], temperature)
 
 
 def blockwise_pairs(
@@ -375,8 +313,8 @@ class SparseTokenSimilarity(nn.Module):
             if tm is not None:
                 # Zero padding rows so garbage there cannot reach the gradient (NaN * 0 = NaN).
                 t = torch.where(tm[..., None], t, torch.zeros((), dtype=t.dtype, device=t.device))
-            agg = _sparse_aggregate(t, p, pm, self.threshold)
-            return _maxsim_logsumexp(t, agg, tm, tm, self.temperature)
+            agg = _token_math.sparse_aggregate(t, p, pm, self.threshold)
+            return _token_math.maxsim_logsumexp(t, agg, tm, tm, self.temperature)
 
         recompute = torch.is_grad_enabled() and (img.requires_grad or txt.requires_grad)
         return blockwise_pairs(

@@ -19,8 +19,8 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
+from textreid._gaussian_math import refuse_overflow
 from textreid.heads.gaussian import GaussianEmbedding
-from textreid.heads.gaussian_distances import _check_result
 from textreid.losses._common import DirectionalLosses, compute_dtype
 
 __all__ = [
@@ -82,7 +82,7 @@ def checked_loss(
     """With ``finite``, refuse a loss that overflowed from finite inputs (a log-variance above
     ~88 has a variance beyond float32; means of ~1e19 have squared distances beyond it)."""
     for t in (out,) if isinstance(out, Tensor) else out:
-        _check_result(fn, t, "loss values", finite)
+        refuse_overflow(fn, t, "loss values", finite)
     return out
 
 

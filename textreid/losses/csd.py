@@ -14,8 +14,8 @@ from textreid._checks import (
     check_same_device,
     check_tensor,
 )
+from textreid._gaussian_math import distance_matrix
 from textreid.heads.gaussian import GaussianEmbedding
-from textreid.heads.gaussian_distances import GaussianDistance, _distance_matrix
 from textreid.losses._common import DirectionalLosses, pid_match, reduce_directional
 from textreid.losses._gaussian import checked_loss, elementwise_kl, prepare_gaussian_pair
 
@@ -98,8 +98,9 @@ def _csd(
             )
         check_same_device(fn, image=img.mean, match=m)
         target = m.to(img.mean.dtype)
-    dist_name: GaussianDistance = "csd" if distance == "csd" else "wasserstein"
-    dist = _distance_matrix(fn, img, txt, dist_name, None, check_finite=finite)
+    dist = distance_matrix(
+        fn, img.mean, img.log_var, txt.mean, txt.log_var, distance, None, check=finite
+    )
     logits = -negative_scale * dist + shift
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     i2t, t2i = bce.mean(dim=1), bce.mean(dim=0)

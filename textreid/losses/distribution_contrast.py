@@ -11,13 +11,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_choice, check_positive, check_reduction
+from textreid._gaussian_math import distance_matrix
 from textreid._numerics import check_temperature
 from textreid.heads.gaussian import GaussianEmbedding
-from textreid.heads.gaussian_distances import (
-    GAUSSIAN_DISTANCES,
-    GaussianDistance,
-    _distance_matrix,
-)
+from textreid.heads.gaussian_distances import GAUSSIAN_DISTANCES
 from textreid.losses._common import (
     DirectionalLosses,
     match_kl,
@@ -64,8 +61,9 @@ def _distribution_contrast(
         fn, image, text, pids, image_pids, text_pids, finite=finite
     )
     scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device, finite=finite)
-    dist_name: GaussianDistance = distance  # type: ignore[assignment]
-    dist = _distance_matrix(fn, img, txt, dist_name, chunk_size, check_finite=finite)
+    dist = distance_matrix(
+        fn, img.mean, img.log_var, txt.mean, txt.log_var, distance, chunk_size, check=finite
+    )
     logits = -dist * scale
     match = pid_match(ip, tp)
     if objective == "sdm":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from textreid import _token_math
 from textreid._checks import (
     Reduction,
     check_choice,
@@ -18,11 +19,7 @@ from textreid._checks import (
     check_tokens,
 )
 from textreid._numerics import check_temperature, l2_normalize
-from textreid.heads.token_similarity import (
-    _maxsim_logsumexp,
-    _sparse_aggregate,
-    blockwise_pairs,
-)
+from textreid.heads.token_similarity import blockwise_pairs
 
 __all__ = ["EFALoss"]
 
@@ -40,7 +37,7 @@ def _set_similarity(
     def block(rows: slice, cols: slice) -> Tensor:
         xm = None if x_mask is None else x_mask[rows, None]
         cm = None if c_mask is None else c_mask[None, cols]
-        return _maxsim_logsumexp(x[rows, None], c[None, cols], xm, cm, temperature)
+        return _token_math.maxsim_logsumexp(x[rows, None], c[None, cols], xm, cm, temperature)
 
     recompute = torch.is_grad_enabled() and (x.requires_grad or c.requires_grad)
     return blockwise_pairs(block, x.shape[0], c.shape[0], chunk_size, recompute=recompute)
@@ -189,7 +186,7 @@ class EFALoss(nn.Module):
                 text_mask[..., None], txt, torch.zeros((), dtype=txt.dtype, device=txt.device)
             )
 
-        agg = _sparse_aggregate(txt, img, image_mask, self.threshold)
+        agg = _token_math.sparse_aggregate(txt, img, image_mask, self.threshold)
         s_text = _set_similarity(txt, agg, text_mask, text_mask, self.temperature, self.chunk_size)
         s_patch = _set_similarity(
             img, agg, image_mask, text_mask, self.temperature, self.chunk_size

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_finite, check_reduction
+from textreid._gaussian_math import refuse_overflow
 from textreid.heads.gaussian import GaussianEmbedding
-from textreid.heads.gaussian_distances import _check_result
 from textreid.losses._common import compute_dtype
 from textreid.losses._gaussian import elementwise_kl
 
@@ -33,7 +33,7 @@ def _gaussian_kl(fn: str, embedding: object, *, reduction: str, finite: bool) ->
         check_finite(embedding.log_var, "embedding.log_var", fn)
     kl = elementwise_kl(embedding.to(compute_dtype(embedding.mean)))
     out = kl if reduction == "none" else kl.mean() if reduction == "mean" else kl.sum()
-    return _check_result(fn, out, "loss values", finite)
+    return refuse_overflow(fn, out, "loss values", finite)
 
 
 class GaussianKLLoss(nn.Module):

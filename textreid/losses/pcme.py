@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._gaussian_math import refuse_overflow, sample_logits
 from textreid.heads.gaussian import GaussianEmbedding
-from textreid.heads.gaussian_distances import _check_result, _sample_logits
 from textreid.losses._common import DirectionalLosses, pid_match, reduce_directional
 from textreid.losses._gaussian import (
     check_given_samples,
@@ -90,7 +90,7 @@ def _pcme(
 
     zs_v = draw(img, image_samples, "image_samples")
     zs_t = draw(txt, text_samples, "text_samples")
-    logits = _check_result(fn, _sample_logits(zs_v, zs_t, negative_scale, shift), "logits", finite)
+    logits = refuse_overflow(fn, sample_logits(zs_v, zs_t, negative_scale, shift), "logits", finite)
     sign = torch.where(pid_match(ip, tp), 1.0, -1.0).to(logits.dtype)[..., None]
     # -log mean_k sigmoid(2 m s) = log K - logsumexp_k(m s - logaddexp(s, -s))
     log_p = torch.logsumexp(sign * logits - torch.logaddexp(logits, -logits), dim=-1)
