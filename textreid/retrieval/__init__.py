@@ -10,17 +10,45 @@ from __future__ import annotations
 from textreid.retrieval.index import GalleryIndex
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
 from textreid.retrieval.rerank import k_reciprocal_rerank, rerank_topk
+from textreid.retrieval.scorers import (
+    CosineScorer,
+    Features,
+    GaussianScorer,
+    PartScorer,
+    Scorer,
+    as_features,
+    cat_rows,
+    features_to,
+    list_scorers,
+    num_rows,
+    register_scorer,
+    scorer_from_config,
+    slice_rows,
+)
 from textreid.retrieval.scores import ScoreChunk, cosine_scores
 from textreid.retrieval.search import SearchResult, topk_search
 
 __all__ = [
+    "CosineScorer",
+    "Features",
     "GalleryIndex",
+    "GaussianScorer",
+    "PartScorer",
     "RetrievalMetrics",
     "ScoreChunk",
+    "Scorer",
     "SearchResult",
+    "as_features",
+    "cat_rows",
     "cosine_scores",
     "evaluate",
+    "features_to",
     "k_reciprocal_rerank",
+    "list_scorers",
+    "num_rows",
+    "register_scorer",
     "rerank_topk",
+    "scorer_from_config",
+    "slice_rows",
     "topk_search",
 ]
