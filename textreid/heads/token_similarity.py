@@ -8,8 +8,8 @@ then compared with what it gathered by max-sim / log-sum-exp pooling. The pair t
 blocks, and under autograd each block is recomputed in backward (activation checkpointing), so
 memory stays flat in the batch size while values and gradients equal the unchunked form.
 
-Reference: Yin et al., "FMFA: Full-Mode Fine-grained Alignment for text-based person
-retrieval", arXiv 2509.13754, 2025 (released code, EFA branch).
+Reference: Yin et al., "Cross-modal Full-mode Fine-grained Alignment for Text-to-Image Person Retrieval"
+(FMFA), ACM TOMM, arXiv 2509.13754, 2025 (released code, EFA branch).
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ def _row_weights(sim: Tensor, logits: Tensor, match: Tensor, alpha: float, detac
 
 
 class ASDMLoss(PairLoss):
-    r"""Adaptive SDM of FMFA (Yin et al., "Explicit Fine-grained Alignment ... (FMFA)",
-    2025, arXiv:2509.13754; reference code github.com/yinhao1102/FMFA).
+    r"""Adaptive SDM of FMFA (Yin et al., "Cross-modal Full-mode Fine-grained Alignment for Text-to-Image Person Retrieval",
+    ACM TOMM, arXiv:2509.13754, 2025; reference code github.com/yinhao1102/FMFA).
 
     :class:`SDMLoss`'s row terms, each multiplied by a weight that grows with how far the
     row's top-1 retrieval lies above its *first* true match. With cosines :math:`s`, logits

@@ -59,8 +59,8 @@ def _ranking_cost(s: Tensor, margin: float) -> Tensor:
 class EFALoss(nn.Module):
     """Explicit fine-grained alignment loss of FMFA.
 
-    Yin et al., "FMFA: Full-Mode Fine-grained Alignment for text-based person retrieval",
-    arXiv 2509.13754, 2025 (the loss as released in the authors' code).
+    Yin et al., "Cross-modal Full-mode Fine-grained Alignment for Text-to-Image Person Retrieval"
+    (FMFA), ACM TOMM, arXiv 2509.13754, 2025 (the loss as released in the authors' code).
 
     Each caption's tokens gather the image tokens they resemble (:func:`sparse_aggregate`:
     min-max normalised dot products, hard threshold :math:`1/N`, renormalised), giving

@@ -1,7 +1,7 @@
 """FMFA: IRRA with adaptive SDM and explicit fine-grained alignment.
 
-Yin et al., "FMFA: Full-Mode Fine-grained Alignment for text-based person retrieval", 2025,
-arXiv 2509.13754 (released code github.com/yinhao1102/FMFA). The objective is
+Yin et al., "Cross-modal Full-mode Fine-grained Alignment for Text-to-Image Person Retrieval" (FMFA),
+ACM TOMM, arXiv 2509.13754, 2025 (released code github.com/yinhao1102/FMFA). The objective is
 
 .. math::
     \\mathcal{L} = \\mathcal{L}_{asdm} + \\mathcal{L}_{id} + \\mathcal{L}_{mlm} + \\mathcal{L}_{efa}

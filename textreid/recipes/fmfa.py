@@ -1,4 +1,4 @@
-"""FMFA recipes (Yin et al., arXiv 2509.13754, 2025; released code yinhao1102/FMFA).
+"""FMFA recipes (Yin et al., ACM TOMM, arXiv 2509.13754, 2025; released code yinhao1102/FMFA).
 
 Two released code versions differ; the paper body is not public, so which one produced its
 tables is unknown. ``fmfa`` follows the current release (HEAD): A-SDM alpha 0.1, EFA
@@ -26,7 +26,8 @@ from textreid.training.optim import irra_param_rules
 __all__ = ["fmfa", "fmfa_v1", "tiny_fmfa"]
 
 FMFA_CITATION = (
-    "Hao Yin et al. FMFA: Full-Mode Fine-grained Alignment for Text-Based Person Retrieval. "
+    "Hao Yin et al. Cross-modal Full-mode Fine-grained Alignment for Text-to-Image Person Retrieval. "
+    "ACM Transactions on Multimedia Computing, Communications and Applications (TOMM). "
     "arXiv:2509.13754, 2025"
 )
 
