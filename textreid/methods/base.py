@@ -14,6 +14,7 @@ from textreid._checks import check_tensor
 from textreid._registry import Registry, import_submodules
 from textreid.losses.combine import LossOutput
 from textreid.models.clip import CLIPDualEncoder
+from textreid.retrieval.models import CLIPRetrievalModel, RetrievalModel
 from textreid.tokenization import CLIPTokenizer
 
 __all__ = [
@@ -60,12 +61,33 @@ class RetrievalMethod(nn.Module, ABC):
         """Global caption embeddings ``[B, D]`` used for retrieval."""
 
     def retrieval_encoder(self) -> CLIPDualEncoder | None:
-        """The dual encoder whose outputs *are* the retrieval embeddings, if there is one.
+        """The dual encoder whose outputs *are* the global embeddings, if there is one.
 
-        :func:`textreid.pipeline.train_recipe` saves it as a :class:`~textreid.Retriever`;
-        methods whose retrieval needs more than a dual encoder return ``None``.
+        Methods without a dual encoder return ``None``. What a retriever of the method keeps
+        is :meth:`retrieval_model`.
         """
         return None
+
+    def retrieval_model(self) -> RetrievalModel:
+        """The method's retrieval side: its encoders and its way of scoring.
+
+        The model shares this method's modules (no copy): export it after training, e.g.
+        ``Retriever(method.retrieval_model(), tokenizer)``, which
+        :func:`textreid.pipeline.train_recipe` saves for every recipe. The default wraps
+        :meth:`retrieval_encoder` in a
+        :class:`~textreid.retrieval.models.CLIPRetrievalModel` (cosine on the global
+        features); methods that score otherwise override it.
+
+        Raises:
+            NotImplementedError: the method has no dual encoder and does not override this.
+        """
+        encoder = self.retrieval_encoder()
+        if encoder is None:
+            raise NotImplementedError(
+                f"{type(self).__name__}.retrieval_model: the method has no dual encoder; "
+                "override retrieval_model() to return a textreid.retrieval.models.RetrievalModel"
+            )
+        return CLIPRetrievalModel(encoder)
 
 
 _D = TypeVar("_D", bound="DualEncoderMethod")

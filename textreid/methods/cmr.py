@@ -32,6 +32,7 @@ from textreid.methods._text import caption_key_mask
 from textreid.methods.base import DualEncoderMethod, register_method, require_batch_keys
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.part_decoder import PartQueryDecoder
+from textreid.retrieval.models import CMRPartsModel
 
 __all__ = ["CMRMethod", "CMRWeights"]
 
@@ -101,6 +102,11 @@ class CMRMethod(DualEncoderMethod):
         )
         self.id_loss = IDLoss(num_classes, dim)
         self.cmr = CommonalityMarginRankingLoss(margin, min_margin, negatives)
+
+    def retrieval_model(self) -> CMRPartsModel:
+        """The encoder and the part decoder as a ``cmr-parts`` retrieval model (shared, not
+        copied)."""
+        return CMRPartsModel(self.encoder, self.part_decoder)
 
     def part_embeddings(
         self, image_tokens: Tensor, text_tokens: Tensor, text_ids: Tensor

@@ -33,6 +33,7 @@ from textreid.methods.base import (
     require_batch_keys,
 )
 from textreid.models.single_stream import SingleStreamEncoder
+from textreid.retrieval.models import IVTSingleStreamModel
 from textreid.text import phrase_level_text, word_level_text
 from textreid.tokenization import CLIPTokenizer
 
@@ -80,7 +81,8 @@ class IVTMethod(RetrievalMethod):
     """IVT's fine-tuning objective around a :class:`~textreid.models.SingleStreamEncoder`.
 
     Retrieval embeddings are the encoder's class tokens (768-d in the paper), compared by
-    cosine. This is not a dual CLIP encoder, so :meth:`retrieval_encoder` returns ``None``.
+    cosine, each modality encoded on its own (:meth:`retrieval_model`). This is not a dual
+    CLIP encoder, so :meth:`retrieval_encoder` returns ``None``.
 
     Args:
         encoder: the single-stream encoder; its ``vocab_size`` must cover the tokenizer's ids.
@@ -156,6 +158,10 @@ class IVTMethod(RetrievalMethod):
     def encode_text(self, text_ids: Tensor) -> Tensor:
         mask = caption_key_mask(text_ids, f"{type(self).__name__}.encode_text")
         return self.encoder.encode_text(text_ids, mask)
+
+    def retrieval_model(self) -> IVTSingleStreamModel:
+        """The encoder as an ``ivt-single-stream`` retrieval model (shared, not copied)."""
+        return IVTSingleStreamModel(self.encoder)
 
     def derive_levels(self, text_ids: Tensor) -> Tensor:
         """Word-, phrase- and sentence-level ids ``[B, 3, L]`` of captions ``[B, L]``.

@@ -43,6 +43,7 @@ from textreid.methods.base import (
 from textreid.methods.irra import IRRA_MASK_TOKEN_ID
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.cross_modal import CrossModalTransformer, MLMHead
+from textreid.retrieval.models import UCAGaussianModel
 from textreid.text import attribute_token_sequences, mask_attribute_tokens
 
 __all__ = ["UCAMethod", "UCAWeights"]
@@ -152,6 +153,13 @@ class UCAMethod(DualEncoderMethod):
             kwargs.setdefault("mask_token_id", tokenizer.mask_token_id)
         sequences = attribute_token_sequences(tokenizer.encode)
         return cls(context.clip_encoder(), sequences, **kwargs)
+
+    def retrieval_model(self) -> UCAGaussianModel:
+        """The encoder and the variance heads as a ``uca-gaussian`` retrieval model (shared,
+        not copied), scored with the distance the distribution contrast trains."""
+        return UCAGaussianModel(
+            self.encoder, self.image_head, self.text_head, distance=self.distribution_loss.distance
+        )
 
     def embed(
         self, images: Tensor, text_ids: Tensor

@@ -17,7 +17,7 @@ from textreid.text.attributes import (
     mask_attribute_tokens,
 )
 from textreid.text.levels import phrase_level_text, word_level_text
-from textreid.text.masking import mask_for_mlm
+from textreid.text.masking import caption_key_mask, mask_for_mlm
 
 __all__ = [
     "PEDESTRIAN_ATTRIBUTE_WORDS",
@@ -26,6 +26,7 @@ __all__ = [
     "AttributeMasking",
     "attribute_positions",
     "attribute_token_sequences",
+    "caption_key_mask",
     "mask_attribute_tokens",
     "mask_for_mlm",
     "phrase_level_text",

@@ -1,4 +1,5 @@
-"""Caption masking for masked language modelling (IRRA's rule, BERT's 80/10/10)."""
+"""Caption masks: the real tokens of a caption, and masking for masked language modelling
+(IRRA's rule, BERT's 80/10/10)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,27 @@ from torch import Tensor
 
 from textreid._checks import check_int, check_label_range, check_positive, check_tensor
 
-__all__ = ["mask_for_mlm"]
+__all__ = ["caption_key_mask", "mask_for_mlm"]
+
+
+def caption_key_mask(text_ids: Tensor, fn: str) -> Tensor:
+    """Bool ``[B, L]``: True from the start token up to the end token of each caption.
+
+    CLIP's end-of-text token has the largest id of the vocabulary and padding follows it, so
+    the real tokens of row ``b`` are the positions ``<= argmax(text_ids[b])`` (the same rule as
+    CLIP's text pooling).
+
+    Args:
+        text_ids: int ``[B, L]`` token ids.
+        fn: the public function called, named in errors.
+
+    Raises:
+        TypeError: ``text_ids`` is not an int tensor.
+        ValueError: ``text_ids`` is not 2-D.
+    """
+    ids = check_tensor(text_ids, "text_ids", fn, ndim=2, kind="int", dims="(B, L)")
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    return positions[None, :] <= ids.argmax(dim=-1, keepdim=True)
 
 
 def mask_for_mlm(
