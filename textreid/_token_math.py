@@ -82,3 +82,24 @@ def maxsim_logsumexp(
     if x_mask is not None:
         best = torch.where(x_mask, best, low)
     return torch.logsumexp(best, dim=-1)
+
+
+def sparse_token_score(
+    image_tokens: Tensor,
+    text_tokens: Tensor,
+    image_mask: Tensor | None,
+    text_mask: Tensor | None,
+    threshold: float | None,
+    temperature: float,
+) -> Tensor:
+    """:class:`textreid.heads.SparseTokenSimilarity`'s score of broadcast pairs, unchecked.
+
+    ``image_tokens [..., P, D]`` against ``text_tokens [..., L, D]`` -> ``[...]``: the head
+    forms its pairs by unsqueezing, token re-ranking passes row-aligned candidate pairs.
+    """
+    if text_mask is not None:
+        # Zero padding rows so garbage there cannot reach the gradient (NaN * 0 = NaN).
+        zero = torch.zeros((), dtype=text_tokens.dtype, device=text_tokens.device)
+        text_tokens = torch.where(text_mask[..., None], text_tokens, zero)
+    agg = sparse_aggregate(text_tokens, image_tokens, image_mask, threshold)
+    return maxsim_logsumexp(text_tokens, agg, text_mask, text_mask, temperature)

@@ -310,11 +310,7 @@ class SparseTokenSimilarity(nn.Module):
             t = txt[None, cols]
             pm = None if image_mask is None else image_mask[rows, None]
             tm = None if text_mask is None else text_mask[None, cols]
-            if tm is not None:
-                # Zero padding rows so garbage there cannot reach the gradient (NaN * 0 = NaN).
-                t = torch.where(tm[..., None], t, torch.zeros((), dtype=t.dtype, device=t.device))
-            agg = _token_math.sparse_aggregate(t, p, pm, self.threshold)
-            return _token_math.maxsim_logsumexp(t, agg, tm, tm, self.temperature)
+            return _token_math.sparse_token_score(p, t, pm, tm, self.threshold, self.temperature)
 
         recompute = torch.is_grad_enabled() and (img.requires_grad or txt.requires_grad)
         return blockwise_pairs(
