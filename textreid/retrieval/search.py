@@ -6,7 +6,7 @@ index comes first.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -18,6 +18,18 @@ from textreid._checks import (
     check_same_width,
 )
 from textreid._numerics import compute_dtype
+from textreid.retrieval.scorers import (
+    CosineScorer,
+    Features,
+    Scorer,
+    Side,
+    as_features,
+    check_scorer,
+    features_to,
+    num_rows,
+    slice_rows,
+    take_rows,
+)
 from textreid.retrieval.scores import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_QUERY_BLOCK,
@@ -52,17 +64,52 @@ _SCREEN_MIN_GROUPS = 4
 ``k`` best groups hold most of the chunk."""
 
 
-class SearchResult(NamedTuple):
+class _Hits(NamedTuple):
+    scores: Tensor
+    indices: Tensor
+
+
+class SearchResult(_Hits):
     """Top-k hits per query, best first.
+
+    A pair ``(scores, indices)``, so ``scores, indices = result`` keeps working; scorers with
+    an uncertainty (:class:`~textreid.retrieval.GaussianScorer`) add it as attributes.
 
     Attributes:
         scores: ``[Nq, K]`` scores (higher is more similar), float32 (float64 for float64
             inputs).
         indices: ``[Nq, K]`` int64 gallery indices; ties are ordered by lower index first.
+        query_uncertainty: ``[Nq]`` uncertainty of each query, or ``None`` (cosine and part
+            scorers have none).
+        gallery_uncertainty: ``[Nq, K]`` uncertainty of each hit, or ``None``.
     """
 
-    scores: Tensor
-    indices: Tensor
+    query_uncertainty: Tensor | None
+    gallery_uncertainty: Tensor | None
+
+    def __new__(
+        cls,
+        scores: Tensor,
+        indices: Tensor,
+        query_uncertainty: Tensor | None = None,
+        gallery_uncertainty: Tensor | None = None,
+    ) -> SearchResult:
+        self = super().__new__(cls, scores, indices)
+        self.query_uncertainty = query_uncertainty
+        self.gallery_uncertainty = gallery_uncertainty
+        return self
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (*self, self.query_uncertainty, self.gallery_uncertainty)
+
+    def __repr__(self) -> str:
+        base = f"SearchResult(scores={self.scores!r}, indices={self.indices!r}"
+        if self.query_uncertainty is None and self.gallery_uncertainty is None:
+            return base + ")"
+        return (
+            f"{base}, query_uncertainty={self.query_uncertainty!r}, "
+            f"gallery_uncertainty={self.gallery_uncertainty!r})"
+        )
 
 
 def _chunk_hits(
@@ -143,9 +190,149 @@ def _faiss_search(
     return SearchResult(best[0].to(query.device), best[1].to(query.device))
 
 
+def _read(scorer: Scorer, f: Features, side: Side) -> dict[str, Tensor]:
+    """The tensors of ``f`` that ``scorer`` reads (others, e.g. stored tokens, stay put)."""
+    return {key: f[key] for key in scorer.required_keys(side)}
+
+
+def _device(f: Features) -> torch.device:
+    return next(iter(f.values())).device
+
+
+def _score_block(scorer: Scorer, q: Features, g: Features, fn: str) -> Tensor:
+    """``scorer.score``, refused unless it is one floating score per pair."""
+    out = scorer.score(q, g)
+    want = (num_rows(q), num_rows(g))
+    if not isinstance(out, Tensor) or tuple(out.shape) != want or not out.is_floating_point():
+        got = f"{tuple(out.shape)} {out.dtype}" if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(
+            f"{fn}: {type(scorer).__name__}.score must return floating scores of shape "
+            f"{want} (query rows x gallery rows), got {got}"
+        )
+    return out
+
+
+def uncertainties(
+    scorer: Scorer,
+    query: Features,
+    gallery: Features,
+    indices: Tensor,
+    fn: str,
+) -> tuple[Tensor | None, Tensor | None]:
+    """``(query [Nq], hits [Nq, K])`` uncertainties of a search, ``(None, None)`` without.
+
+    Only the hit rows of the gallery are read, so the cost is bounded by ``Nq x K``.
+    """
+    device = indices.device
+    out: list[Tensor | None] = []
+    sides: tuple[tuple[Side, Features, int], ...] = (
+        ("query", query, indices.shape[0]),
+        ("gallery", take_rows(gallery, indices.reshape(-1)), indices.numel()),
+    )
+    for side, rows, n in sides:
+        u = scorer.uncertainty(rows, side)
+        if u is not None and (not isinstance(u, Tensor) or tuple(u.shape) != (n,)):
+            got = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
+            raise ValueError(
+                f"{fn}: {type(scorer).__name__}.uncertainty must return one value per "
+                f"{side} item, shape ({n},), got {got}"
+            )
+        out.append(None if u is None else u.to(device))
+    q_u, g_u = out
+    return q_u, None if g_u is None else g_u.view(indices.shape)
+
+
+def _scorer_search(
+    scorer: Scorer,
+    query: Features,
+    gallery: Features,
+    k: int,
+    chunk_size: int,
+    query_block: int,
+    fn: str,
+) -> SearchResult:
+    """The dense chunked search through any scorer (the loop order of :func:`_torch_search`)."""
+    device = _device(query)
+    nq, ng = num_rows(query), num_rows(gallery)
+    blocks = [
+        scorer.prepare(features_to(slice_rows(query, q0, q0 + query_block), device), "query")
+        for q0 in range(0, nq, query_block)
+    ]
+    out: tuple[Tensor, Tensor] | None = None
+    for g0 in range(0, ng, chunk_size):
+        chunk = features_to(slice_rows(gallery, g0, g0 + chunk_size), device)
+        prepared = scorer.prepare(chunk, "gallery")
+        for q0, q_rows in zip(range(0, nq, query_block), blocks, strict=True):
+            s = _score_block(scorer, q_rows, prepared, fn)
+            if out is None:
+                out = (
+                    torch.empty(nq, k, dtype=s.dtype, device=device),
+                    torch.empty(nq, k, dtype=torch.int64, device=device),
+                )
+            rows = slice(q0, q0 + s.shape[0])
+            have = min(k, g0)
+            best = None if g0 == 0 else (out[0][rows, :have], out[1][rows, :have])
+            hits = _merge(best, _chunk_topk(s, g0, k), k)
+            out[0][rows, : hits[0].shape[1]], out[1][rows, : hits[1].shape[1]] = hits
+    assert out is not None  # the gallery is non-empty
+    return SearchResult(out[0], out[1], *uncertainties(scorer, query, gallery, out[1], fn))
+
+
+def _check_k(k: object, ng: int, fn: str) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= ng:
+        raise ValueError(
+            f"{fn}: k must be an int in [1, Ng={ng}], got {k!r}; "
+            f"pass k=min(k, len(gallery)) to ask for everything"
+        )
+
+
+def _search_with(
+    scorer: Scorer,
+    query: Tensor | Features,
+    gallery: Tensor | Features,
+    k: int,
+    chunk_size: int,
+    query_block: int,
+    backend: str,
+    screen: str,
+    check_finite: bool,
+) -> SearchResult:
+    """:func:`topk_search` through a scorer other than cosine: checks, then the dense path."""
+    fn = _FN
+    q = scorer.validate(query, "query", fn, finite=check_finite)
+    g = scorer.validate(gallery, "gallery", fn, finite=check_finite)
+    scorer.check_pair(q, g, fn)
+    check_positive(chunk_size, "chunk_size", fn)
+    check_positive(query_block, "query_block", fn)
+    check_choice(backend, "backend", fn, ("torch", "faiss"))
+    _check_k(k, num_rows(g), fn)
+    check_choice(screen, "screen", fn, ("auto", "bf16", "off"))
+    if backend != "torch" or screen == "bf16":
+        raise ValueError(
+            f'{fn}: backend="faiss" and screen="bf16" speed up cosine scores only; '
+            f'{type(scorer).__name__} searches with backend="torch" and screen="auto" or "off"'
+        )
+    q, g = _read(scorer, q, "query"), _read(scorer, g, "gallery")
+    return _scorer_search(scorer, q, g, k, chunk_size, query_block, fn)
+
+
+def _global_tensor(x: Tensor | Features, name: str, fn: str) -> Tensor:
+    """A plain search's ``[N, D]`` features: the tensor itself, or the ``"global"`` entry."""
+    if isinstance(x, Tensor):
+        return x
+    f = as_features(x, name=name, fn=fn)
+    if "global" not in f:
+        raise ValueError(
+            f"{fn}: {name} features have no 'global' entry (keys {sorted(f)}); a search "
+            "without scorer= compares global features, so pass the scorer of the model "
+            "that encoded them (e.g. scorer=GaussianScorer())"
+        )
+    return f["global"]
+
+
 def topk_search(
-    query: Tensor,
-    gallery: Tensor,
+    query: Tensor | Features,
+    gallery: Tensor | Features,
     k: int,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -154,18 +341,23 @@ def topk_search(
     backend: Backend = "torch",
     screen: Screen = "auto",
     check_finite: bool = True,
+    scorer: Scorer | None = None,
 ) -> SearchResult:
     """Exact top-``k`` gallery items for every query, without the full score matrix.
 
-    Scores are inner products ``query @ gallery.T`` (cosine with ``normalize=True``),
-    computed in ``query_block x chunk_size`` blocks and merged into a running top-k, so memory
-    does not grow with the gallery. float16/bfloat16 inputs are accumulated in float32. The
-    search runs on the device of ``query``; a gallery stored elsewhere (e.g. on CPU for a
-    GPU query) is moved one chunk at a time.
+    Without ``scorer``, scores are inner products ``query @ gallery.T`` (cosine with
+    ``normalize=True``) of the global features. With a ``scorer``
+    (:mod:`textreid.retrieval.scorers`) they are whatever the method defines: Gaussian
+    distances, part similarities... Either way they are computed in ``query_block x
+    chunk_size`` blocks and merged into a running top-k, so memory does not grow with the
+    gallery. float16/bfloat16 inputs are accumulated in float32. The search runs on the device
+    of ``query``; a gallery stored elsewhere (e.g. on CPU for a GPU query) is moved one chunk
+    at a time.
 
     Args:
-        query: ``[Nq, D]`` query features (e.g. text embeddings).
-        gallery: ``[Ng, D]`` gallery features (e.g. image embeddings).
+        query: ``[Nq, D]`` query features (e.g. text embeddings), or a features mapping
+            (a tensor means ``{"global": tensor}``).
+        gallery: ``[Ng, D]`` gallery features (e.g. image embeddings), or a features mapping.
         k: hits per query, ``1 <= k <= Ng``. A ``k`` larger than the gallery is an error
             rather than a silent clamp, so the result's shape is always ``[Nq, k]``.
         chunk_size: gallery rows per block.
@@ -186,16 +378,24 @@ def topk_search(
             which the bound does not cover). Returned scores of the two paths can differ in
             the last bit (another summation order), as between chunk sizes.
         check_finite: raise on NaN/inf features (one pass over the inputs).
+        scorer: how features compare (default: the global features' inner product, cosine
+            with ``normalize=True``). :class:`~textreid.retrieval.CosineScorer` takes the same
+            path as a plain search; other scorers use the dense chunked path (no screen, no
+            faiss) and are handed one query block and one gallery chunk at a time.
 
     Returns:
         :class:`SearchResult` with ``scores`` ``[Nq, K]`` and ``indices`` ``[Nq, K]``, best
-        first, ties by lower gallery index.
+        first, ties by lower gallery index; with a scorer that has an uncertainty (Gaussian)
+        also ``query_uncertainty`` ``[Nq]`` and ``gallery_uncertainty`` ``[Nq, K]``.
 
     Raises:
-        TypeError: non-tensor or non-floating features.
+        TypeError: non-tensor or non-floating features, a ``scorer`` that is not a
+            :class:`~textreid.retrieval.Scorer`.
         ValueError: wrong shapes or widths, empty inputs, non-finite values, ``k`` outside
             ``[1, Ng]``, a non-positive block size, an unknown backend or screen,
-            ``screen="bf16"`` off the CPU or with the faiss backend.
+            ``screen="bf16"`` off the CPU or with the faiss backend; features that lack a key
+            the scorer needs or whose row counts differ; ``normalize=True`` with a scorer;
+            the faiss backend or ``screen="bf16"`` with a scorer other than cosine.
         ImportError: ``backend="faiss"`` without faiss installed.
 
     Example:
@@ -204,17 +404,32 @@ def topk_search(
         tensor([[0, 2]])
     """
     fn = _FN
+    if scorer is not None:
+        check_scorer(scorer, fn)
+        if normalize:
+            raise ValueError(
+                f"{fn}: normalize=True applies to searches without scorer=; the scorer decides "
+                "how features compare (CosineScorer(normalize=...) for global features)"
+            )
+        if type(scorer) is CosineScorer:
+            # Cosine scores take the tensor path below: bfloat16 screen, faiss, exact ties.
+            normalize = scorer.normalize
+            query = scorer.validate(query, "query", fn, finite=False)["global"]
+            gallery = scorer.validate(gallery, "gallery", fn, finite=False)["global"]
+            scorer = None
+    if scorer is not None:
+        return _search_with(
+            scorer, query, gallery, k, chunk_size, query_block, backend, screen, check_finite
+        )
+    query = _global_tensor(query, "query", fn)
+    gallery = _global_tensor(gallery, "gallery", fn)
     check_features(query, "query", fn, dims="(Nq, D)", finite=check_finite)
     check_features(gallery, "gallery", fn, dims="(Ng, D)", finite=check_finite)
     check_same_width(fn, query, "query", gallery, "gallery")
     check_positive(chunk_size, "chunk_size", fn)
     check_positive(query_block, "query_block", fn)
     check_choice(backend, "backend", fn, ("torch", "faiss"))
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= gallery.shape[0]:
-        raise ValueError(
-            f"{fn}: k must be an int in [1, Ng={gallery.shape[0]}], got {k!r}; "
-            f"pass k=min(k, len(gallery)) to ask for everything"
-        )
+    _check_k(k, gallery.shape[0], fn)
     check_choice(screen, "screen", fn, ("auto", "bf16", "off"))
     if screen == "bf16" and (backend != "torch" or query.device.type != "cpu"):
         raise ValueError(
