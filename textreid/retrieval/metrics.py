@@ -39,6 +39,17 @@ from textreid._checks import (
     check_same_width,
 )
 from textreid._numerics import compute_dtype
+from textreid.retrieval.scorers import (
+    CosineScorer,
+    Features,
+    Scorer,
+    check_scorer,
+    features_to,
+    global_tensor,
+    num_rows,
+    slice_rows,
+    take_rows,
+)
 from textreid.retrieval.scores import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_QUERY_BLOCK,
@@ -227,9 +238,40 @@ def _positive_ranks(
     return neg_ahead + torch.arange(1, p + 1, device=pos_scores.device)
 
 
+def _scorer_blocks(
+    scorer: Scorer,
+    query: Features,
+    gallery: Features,
+    q0: int,
+    b: int,
+    rows: Tensor,
+    cols: Tensor,
+    chunk_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Iterable[tuple[int, Tensor]]]:
+    """For queries ``q0:q0 + b`` through ``scorer``: the scores of the pairs ``(rows[m],
+    cols[m])`` (block-relative query, gallery index) and the stream of score chunks."""
+    q_rows = scorer.prepare(features_to(slice_rows(query, q0, q0 + b), device), "query")
+    pairs = torch.empty(rows.shape[0], dtype=dtype, device=device)
+    for s in range(0, rows.shape[0], chunk_size):
+        g = features_to(take_rows(gallery, cols[s : s + chunk_size]), device)
+        q = take_rows(q_rows, rows[s : s + chunk_size])
+        pairs[s : s + g[next(iter(g))].shape[0]] = scorer.score_pairs(
+            q, scorer.prepare(g, "gallery")
+        ).to(dtype)
+
+    def chunks() -> Iterable[tuple[int, Tensor]]:
+        for c0 in range(0, num_rows(gallery), chunk_size):
+            chunk = features_to(slice_rows(gallery, c0, c0 + chunk_size), device)
+            yield c0, scorer.score(q_rows, scorer.prepare(chunk, "gallery")).to(dtype)
+
+    return pairs, chunks()
+
+
 def evaluate(
-    query_feats: Tensor | None = None,
-    gallery_feats: Tensor | None = None,
+    query_feats: Tensor | Features | None = None,
+    gallery_feats: Tensor | Features | None = None,
     *,
     scores: Tensor | None = None,
     query_pids: Tensor,
@@ -241,8 +283,13 @@ def evaluate(
     normalize: bool = True,
     return_ranks: bool = False,
     check_finite: bool = True,
+    scorer: Scorer | None = None,
 ) -> RetrievalMetrics:
     """R@K, mAP and mINP of a retrieval, from features or from a score matrix.
+
+    Features are compared by cosine similarity (IRRA's evaluation), or by ``scorer`` for
+    methods that score otherwise (Gaussian distances, part similarities); every scorer is
+    streamed over query blocks and gallery chunks.
 
     Ranks follow a stable descending sort: among equal scores the lower gallery index ranks
     first (see the module docstring for the counting method; no sort of the gallery happens).
@@ -251,8 +298,9 @@ def evaluate(
     arXiv:2303.12501), which reads the same quantities off a full ``argsort``.
 
     Args:
-        query_feats: ``[Nq, D]`` query features (e.g. text embeddings).
-        gallery_feats: ``[Ng, D]`` gallery features (e.g. image embeddings).
+        query_feats: ``[Nq, D]`` query features (e.g. text embeddings), or a features
+            mapping (:data:`~textreid.retrieval.Features`; a tensor means ``{"global": ..}``).
+        gallery_feats: ``[Ng, D]`` gallery features (e.g. image embeddings), or a mapping.
         scores: ``[Nq, Ng]`` precomputed scores, higher = more similar; give either this or
             both feature tensors.
         query_pids: ``[Nq]`` integer identity of each query.
@@ -265,17 +313,23 @@ def evaluate(
         device: where to compute; default the device of the features (or ``scores``). Blocks
             of inputs stored elsewhere are moved one at a time.
         normalize: with features, L2-normalise rows first (cosine, IRRA's evaluation); with
-            ``False`` scores are inner products. Ignored with ``scores``.
+            ``False`` scores are inner products. Ignored with ``scores`` and with ``scorer``
+            (a :class:`~textreid.retrieval.CosineScorer` carries its own).
         return_ranks: also return each query's first-positive rank.
         check_finite: raise on NaN/inf inputs (one pass over them).
+        scorer: how features compare (:mod:`textreid.retrieval.scorers`); default the
+            cosine (or inner product) of the global features. A cosine scorer gives exactly
+            the numbers of a plain call.
 
     Returns:
         :class:`RetrievalMetrics` (percent values).
 
     Raises:
-        TypeError: non-tensor inputs, non-floating features/scores, non-integer pids.
+        TypeError: non-tensor inputs, non-floating features/scores, non-integer pids, a
+            ``scorer`` that is not a :class:`~textreid.retrieval.Scorer`.
         ValueError: neither or both of features and ``scores``, wrong shapes or widths, pid
-            lengths that do not match, non-finite values, bad ``ks`` or block sizes.
+            lengths that do not match, non-finite values, bad ``ks`` or block sizes; features
+            that lack a key the scorer needs; ``scorer`` with ``scores``.
 
     Notes:
         Differences from the reference code: IRRA orders ties by whatever the unstable
@@ -298,16 +352,50 @@ def evaluate(
     use_scores = scores is not None
     if use_scores == (query_feats is not None or gallery_feats is not None):
         raise ValueError(f"{fn}: pass either scores=[Nq, Ng] or both query_feats and gallery_feats")
+    if scorer is not None:
+        check_scorer(scorer, fn)
+        if use_scores:
+            raise ValueError(f"{fn}: scorer= scores features; it cannot be used with scores=")
+        if type(scorer) is CosineScorer:
+            # Cosine takes the tensor path below, exactly as a plain call.
+            normalize = scorer.normalize
+            query_feats = scorer.validate(query_feats, "query_feats", fn, finite=False)["global"]
+            gallery_feats = scorer.validate(gallery_feats, "gallery_feats", fn, finite=False)[
+                "global"
+            ]
+            scorer = None
+    qf = gf = None
     if use_scores:
         s = check_features(scores, "scores", fn, dims="(Nq, Ng)", finite=check_finite)
         nq, ng = s.shape
         base_device = s.device
         dtype = compute_dtype(s)
+    elif query_feats is None or gallery_feats is None:
+        raise ValueError(f"{fn}: query_feats and gallery_feats must be given together")
+    elif scorer is not None:
+        qf = scorer.validate(query_feats, "query_feats", fn, finite=check_finite)
+        gf = scorer.validate(gallery_feats, "gallery_feats", fn, finite=check_finite)
+        scorer.check_pair(qf, gf, fn)
+        qf = {key: qf[key] for key in scorer.required_keys("query")}
+        gf = {key: gf[key] for key in scorer.required_keys("gallery")}
+        nq, ng = num_rows(qf), num_rows(gf)
+        base_device = next(iter(qf.values())).device
+        dtype = compute_dtype(*qf.values(), *gf.values())
     else:
-        if query_feats is None or gallery_feats is None:
-            raise ValueError(f"{fn}: query_feats and gallery_feats must be given together")
-        q = check_features(query_feats, "query_feats", fn, dims="(Nq, D)", finite=check_finite)
-        g = check_features(gallery_feats, "gallery_feats", fn, dims="(Ng, D)", finite=check_finite)
+        q = check_features(
+            global_tensor(query_feats, "query_feats", fn),
+            "query_feats",
+            fn,
+            dims="(Nq, D)",
+            finite=check_finite,
+        )
+        g = check_features(
+            global_tensor(gallery_feats, "gallery_feats", fn),
+            "gallery_feats",
+            fn,
+            dims="(Ng, D)",
+            finite=check_finite,
+        )
         check_same_width(fn, q, "query_feats", g, "gallery_feats")
         nq, ng = q.shape[0], g.shape[0]
         base_device = q.device
@@ -326,7 +414,7 @@ def evaluate(
     # Gallery grouped by id (stable, so each id's items stay in index order).
     by_pid = torch.sort(gp, stable=True)
     q_norms = g_norms = None
-    if not use_scores and normalize:
+    if not use_scores and scorer is None and normalize:
         q_norms = _row_norms(q, dtype, dev, query_block, fn, "query_feats")
         g_norms = _row_norms(g, dtype, dev, chunk_size, fn, "gallery_feats")
 
@@ -352,6 +440,10 @@ def evaluate(
             )
             chunks: Iterable[tuple[int, Tensor]] = (
                 (c0, sq[:, c0 : c0 + chunk_size].to(dev, dtype)) for c0 in range(0, ng, chunk_size)
+            )
+        elif scorer is not None and qf is not None and gf is not None:
+            pos_scores[rows, cols], chunks = _scorer_blocks(
+                scorer, qf, gf, q0, b, rows, pos_idx[rows, cols], chunk_size, dev, dtype
             )
         else:
             q_rows = _rows(q, slice(q0, q0 + b), q_norms, dtype, dev)

@@ -181,6 +181,21 @@ def features_to(
     }
 
 
+def global_tensor(x: Tensor | Features, name: str, fn: str) -> Tensor:
+    """The ``[N, D]`` features of a call without scorer: ``x`` itself, or its ``"global"``
+    entry when ``x`` is a mapping (anything else is returned for the caller's checks)."""
+    if not isinstance(x, Mapping):
+        return x
+    f = as_features(x, name=name, fn=fn)
+    if "global" not in f:
+        raise ValueError(
+            f"{fn}: {name} features have no 'global' entry (keys {sorted(f)}); without "
+            "scorer= only global features are compared, so pass the scorer of the model "
+            "that encoded them (e.g. scorer=GaussianScorer())"
+        )
+    return f["global"]
+
+
 def _rank(dims: str) -> int:
     return len(dims.strip("()").split(","))
 

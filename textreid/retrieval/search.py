@@ -23,9 +23,9 @@ from textreid.retrieval.scorers import (
     Features,
     Scorer,
     Side,
-    as_features,
     check_scorer,
     features_to,
+    global_tensor,
     num_rows,
     slice_rows,
     take_rows,
@@ -316,20 +316,6 @@ def _search_with(
     return _scorer_search(scorer, q, g, k, chunk_size, query_block, fn)
 
 
-def _global_tensor(x: Tensor | Features, name: str, fn: str) -> Tensor:
-    """A plain search's ``[N, D]`` features: the tensor itself, or the ``"global"`` entry."""
-    if isinstance(x, Tensor):
-        return x
-    f = as_features(x, name=name, fn=fn)
-    if "global" not in f:
-        raise ValueError(
-            f"{fn}: {name} features have no 'global' entry (keys {sorted(f)}); a search "
-            "without scorer= compares global features, so pass the scorer of the model "
-            "that encoded them (e.g. scorer=GaussianScorer())"
-        )
-    return f["global"]
-
-
 def topk_search(
     query: Tensor | Features,
     gallery: Tensor | Features,
@@ -421,8 +407,8 @@ def topk_search(
         return _search_with(
             scorer, query, gallery, k, chunk_size, query_block, backend, screen, check_finite
         )
-    query = _global_tensor(query, "query", fn)
-    gallery = _global_tensor(gallery, "gallery", fn)
+    query = global_tensor(query, "query", fn)
+    gallery = global_tensor(gallery, "gallery", fn)
     check_features(query, "query", fn, dims="(Nq, D)", finite=check_finite)
     check_features(gallery, "gallery", fn, dims="(Ng, D)", finite=check_finite)
     check_same_width(fn, query, "query", gallery, "gallery")
