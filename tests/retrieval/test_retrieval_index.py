@@ -179,7 +179,7 @@ def test_future_format_version_is_refused(tmp_path: Path) -> None:
     _index().save(tmp_path)
     _set_version(tmp_path / FILE, "99")
     with pytest.raises(
-        ValueError, match="format_version 99, but this textreid reads versions up to 2"
+        ValueError, match="format_version 99, but this textreid reads versions up to 3"
     ):
         GalleryIndex.load(tmp_path)
     _set_version(tmp_path / FILE, "two")

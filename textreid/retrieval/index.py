@@ -1,7 +1,12 @@
 """A gallery of embeddings with ids and paths, exact search, and a memory-mappable file format.
 
-On disk a :class:`GalleryIndex` is one safetensors file, ``gallery_index.safetensors`` (format
-version 2): ``features`` ``[Ng, D]``, optionally ``ids`` ``[Ng]`` int64, and optionally the
+On disk a :class:`GalleryIndex` is one safetensors file, ``gallery_index.safetensors``. Format
+version 3 holds every feature tensor as ``features.<name>`` (``features.global`` ``[Ng, D]``,
+``features.mean`` and ``features.log_var`` for Gaussian embeddings, ``features.parts``...), and
+in the header's metadata the scorer config (``scorer``, JSON) and the fingerprint of the model
+that encoded the gallery (``model_fingerprint``). An index of global features alone, without
+scorer or fingerprint, is written as format version 2 (``features`` ``[Ng, D]``), which older
+textreid releases read too. Both hold optionally ``ids`` ``[Ng]`` int64, and optionally the
 paths as their UTF-8 bytes back to back (``path_bytes``, uint8) with ``path_offsets``
 ``[Ng + 1]`` int64 (path ``i`` is ``path_bytes[path_offsets[i]:path_offsets[i + 1]]``). One
 file means one atomic rename: a reader, or a crash, sees the old index or the new one, never
@@ -20,6 +25,7 @@ offset is checked against the file before anything is mapped or allocated.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import reprlib
@@ -33,14 +39,36 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from textreid._checks import check_features, check_format_version, check_ids, check_same_width
+from textreid._checks import (
+    check_features,
+    check_format_version,
+    check_ids,
+    check_same_width,
+    check_tensor,
+)
 from textreid._io import atomic_path, open_regular, parse_json_object, read_json_object
+from textreid.retrieval.scorers import (
+    Features,
+    Scorer,
+    as_features,
+    check_feature_name,
+    check_scorer,
+    num_rows,
+    scorer_from_config,
+)
 from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK
 from textreid.retrieval.search import Screen, SearchResult, topk_search
 
 __all__ = ["GalleryIndex"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Format version 2: one file with global features only, written when nothing newer is needed.
+_PLAIN_VERSION = 2
+_LOAD = "GalleryIndex.load"
+_FEATURE_PREFIX = "features."
+# A fingerprint is a hex digest; a scorer config a handful of settings.
+_MAX_FINGERPRINT_CHARS = 256
+_MAX_SCORER_CONFIG_CHARS = 64 * 1024
 _FORMAT = "textreid.GalleryIndex"
 _FILE = "gallery_index.safetensors"
 # Format version 1 (textreid 0.1): tensors and JSON metadata in two files.
@@ -64,6 +92,7 @@ _DTYPES: dict[str, tuple[Any, torch.dtype]] = {
     "I16": (np.int16, torch.int16),
     "I8": (np.int8, torch.int8),
     "U8": (np.uint8, torch.uint8),
+    "BOOL": (np.uint8, torch.bool),
 }
 _FLOATS = ("F64", "F32", "F16", "BF16")
 _INTS = ("I64", "I32", "I16", "I8", "U8")
@@ -211,6 +240,9 @@ def _features_entry(entries: dict[str, _Entry]) -> _Entry:
 def _tensor(f: IO[bytes], entry: _Entry, mmap: bool) -> Tensor:
     np_dtype, torch_dtype = _DTYPES[entry.dtype]
     arr: np.ndarray[Any, Any]
+    # Masks are read (not mapped) so that every byte is checked to be 0 or 1: other bytes
+    # would make bool tensors that compare neither equal to True nor to False.
+    mmap = mmap and entry.dtype != "BOOL"
     # An unaligned start (possible in a hand-made file) is read into aligned memory instead.
     if mmap and entry.nbytes and entry.start % np.dtype(np_dtype).itemsize == 0:
         arr = np.memmap(f, dtype=np_dtype, mode="c", offset=entry.start, shape=entry.shape)
@@ -221,6 +253,8 @@ def _tensor(f: IO[bytes], entry: _Entry, mmap: bool) -> Tensor:
         if arr.size != count:
             raise _Corrupt("it was truncated while being read")
         arr = arr.reshape(entry.shape)
+        if entry.dtype == "BOOL" and arr.size and int(arr.max()) > 1:
+            raise _Corrupt(f"tensor {entry.name!r} is BOOL but holds bytes other than 0 and 1")
     return torch.from_numpy(arr).view(torch_dtype)
 
 
@@ -256,8 +290,58 @@ def _decode_paths(blob: Tensor, offsets: Tensor) -> list[str]:
     return out
 
 
-def _load_file(path: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, list[str] | None]:
-    """Features, ids and paths of a version-2 index file."""
+_Loaded = tuple[dict[str, Tensor], Tensor | None, list[str] | None, Scorer | None, str | None]
+"""Features, ids, paths, scorer and model fingerprint of a file."""
+
+
+def _v3_features(entries: dict[str, _Entry]) -> dict[str, _Entry]:
+    """The ``features.<name>`` entries of a version-3 file, all with one row count."""
+    feats = {
+        n[len(_FEATURE_PREFIX) :]: e for n, e in entries.items() if n.startswith(_FEATURE_PREFIX)
+    }
+    if not feats:
+        raise _Corrupt(f"it has no '{_FEATURE_PREFIX}<name>' tensor")
+    for name, e in feats.items():
+        try:
+            check_feature_name(name, "its features", _LOAD)
+        except ValueError as err:
+            raise _Corrupt(str(err)) from None
+        if e.dtype not in (*_FLOATS, "BOOL"):
+            raise _Corrupt(
+                f"tensor {e.name!r} has dtype {e.dtype}; features are {_FLOATS} (or BOOL masks)"
+            )
+        if not e.shape or 0 in e.shape:
+            raise _Corrupt(
+                f"tensor {e.name!r} has shape {e.shape}; an index holds at least one row and "
+                "no empty dimension"
+            )
+    rows = {e.shape[0] for e in feats.values()}
+    if len(rows) > 1:
+        listed = ", ".join(f"{e.name!r}: {e.shape[0]}" for e in feats.values())
+        raise _Corrupt(f"its feature tensors have different row counts ({listed})")
+    return feats
+
+
+def _v3_metadata(meta: dict[str, str], path: Path) -> tuple[Scorer | None, str | None]:
+    """The scorer and model fingerprint in a version-3 file's metadata."""
+    raw, fingerprint = meta.get("scorer"), meta.get("model_fingerprint")
+    if fingerprint is not None and not (0 < len(fingerprint) <= _MAX_FINGERPRINT_CHARS):
+        raise _Corrupt(
+            f"its model_fingerprint has {len(fingerprint)} characters; expected 1 to "
+            f"{_MAX_FINGERPRINT_CHARS}"
+        )
+    if raw is None:
+        return None, fingerprint
+    if len(raw) > _MAX_SCORER_CONFIG_CHARS:
+        raise _Corrupt(
+            f"its scorer config has {len(raw)} characters, more than {_MAX_SCORER_CONFIG_CHARS}"
+        )
+    config = parse_json_object(raw.encode("utf-8"), f"the scorer config of {path}", _LOAD)
+    return scorer_from_config(config, source=str(path)), fingerprint
+
+
+def _load_file(path: Path, mmap: bool, fn: str) -> _Loaded:
+    """Features, ids, paths, scorer and fingerprint of a version-2 or -3 index file."""
     with _reading(path, fn), open_regular(path, fn) as f:
         meta, entries = _read_header(f, path, fn)
         if meta.get("format") != _FORMAT:
@@ -265,13 +349,20 @@ def _load_file(path: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, 
         raw_version = meta.get("format_version", "")
         version = int(raw_version) if raw_version.isdecimal() else raw_version
         found = check_format_version(version, FORMAT_VERSION, str(path), fn)
-        if found != FORMAT_VERSION:
+        if found == 1:
             raise _Corrupt(f"format_version {found} was never written as a single file")
-        unknown = sorted(set(entries) - {"features", "ids", "path_bytes", "path_offsets"})
+        rest = {"ids", "path_bytes", "path_offsets"}
+        if found == _PLAIN_VERSION:
+            unknown = sorted(set(entries) - {"features", *rest})
+            feat_entries = {"global": _features_entry(entries)}
+            scorer, fingerprint = None, None
+        else:
+            unknown = sorted(n for n in set(entries) - rest if not n.startswith(_FEATURE_PREFIX))
+            feat_entries = _v3_features(entries) if not unknown else {}
+            scorer, fingerprint = _v3_metadata(meta, path)
         if unknown:
             raise _Corrupt(f"it holds unexpected tensors {unknown}")
-        feats = _features_entry(entries)
-        n = feats.shape[0]
+        n = next(iter(feat_entries.values())).shape[0]
         ids = _expect(entries.get("ids"), _INTS, (n,))
         blob = _expect(entries.get("path_bytes"), ("U8",), (None,))
         offsets = _expect(entries.get("path_offsets"), ("I64",), (n + 1,))
@@ -281,10 +372,16 @@ def _load_file(path: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, 
         if blob is not None and offsets is not None:
             paths = _decode_paths(_tensor(f, blob, False), _tensor(f, offsets, False))
         id_tensor = None if ids is None else _tensor(f, ids, mmap).to(torch.int64)
-        return _tensor(f, feats, mmap), id_tensor, paths
+        feats = {name: _tensor(f, e, mmap) for name, e in feat_entries.items()}
+        if scorer is not None:
+            try:
+                scorer.validate(feats, "gallery", fn, finite=False)
+            except (TypeError, ValueError) as e:
+                raise _Corrupt(f"its features do not fit its own scorer: {e}") from None
+        return feats, id_tensor, paths, scorer, fingerprint
 
 
-def _load_v1(folder: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, list[str] | None]:
+def _load_v1(folder: Path, mmap: bool, fn: str) -> _Loaded:
     """Features, ids and paths of a version-1 folder (``gallery.safetensors`` + ``index.json``)."""
     meta_path, tensors_path = folder / _V1_META, folder / _V1_TENSORS
     with _reading(meta_path, fn):
@@ -311,7 +408,7 @@ def _load_v1(folder: Path, mmap: bool, fn: str) -> tuple[Tensor, Tensor | None, 
             )
         ids = _expect(entries.get("ids"), _INTS, (n,))
         id_tensor = None if ids is None else _tensor(f, ids, mmap).to(torch.int64)
-        return _tensor(f, feats, mmap), id_tensor, paths
+        return {"global": _tensor(f, feats, mmap)}, id_tensor, paths, None, None
 
 
 def _check_paths(paths: object, fn: str) -> list[str]:
@@ -333,21 +430,59 @@ def _check_paths(paths: object, fn: str) -> list[str]:
     return out
 
 
+def _check_fingerprint(value: object, fn: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{fn}: model_fingerprint must be a str, got {type(value).__name__}")
+    if not 0 < len(value) <= _MAX_FINGERPRINT_CHARS:
+        raise ValueError(
+            f"{fn}: model_fingerprint must have 1 to {_MAX_FINGERPRINT_CHARS} characters, got "
+            f"{len(value)}"
+        )
+    return value
+
+
+def _check_batch(feats: object, fn: str) -> dict[str, Tensor]:
+    """A batch for :meth:`GalleryIndex.add`: finite floating features (bool masks allowed)."""
+    if isinstance(feats, Tensor):
+        return {"global": check_features(feats, "feats", fn, dims="(B, D)")}
+    f = as_features(feats, name="feats", fn=fn)  # type: ignore[arg-type]
+    for key, t in f.items():
+        name = f"feats[{key!r}]"
+        if t.dtype == torch.bool:
+            check_tensor(t, name, fn)
+        else:
+            check_features(t, name, fn, ndim=t.dim(), dims="(B, ...)")
+    return f
+
+
 class GalleryIndex:
-    """Gallery embeddings ``[Ng, D]`` with optional integer ids and file paths.
+    """Gallery features with optional integer ids and file paths, the scorer that compares
+    them, and the fingerprint of the model that encoded them.
 
     Args:
-        features: initial ``[Ng, D]`` features (or ``None`` for an empty index).
+        features: initial ``[Ng, D]`` features or a features mapping (``{"mean": ..,
+            "log_var": ..}``, ``{"global": .., "parts": ..}``...; see
+            :data:`~textreid.retrieval.Features`), or ``None`` for an empty index.
         ids: ``[Ng]`` integer ids (e.g. person ids), optional.
         paths: ``Ng`` paths (``str`` or ``os.PathLike``), optional.
+        scorer: how queries are compared with these features; :meth:`search` uses it unless
+            told otherwise, and refuses a scorer of another kind. ``None``: the global
+            features' inner product (cosine with ``normalize=True``), as before scorers.
+        model_fingerprint: an identifier of the model that encoded the features (e.g.
+            :meth:`textreid.retrieval.models.RetrievalModel.fingerprint`), saved with the index
+            so that a retriever can refuse an index built by another model.
 
     Features stay on the device and in the dtype they come in; :meth:`search` runs on the
     device of the query and moves gallery chunks there one at a time. Either every added batch
     carries ids (paths) or none does.
 
     Raises:
-        TypeError: as :meth:`add`.
-        ValueError: as :meth:`add`, or ids or paths given without features.
+        TypeError: as :meth:`add`, or a ``scorer`` that is not a
+            :class:`~textreid.retrieval.Scorer`, a fingerprint that is not a str.
+        ValueError: as :meth:`add`, ids or paths given without features, features that lack
+            a key the scorer needs, an empty or over-long fingerprint.
 
     Example:
         >>> index = GalleryIndex(torch.eye(3), ids=torch.tensor([7, 8, 9]), paths=["a", "b", "c"])
@@ -358,36 +493,68 @@ class GalleryIndex:
 
     def __init__(
         self,
-        features: Tensor | None = None,
+        features: Tensor | Features | None = None,
         ids: Tensor | None = None,
         paths: Sequence[str | os.PathLike[str]] | None = None,
+        *,
+        scorer: Scorer | None = None,
+        model_fingerprint: str | None = None,
     ) -> None:
-        self._features: Tensor | None = None
+        fn = "GalleryIndex"
+        self._features: dict[str, Tensor] | None = None
         self._ids: Tensor | None = None
         self._paths: list[str] | None = None
+        self._scorer = None if scorer is None else check_scorer(scorer, fn)
+        self._fingerprint = _check_fingerprint(model_fingerprint, fn)
+        self._source: Path | None = None
         if features is not None:
             self.add(features, ids, paths)
         elif ids is not None or paths is not None:
             raise ValueError("GalleryIndex: ids or paths given without features")
 
     def __len__(self) -> int:
-        return 0 if self._features is None else self._features.shape[0]
+        return 0 if self._features is None else num_rows(self._features)
 
     def __repr__(self) -> str:
         if self._features is None:
             return "GalleryIndex(empty)"
-        f = self._features
+        extra = ""
+        if set(self._features) != {"global"}:
+            extra += f", features={sorted(self._features)}"
+        if self._scorer is not None:
+            extra += f", scorer={self._scorer!r}"
+        f = next(iter(self._features.values()))
         return (
-            f"GalleryIndex({len(self)} items, dim={f.shape[1]}, dtype={f.dtype}, "
-            f"device={f.device}, ids={self._ids is not None}, paths={self._paths is not None})"
+            f"GalleryIndex({len(self)} items, dim={f.shape[-1]}, dtype={f.dtype}, "
+            f"device={f.device}, ids={self._ids is not None}, paths={self._paths is not None}"
+            f"{extra})"
         )
 
     @property
     def features(self) -> Tensor:
-        """``[Ng, D]`` gallery features."""
+        """``[Ng, D]`` global gallery features (:attr:`feature_map` holds every feature).
+
+        Raises:
+            ValueError: the index is empty, or holds no ``"global"`` features.
+        """
+        f = self.feature_map
+        if "global" not in f:
+            raise ValueError(
+                f"GalleryIndex.features: the index holds {sorted(f)}, no 'global' features; "
+                "read them from GalleryIndex.feature_map"
+            )
+        return f["global"]
+
+    @property
+    def feature_map(self) -> dict[str, Tensor]:
+        """Every feature tensor by name, ``[Ng, ...]`` each (a new dict; tensors not copied).
+
+        Raises:
+            ValueError: the index is empty.
+        """
         if self._features is None:
             raise ValueError("GalleryIndex: the index is empty; add() features first")
-        return self._features
+        return dict(self._features)
 
     @property
     def ids(self) -> Tensor | None:
@@ -399,25 +566,43 @@ class GalleryIndex:
         """``Ng`` paths, or ``None``."""
         return self._paths
 
+    @property
+    def scorer(self) -> Scorer | None:
+        """The scorer the features are for, or ``None`` (global features, inner product)."""
+        return self._scorer
+
+    @property
+    def model_fingerprint(self) -> str | None:
+        """The fingerprint of the model that encoded the features, or ``None``."""
+        return self._fingerprint
+
+    @property
+    def source(self) -> Path | None:
+        """The file the index was loaded from, or ``None`` (built in memory)."""
+        return self._source
+
     def add(
         self,
-        feats: Tensor,
+        feats: Tensor | Features,
         ids: Tensor | None = None,
         paths: Sequence[str | os.PathLike[str]] | None = None,
     ) -> None:
-        """Append ``[B, D]`` features with their ``[B]`` ids and ``B`` paths.
+        """Append ``[B, D]`` features (or a features mapping) with ``[B]`` ids and ``B`` paths.
 
         Raises:
-            TypeError: non-tensor or non-floating features, non-integer ids, ``paths`` that is
-                a single ``str`` (or path) rather than one per row, or an entry that is not a
-                ``str`` / ``os.PathLike``.
-            ValueError: wrong shapes, a width, dtype or device that differs from the index,
-                non-finite values, ids/paths whose presence differs from earlier batches or
-                whose length differs from ``B``.
+            TypeError: non-tensor or non-floating features (masks may be bool), non-integer
+                ids, ``paths`` that is a single ``str`` (or path) rather than one per row, or an
+                entry that is not a ``str`` / ``os.PathLike``.
+            ValueError: wrong shapes, feature names, widths, dtypes or devices that differ
+                from the index, non-finite values, a key the index's scorer needs missing,
+                ids/paths whose presence differs from earlier batches or whose length differs
+                from ``B``.
         """
         fn = "GalleryIndex.add"
-        f = check_features(feats, "feats", fn, dims="(B, D)")
-        n = f.shape[0]
+        f = _check_batch(feats, fn)
+        if self._scorer is not None:
+            self._scorer.validate(f, "gallery", fn, finite=False)
+        n = num_rows(f)
         i = None if ids is None else check_ids(ids, "ids", fn, n, "feats").to(torch.int64)
         p = None if paths is None else _check_paths(paths, fn)
         if p is not None and len(p) != n:
@@ -425,17 +610,33 @@ class GalleryIndex:
         if self._features is None:
             self._features, self._ids, self._paths = f, i, p
             return
-        check_same_width(fn, self._features, "the index", f, "feats")
-        if f.dtype != self._features.dtype or f.device != self._features.device:
+        if set(f) != set(self._features):
             raise ValueError(
-                f"{fn}: the index holds {self._features.dtype} on {self._features.device}, "
-                f"but feats is {f.dtype} on {f.device}"
+                f"{fn}: the index holds the features {sorted(self._features)} but feats has "
+                f"{sorted(f)}; every batch must have the same"
             )
-        for name, new, old in (("ids", i, self._ids), ("paths", p, self._paths)):
-            if (new is None) != (old is None):
-                had = "has" if old is not None else "has no"
+        for key, old in self._features.items():
+            new = f[key]
+            plain = key == "global"
+            what = "the index" if plain else f"the index's {key!r}"
+            name = "feats" if plain else f"feats[{key!r}]"
+            if new.shape[1:] != old.shape[1:]:
+                if new.dim() == 2 and old.dim() == 2:
+                    check_same_width(fn, old, what, new, name)
+                raise ValueError(
+                    f"{fn}: {what} has rows of shape {tuple(old.shape[1:])} but {name} has "
+                    f"{tuple(new.shape[1:])}"
+                )
+            if new.dtype != old.dtype or new.device != old.device:
+                raise ValueError(
+                    f"{fn}: {what} holds {old.dtype} on {old.device}, "
+                    f"but {name} is {new.dtype} on {new.device}"
+                )
+        for name, new_meta, old_meta in (("ids", i, self._ids), ("paths", p, self._paths)):
+            if (new_meta is None) != (old_meta is None):
+                had = "has" if old_meta is not None else "has no"
                 raise ValueError(f"{fn}: the index {had} {name}, so every batch must match")
-        self._features = torch.cat([self._features, f])
+        self._features = {key: torch.cat([old, f[key]]) for key, old in self._features.items()}
         if i is not None and self._ids is not None:
             self._ids = torch.cat([self._ids, i.to(self._ids.device)])
         if p is not None and self._paths is not None:
@@ -443,26 +644,49 @@ class GalleryIndex:
 
     def search(
         self,
-        query: Tensor,
+        query: Tensor | Features,
         k: int,
         *,
         normalize: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         query_block: int = DEFAULT_QUERY_BLOCK,
         screen: Screen = "auto",
+        scorer: Scorer | None = None,
     ) -> SearchResult:
-        """Exact top-``k`` of ``[Nq, D]`` queries; see :func:`~textreid.retrieval.topk_search`.
+        """Exact top-``k`` of the queries; see :func:`~textreid.retrieval.topk_search`.
 
-        Use :meth:`ids_of` / :meth:`paths_of` on the result to name the hits.
+        Scores with ``scorer``, else with the index's own :attr:`scorer`, else by the inner
+        product of global features (cosine with ``normalize=True``). Use :meth:`ids_of` /
+        :meth:`paths_of` on the result to name the hits.
+
+        Raises:
+            ValueError: the index is empty; a ``scorer`` of another kind than the index's
+                (its features are not what that scorer reads: the message names the index's
+                file and the remedy); and the errors of
+                :func:`~textreid.retrieval.topk_search`.
         """
+        fn = "GalleryIndex.search"
+        features = self.feature_map
+        if scorer is not None:
+            check_scorer(scorer, fn)
+            if self._scorer is not None and scorer.kind != self._scorer.kind:
+                where = f"the gallery index {self._source}" if self._source else "this index"
+                raise ValueError(
+                    f"{fn}: {where} holds features for a {self._scorer.kind!r} scorer, but "
+                    f"scorer= is {scorer!r} (kind {scorer.kind!r}); search it with a "
+                    f"{self._scorer.kind!r} scorer, or index the gallery again with the "
+                    "model that goes with this scorer"
+                )
+        use = scorer if scorer is not None else self._scorer
         return topk_search(
             query,
-            self.features,
+            features if use is not None else self.features,
             k,
             chunk_size=chunk_size,
             query_block=query_block,
             normalize=normalize,
             screen=screen,
+            scorer=use,
         )
 
     def _hit_indices(self, result: SearchResult, fn: str) -> Tensor:
@@ -512,6 +736,10 @@ class GalleryIndex:
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write the index as ``directory/gallery_index.safetensors`` (the folder is created).
 
+        Every feature tensor is written, with the scorer config and the model fingerprint
+        (format version 3); an index of global features alone without either is written as
+        format version 2, which older releases read too.
+
         The file is written beside its final name and renamed over it in one step, so an
         interrupted save leaves the previous index intact. A version-1 index in the same
         folder (``index.json`` + ``gallery.safetensors``) is removed once the new file is in
@@ -527,13 +755,24 @@ class GalleryIndex:
         from safetensors.torch import save_file
 
         fn = "GalleryIndex.save"
-        tensors = {"features": self.features.detach().cpu().contiguous()}
+        feats = {key: t.detach().cpu().contiguous() for key, t in self.feature_map.items()}
+        metadata = {"format": _FORMAT}
+        if set(feats) == {"global"} and self._scorer is None and self._fingerprint is None:
+            # Nothing a version-2 reader would miss: older releases can open the file.
+            metadata["format_version"] = str(_PLAIN_VERSION)
+            tensors = {"features": feats["global"]}
+        else:
+            metadata["format_version"] = str(FORMAT_VERSION)
+            tensors = {_FEATURE_PREFIX + key: t for key, t in feats.items()}
+            if self._scorer is not None:
+                metadata["scorer"] = json.dumps(self._scorer.to_config(), sort_keys=True)
+            if self._fingerprint is not None:
+                metadata["model_fingerprint"] = self._fingerprint
         if self._ids is not None:
             tensors["ids"] = self._ids.cpu().contiguous()
         if self._paths is not None:
             tensors["path_bytes"], tensors["path_offsets"] = _encode_paths(self._paths, fn)
         out = Path(directory)
-        metadata = {"format": _FORMAT, "format_version": str(FORMAT_VERSION)}
         with atomic_path(out / _FILE) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
         if (out / _V1_META).is_file():
@@ -563,17 +802,22 @@ class GalleryIndex:
             ValueError: an unknown (newer) ``format_version``, or a file that is not a regular
                 file or is corrupt: a header too large, not a JSON object of objects, dtypes,
                 shapes or data offsets that do not fit the file, non-integer ids, paths that
-                are not UTF-8 (the message names the file and what is wrong).
+                are not UTF-8, a scorer config of an unregistered kind or with settings its
+                scorer refuses, features that lack a key of their scorer (the message names
+                the file and what is wrong).
         """
-        fn = "GalleryIndex.load"
+        fn = _LOAD
         path = Path(directory)
         if path.is_dir() and not (path / _FILE).exists() and (path / _V1_META).exists():
-            feats, ids, paths = _load_v1(path, mmap, fn)
+            source = path / _V1_META
+            feats, ids, paths, scorer, fingerprint = _load_v1(path, mmap, fn)
         else:
-            feats, ids, paths = _load_file(path / _FILE if path.is_dir() else path, mmap, fn)
+            source = path / _FILE if path.is_dir() else path
+            feats, ids, paths, scorer, fingerprint = _load_file(source, mmap, fn)
         if device is not None:
-            feats = feats.to(device)
+            feats = {key: t.to(device) for key, t in feats.items()}
             ids = None if ids is None else ids.to(device)
-        index = cls()
+        index = cls(scorer=scorer, model_fingerprint=fingerprint)
         index._features, index._ids, index._paths = feats, ids, paths
+        index._source = source
         return index
