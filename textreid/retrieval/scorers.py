@@ -106,13 +106,7 @@ def as_features(
     if not out:
         raise ValueError(f"{fn}: {name} is an empty mapping; it needs at least one tensor")
     for key, value in out.items():
-        if not isinstance(key, str):
-            raise TypeError(f"{fn}: {name} has a key of type {type(key).__name__}; keys are str")
-        if not _KEY.fullmatch(key):
-            raise ValueError(
-                f"{fn}: {name} has the key {key[:80]!r}; a feature name is an identifier "
-                "(letters, digits, underscores) of at most 64 characters"
-            )
+        check_feature_name(key, name, fn)
         if not isinstance(value, Tensor):
             raise TypeError(
                 f"{fn}: {name}[{key!r}] must be a torch.Tensor, got {type(value).__name__}"
@@ -121,6 +115,18 @@ def as_features(
             raise ValueError(f"{fn}: {name}[{key!r}] is 0-d; features are rows-first [N, ...]")
     num_rows(out, name=name, fn=fn)
     return out
+
+
+def check_feature_name(key: object, name: str, fn: str) -> None:
+    """Refuse a feature name that is not an identifier of at most 64 characters (names end
+    up in saved files as ``features.<name>``)."""
+    if not isinstance(key, str):
+        raise TypeError(f"{fn}: {name} has a key of type {type(key).__name__}; keys are str")
+    if not _KEY.fullmatch(key):
+        raise ValueError(
+            f"{fn}: {name} has the key {key[:80]!r}; a feature name is an identifier "
+            "(letters, digits, underscores) of at most 64 characters"
+        )
 
 
 def num_rows(f: Features, *, name: str = "features", fn: str = "num_rows") -> int:
