@@ -8,10 +8,12 @@ safe formats instead.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,16 +22,37 @@ __all__: list[str] = []
 SAFE_FORMATS = "safetensors, or a plain state dict saved with torch.save(model.state_dict(), path)"
 """The formats to suggest when a weights file is refused."""
 
+# safe_globals takes (object, "module.name") pairs from torch 2.6 on.
+_TUPLE_SAFE_GLOBALS = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 6)
+
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _REASON = re.compile(r"WeightsUnpickler error:\s*([^\n.]+)")
 
 
-def torch_load_weights_only(path: Path, fn: str) -> object:
+def _numpy_scalar_globals() -> list[Any]:
+    """The globals a pickled numeric numpy scalar needs, under numpy 1's and 2's paths.
+
+    ``scalar(dtype, raw_bytes)`` only reinterprets bytes; the dtype classes allowed are the
+    numeric ones, so an object dtype (whose scalar would be an arbitrary object) still fails.
+    """
+    import numpy as np
+
+    scalar = np.float64(0).__reduce__()[0]
+    allowed: list[Any] = [(scalar, f"numpy.{sub}.multiarray.scalar") for sub in ("core", "_core")]
+    allowed.append(np.dtype)
+    allowed += [type(np.dtype(code)) for code in ("b1", "i4", "i8", "f2", "f4", "f8")]
+    return allowed
+
+
+def torch_load_weights_only(path: Path, fn: str, *, numpy_scalars: bool = False) -> object:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with our errors.
 
     Args:
         path: The file (a zip ``torch.save`` archive or a legacy pickle).
         fn: The public function to name in errors.
+        numpy_scalars: Also accept numeric numpy scalars (training scripts often store a
+            metric such as ``best_acc`` as one beside the weights). Needs torch 2.6 or later
+            (older versions refuse such files with the error below).
 
     Returns:
         The unpickled object: tensors, containers and primitives only.
@@ -38,8 +61,10 @@ def torch_load_weights_only(path: Path, fn: str) -> object:
         ValueError: If the pickle needs globals beyond tensors (naming the first one and the
             safe formats), or if the file is corrupt or truncated.
     """
+    extra = _numpy_scalar_globals() if numpy_scalars and _TUPLE_SAFE_GLOBALS else []
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(extra) if extra else contextlib.nullcontext():
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # Keep torch's reason, not its advice (weights_only=False, allowlisting globals).
         name, reason = _GLOBAL.search(str(err)), _REASON.search(str(err))

@@ -20,11 +20,16 @@ from textreid._untrusted import torch_load_weights_only
 from textreid.config import PreprocessConfig
 from textreid.hub import Retriever
 from textreid.methods.irra import IRRAMethod
-from textreid.models.convert import irra_to_textreid
+from textreid.models.convert import (
+    irra_to_textreid,
+    ivt_to_textreid,
+    single_stream_config_from_state_dict,
+)
 from textreid.models.load import load_clip, load_state_dict_strict
+from textreid.models.single_stream import SingleStreamEncoder
 from textreid.tokenization import CLIPTokenizer
 
-__all__ = ["convert_irra_checkpoint"]
+__all__ = ["convert_irra_checkpoint", "load_ivt_checkpoint"]
 
 
 def convert_irra_checkpoint(
@@ -111,3 +116,69 @@ def convert_irra_checkpoint(
     retriever.card.description = f"Converted from the IRRA-layout checkpoint {path.name}."
     retriever.card.recipe = "irra"
     return retriever.save_pretrained(out)
+
+
+def load_ivt_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    *,
+    image_size: tuple[int, ...] = (384, 128),
+    stride: int | None = None,
+    heads: int | None = None,
+) -> SingleStreamEncoder:
+    """The single-stream encoder of a checkpoint of IVT's released code, in eval mode.
+
+    IVT (Shu et al., ECCV 2022 Workshops, arXiv 2208.08608) saves ``{"state_dict": ...,
+    "optimizer": ..., "epoch": ..., "best_acc": ...}`` (fine-tuned models, and its
+    ``checkpoint_best.pth`` pre-training); a bare state dict is read as well. The file is
+    read with ``torch.load(weights_only=True)``, which here also accepts numeric numpy
+    scalars (IVT stores ``best_acc`` as one) and nothing else beyond tensors and containers.
+    Keys are renamed by :func:`~textreid.models.convert.ivt_to_textreid`, sizes read by
+    :func:`~textreid.models.convert.single_stream_config_from_state_dict`, and the weights
+    loaded strictly. The encoder is built on the ``meta`` device and takes the file's
+    tensors, so no size is allocated beyond what the file already holds.
+
+    The weights expect IVT's inputs: BERT ``bert-base-uncased`` WordPiece ids (``[CLS]``
+    first, padding id 0, an ``attention_mask`` of the non-padding positions), and images
+    resized (bicubic) to ``image_size`` and normalised with mean = std = 0.5.
+
+    Args:
+        checkpoint: the ``.pth`` file.
+        image_size: the ``(H, W)`` the checkpoint was trained at (IVT: 384x128).
+        stride: patch stride (default: inferred from the position embedding; IVT used 12 on
+            CUHK-PEDES / ICFG-PEDES and 16 on RSTPReid).
+        heads: attention heads (default: width // 64, IVT's 12).
+
+    Returns:
+        The encoder, in eval mode (no token dropping).
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` does not exist.
+        ValueError: ``image_size`` is not ``(H, W)``; the file needs objects beyond tensors
+            (it could run code) or is corrupt; it holds no state dict; keys of no IVT module
+            or missing ones (listed); sizes that fit no encoder.
+    """
+    fn = "load_ivt_checkpoint"
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"{fn}: checkpoint {path} does not exist")
+    if len(image_size) != 2:
+        raise ValueError(f"{fn}: image_size must be (H, W), got {image_size}")
+    obj = torch_load_weights_only(path, fn, numpy_scalars=True)
+    raw = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+    if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
+        raise ValueError(
+            f"{fn}: {path} holds no state dict (expected {{'state_dict': state_dict, ...}})"
+        )
+    try:
+        state = ivt_to_textreid(raw)
+        size = (int(image_size[0]), int(image_size[1]))
+        kwargs = single_stream_config_from_state_dict(
+            state, image_size=size, stride=stride, heads=heads
+        )
+        with torch.device("meta"):
+            encoder = SingleStreamEncoder(**kwargs)
+        weights = {k[len("encoder.") :]: v for k, v in state.items()}
+        load_state_dict_strict(encoder, weights, assign=True)
+    except ValueError as err:
+        raise ValueError(f"{fn}: {path}: {err}") from None
+    return encoder.eval()

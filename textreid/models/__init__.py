@@ -13,7 +13,9 @@ from textreid.models.convert import (
     export_hf,
     hf_to_openai,
     irra_to_textreid,
+    ivt_to_textreid,
     openai_to_hf,
+    single_stream_config_from_state_dict,
     to_openai_layout,
 )
 from textreid.models.cross_modal import CrossModalTransformer, MLMHead
@@ -58,6 +60,7 @@ __all__ = [
     "get_model_config",
     "hf_to_openai",
     "irra_to_textreid",
+    "ivt_to_textreid",
     "list_models",
     "load_clip",
     "load_state_dict_strict",
@@ -67,6 +70,7 @@ __all__ = [
     "register_model",
     "resample_pos_embed",
     "save_hf",
+    "single_stream_config_from_state_dict",
     "to_openai_layout",
     "token_drop_indices",
 ]

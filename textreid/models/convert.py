@@ -10,6 +10,9 @@ Two layouts are read:
 
 :func:`irra_to_textreid` maps a whole IRRA-family method (CLIP towers plus training heads)
 to textreid's names; :func:`textreid.convert.convert_irra_checkpoint` builds on it.
+:func:`ivt_to_textreid` does the same for IVT's single-stream encoder and
+:func:`single_stream_config_from_state_dict` reads its sizes back from the tensors
+(:func:`textreid.convert.load_ivt_checkpoint`).
 
 Nothing here imports ``transformers``; the HF config is handled as a plain dict.
 """
@@ -37,7 +40,9 @@ __all__ = [
     "export_hf",
     "hf_to_openai",
     "irra_to_textreid",
+    "ivt_to_textreid",
     "openai_to_hf",
+    "single_stream_config_from_state_dict",
     "to_openai_layout",
 ]
 
@@ -637,3 +642,224 @@ def irra_to_textreid(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
             f"irra_to_textreid: {len(unknown)} keys belong to no IRRA module: {sorted(unknown)[:10]}"
         )
     return out
+
+
+# IVT's fine-tuned model (``build_transformer_uvt_img_txt_mask`` of the released code) keeps its
+# single-stream encoder under ``encoder_vl.``; the source -> target tables below are the ones
+# documented in ivt_to_textreid and docs/migrating-from-irra.md.
+_IVT_PREFIX = "encoder_vl."
+_IVT_FIXED = {
+    "patch_embed.proj.weight": "patch_embed.weight",
+    "patch_embed.proj.bias": "patch_embed.bias",
+    "cls_token": "cls_token",
+    "pos_embed": "pos_embed",
+    "type_embed": "type_embed",
+    "embeddings.word_embeddings.weight": "word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "position_embeddings.weight",
+    "embeddings.LayerNorm.weight": "ln_text.weight",
+    "embeddings.LayerNorm.bias": "ln_text.bias",
+    "norm.weight": "norm.weight",
+    "norm.bias": "norm.bias",
+}
+_IVT_TOKEN_TYPE = "embeddings.token_type_embeddings.weight"
+_IVT_BLOCK = {
+    "norm1.weight": "ln_1.weight",
+    "norm1.bias": "ln_1.bias",
+    "attn.qkv.weight": "attn.in_proj_weight",
+    "attn.qkv.bias": "attn.in_proj_bias",
+    "attn.proj.weight": "attn.out_proj.weight",
+    "attn.proj.bias": "attn.out_proj.bias",
+    "norm2.weight": "ln_2.weight",
+    "norm2.bias": "ln_2.bias",
+    "mlp_vis.fc1.weight": "mlp_vis.c_fc.weight",
+    "mlp_vis.fc1.bias": "mlp_vis.c_fc.bias",
+    "mlp_vis.fc2.weight": "mlp_vis.c_proj.weight",
+    "mlp_vis.fc2.bias": "mlp_vis.c_proj.bias",
+    "mlp_txt.fc1.weight": "mlp_txt.c_fc.weight",
+    "mlp_txt.fc1.bias": "mlp_txt.c_fc.bias",
+    "mlp_txt.fc2.weight": "mlp_txt.c_proj.weight",
+    "mlp_txt.fc2.bias": "mlp_txt.c_proj.bias",
+}
+_IVT_BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# Entries no retrieval embedding depends on: BERT's position-id buffer, the fine-tuning
+# leftovers (temperature, ID classifier and BN neck, unused at test time) and the pre-training
+# heads (fusion BERT for ITM / MLM, ITM classifier) of IVT's own pre-training checkpoint.
+_IVT_DROPPED = (_IVT_PREFIX + "embeddings.position_ids", "temp")
+_IVT_DROPPED_PREFIXES = ("classifier_img.", "bottleneck_img.", "encoder_fusion.", "itm.")
+
+
+def ivt_to_textreid(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename a state dict of IVT's released code (Shu et al., ECCV 2022 Workshops, arXiv
+    2208.08608; TencentYoutuResearch/PersonRetrieval-IVT) to the names of
+    :class:`~textreid.methods.IVTMethod` (its :class:`~textreid.models.SingleStreamEncoder`
+    under ``encoder.``).
+
+    A DistributedDataParallel ``module.`` prefix is stripped and floating tensors become
+    float32. Source keys (under ``encoder_vl.``) and their targets (under ``encoder.``):
+
+    | IVT | textreid |
+    | --- | --- |
+    | ``patch_embed.proj.{weight,bias}`` | ``patch_embed.{weight,bias}`` |
+    | ``cls_token``, ``pos_embed``, ``type_embed`` | same names |
+    | ``embeddings.word_embeddings.weight`` | ``word_embeddings.weight`` |
+    | ``embeddings.position_embeddings.weight`` + ``embeddings.token_type_embeddings.weight[0]`` | ``position_embeddings.weight`` |
+    | ``embeddings.LayerNorm.{weight,bias}`` | ``ln_text.{weight,bias}`` |
+    | ``blocks.{i}.norm1``, ``blocks.{i}.norm2`` | ``blocks.{i}.ln_1``, ``blocks.{i}.ln_2`` |
+    | ``blocks.{i}.attn.qkv.{weight,bias}`` | ``blocks.{i}.attn.in_proj_{weight,bias}`` |
+    | ``blocks.{i}.attn.proj`` | ``blocks.{i}.attn.out_proj`` |
+    | ``blocks.{i}.mlp_{vis,txt}.fc1``, ``fc2`` | ``blocks.{i}.mlp_{vis,txt}.c_fc``, ``c_proj`` |
+    | ``norm.{weight,bias}`` | ``norm.{weight,bias}`` |
+
+    IVT's text embedding always uses token type 0 (its model passes no token-type ids), so
+    that row is folded into the position table, which textreid's encoder has no token types
+    for. The type-1 row is unused and dropped, like the entries no embedding depends on:
+    ``encoder_vl.embeddings.position_ids``, ``temp``, ``classifier_img.*`` and
+    ``bottleneck_img.*`` (fine-tuning leftovers), ``encoder_fusion.*`` and ``itm.*`` (the
+    pre-training checkpoint's fusion and matching heads).
+
+    Args:
+        state_dict: ``checkpoint["state_dict"]`` of a released IVT checkpoint.
+
+    Returns:
+        A new dict keyed like ``IVTMethod.state_dict()``.
+
+    Raises:
+        ValueError: Listing the keys of no IVT module and the encoder keys that are missing
+            (a block without all of its tensors included), or a token-type table that does
+            not fit the position table.
+    """
+    fn = "ivt_to_textreid"
+    src: dict[str, Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        k = key
+        while k.startswith("module."):
+            k = k[len("module.") :]
+        if k in _IVT_DROPPED or k.startswith(_IVT_DROPPED_PREFIXES):
+            continue
+        if not k.startswith(_IVT_PREFIX):
+            unknown.append(key)
+            continue
+        src[k[len(_IVT_PREFIX) :]] = value.float() if value.is_floating_point() else value
+    out: dict[str, Tensor] = {}
+    blocks: set[str] = set()
+    for name, value in src.items():
+        if name in _IVT_FIXED:
+            out["encoder." + _IVT_FIXED[name]] = value
+            continue
+        m = _IVT_BLOCK_RE.match(name)
+        if m is not None and m.group(2) in _IVT_BLOCK:
+            blocks.add(m.group(1))
+            out[f"encoder.blocks.{m.group(1)}.{_IVT_BLOCK[m.group(2)]}"] = value
+        elif name != _IVT_TOKEN_TYPE:
+            unknown.append(_IVT_PREFIX + name)
+    missing = [_IVT_PREFIX + k for k in (*_IVT_FIXED, _IVT_TOKEN_TYPE) if k not in src]
+    missing += [
+        f"{_IVT_PREFIX}blocks.{i}.{k}"
+        for i in sorted(blocks, key=int)
+        for k in _IVT_BLOCK
+        if f"blocks.{i}.{k}" not in src
+    ]
+    if unknown or missing:
+        raise ValueError(
+            f"{fn}: not an IVT state dict; keys of no IVT module: {_sorted_keys(unknown)}; "
+            f"missing keys: {_sorted_keys(missing)}"
+        )
+    pos, types = out["encoder.position_embeddings.weight"], src[_IVT_TOKEN_TYPE]
+    if types.ndim != 2 or pos.ndim != 2 or types.shape[1] != pos.shape[1]:
+        raise ValueError(
+            f"{fn}: {_IVT_PREFIX}{_IVT_TOKEN_TYPE} {tuple(types.shape)} does not fit "
+            f"{_IVT_PREFIX}embeddings.position_embeddings.weight {tuple(pos.shape)}"
+        )
+    out["encoder.position_embeddings.weight"] = pos + types[0]
+    return out
+
+
+def single_stream_config_from_state_dict(
+    state_dict: Mapping[str, Tensor],
+    *,
+    image_size: tuple[int, int] = (384, 128),
+    stride: int | None = None,
+    heads: int | None = None,
+) -> dict[str, Any]:
+    """The :class:`~textreid.models.SingleStreamEncoder` arguments that fit its weights.
+
+    Width, depth, patch size, vocabulary, text positions and the feed-forward ratio come from
+    tensor shapes (the ``encoder.`` prefix of :class:`~textreid.methods.IVTMethod` names is
+    accepted). What the shapes cannot tell is taken from the arguments:
+
+    - ``image_size``: the ``(H, W)`` the weights were trained at (IVT: 384x128);
+    - ``stride``: the patch stride; by default the one stride at most the patch size whose
+      grid over ``image_size`` has as many cells as the position embedding (IVT: 12 on
+      CUHK-PEDES and ICFG-PEDES, 16 on RSTPReid);
+    - ``heads``: by default ``width // 64`` (IVT: 12 for width 768).
+
+    ``drop_ratio`` is IVT's 0.2 (token dropping acts in training only).
+
+    Returns:
+        Keyword arguments for ``SingleStreamEncoder(**kwargs)`` (also the config of the
+        ``ivt-single-stream`` retrieval model).
+
+    Raises:
+        ValueError: If a needed key is missing, no stride (or several) fits, the given stride
+            does not fit, or the heads cannot be inferred or do not divide the width.
+    """
+    fn = "single_stream_config_from_state_dict"
+    sd = {k[len("encoder.") :]: v for k, v in state_dict.items() if k.startswith("encoder.")}
+    sd = sd or dict(state_dict)
+    needed = (
+        "patch_embed.weight",
+        "pos_embed",
+        "word_embeddings.weight",
+        "position_embeddings.weight",
+        "blocks.0.mlp_vis.c_fc.weight",
+    )
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise ValueError(f"{fn}: the state dict has no {missing}")
+    conv = sd["patch_embed.weight"]
+    if conv.ndim != 4 or conv.shape[-1] != conv.shape[-2]:
+        raise ValueError(f"{fn}: patch_embed.weight {tuple(conv.shape)} is no square kernel")
+    width, patch = int(conv.shape[0]), int(conv.shape[-1])
+    cells = int(sd["pos_embed"].shape[1]) - 1
+    h, w = int(image_size[0]), int(image_size[1])
+
+    def grid(s: int) -> int:
+        return ((h - patch) // s + 1) * ((w - patch) // s + 1) if min(h, w) >= patch else 0
+
+    if stride is None:
+        fits = [s for s in range(1, patch + 1) if grid(s) == cells]
+        if len(fits) != 1:
+            found = "no stride" if not fits else f"strides {fits}"
+            raise ValueError(
+                f"{fn}: {found} up to the patch size {patch} give(s) {cells} patches at "
+                f"image_size {(h, w)}; pass the image_size the weights were trained at, or stride="
+            )
+        stride = fits[0]
+    elif grid(stride) != cells:
+        raise ValueError(
+            f"{fn}: stride {stride} gives {grid(stride)} patches at image_size {(h, w)}, but "
+            f"pos_embed holds {cells}"
+        )
+    if heads is None:
+        if width % 64 != 0:
+            raise ValueError(
+                f"{fn}: width {width} is not a multiple of 64, so heads = width // 64 does not "
+                "apply; pass heads="
+            )
+        heads = width // 64
+    if heads < 1 or width % heads != 0:
+        raise ValueError(f"{fn}: heads {heads} does not divide the width {width}")
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    return {
+        "image_size": (h, w),
+        "patch_size": patch,
+        "stride": stride,
+        "vocab_size": int(sd["word_embeddings.weight"].shape[0]),
+        "max_text_len": int(sd["position_embeddings.weight"].shape[0]),
+        "width": width,
+        "depth": depth,
+        "heads": heads,
+        "mlp_ratio": sd["blocks.0.mlp_vis.c_fc.weight"].shape[0] / width,
+        "drop_ratio": 0.2,
+    }
