@@ -14,12 +14,20 @@ from torch import Tensor
 __all__: list[str] = []
 
 
+def _ranking(scores: Tensor, indices: Tensor) -> Tensor:
+    """``[B, K]`` column order of each row: score descending, ties by gallery index ascending.
+
+    Returned as positions so that values riding along with the hits can follow them.
+    """
+    by_index = torch.argsort(indices, dim=1)
+    by_score = torch.sort(scores.gather(1, by_index), dim=1, descending=True, stable=True)
+    return by_index.gather(1, by_score.indices)
+
+
 def _order_by_score(scores: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
     """Sort each row by score descending, ties by gallery index ascending."""
-    by_index = torch.argsort(indices, dim=1)
-    scores, indices = scores.gather(1, by_index), indices.gather(1, by_index)
-    by_score = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    return scores.gather(1, by_score), indices.gather(1, by_score)
+    order = _ranking(scores, indices)
+    return scores.gather(1, order), indices.gather(1, order)
 
 
 def _select_topk(values: Tensor, k: int) -> Tensor:
