@@ -62,7 +62,8 @@ def test_save_writes_the_documented_layout(saved: tuple[Retriever, Path]) -> Non
     ]
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["format_version"] == HUB_FORMAT_VERSION
-    assert cfg["architecture"] == "clip_dual_encoder"
+    assert cfg["architecture"] == "clip-dual-encoder"
+    assert cfg["scorer"] == {"kind": "cosine", "normalize": True}
     assert cfg["model"]["vision"]["act"] == "quick_gelu"  # never guessed at load time
     assert cfg["preprocess"]["image_size"] == list(SIZE)
     card = (folder / "README.md").read_text()
@@ -129,7 +130,9 @@ def test_future_format_version_is_refused(saved: tuple[Retriever, Path]) -> None
     cfg = json.loads((folder / "config.json").read_text())
     cfg["format_version"] = HUB_FORMAT_VERSION + 1
     _hand_edit(folder, cfg)
-    with pytest.raises(ValueError, match=r"format_version 2.*upgrade textreid"):
+    with pytest.raises(
+        ValueError, match=rf"format_version {HUB_FORMAT_VERSION + 1}.*upgrade textreid"
+    ):
         Retriever.from_pretrained(folder)
 
 

@@ -119,26 +119,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import torch
-
     from textreid.data.pedes import build_dataset
     from textreid.hub import Retriever
-    from textreid.retrieval.metrics import evaluate
+    from textreid.pipeline import evaluate_retriever
 
     retriever = Retriever.from_pretrained(args.checkpoint, device=args.device)
     data = build_dataset(args.dataset, args.data)
     split = data.test if args.split == "test" else data.val
     if split.num_images == 0:
         raise SystemExit(f"textreid eval: dataset {args.dataset!r} has no {args.split} split")
-    q = retriever.encode_text(split.captions, batch_size=args.batch_size)
-    g = retriever.encode_images(split.img_paths, batch_size=args.batch_size, progress=True)
-    metrics = evaluate(
-        q,
-        g,
-        query_pids=torch.as_tensor(split.caption_pids),
-        gallery_pids=torch.as_tensor(split.image_pids),
+    metrics = evaluate_retriever(
+        retriever, split, batch_size=args.batch_size, progress=not args.json
     )
-    print(metrics.format_table(f"{args.split} t2i"))
+    if args.json:
+        print(json.dumps(metrics.to_dict()))
+    else:
+        print(metrics.format_table(f"{args.split} t2i"))
     return 0
 
 
@@ -152,10 +148,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     hits = retriever.search(texts, gallery, k=min(args.k, len(gallery)))
     paths = gallery.paths
     assert paths is not None
-    for text, idx, score in zip(texts, hits.indices.tolist(), hits.scores.tolist()):
+    for row, (text, idx, score) in enumerate(
+        zip(texts, hits.indices.tolist(), hits.scores.tolist())
+    ):
         print(f"query: {text}")
+        # Gaussian retrievers say how sure they are of each caption and each hit.
+        if hits.query_uncertainty is not None:
+            print(f"  uncertainty {float(hits.query_uncertainty[row]):.6g}")
         for rank, (i, s) in enumerate(zip(idx, score), start=1):
-            print(f"  {rank:2d}. {s:.4f}  {paths[i]}")
+            line = f"  {rank:2d}. {s:.4f}  {paths[i]}"
+            if hits.gallery_uncertainty is not None:
+                line += f"  (uncertainty {float(hits.gallery_uncertainty[row, rank - 1]):.6g})"
+            print(line)
     if args.out:
         grid = save_result_grid(texts, hits, paths, args.out)
         print(f"grid written to {grid}")
@@ -255,16 +259,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=_cmd_train)
 
-    p = add("eval", help="evaluate a saved retriever on a benchmark split")
+    p = add(
+        "eval",
+        help="evaluate a saved retriever (any architecture) on a benchmark split",
+        description="Scores the split with the retriever's own model and scorer, as "
+        "textreid train reports it: the same folder gives the same metrics.",
+    )
     p.add_argument("checkpoint", help="retriever folder or hub repo id")
     p.add_argument("--data", required=True, help="dataset root folder")
     p.add_argument("--dataset", default="cuhk-pedes", help="dataset name (default: %(default)s)")
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="captions or images per forward pass (default: %(default)s, the recipes' "
+        "evaluation batch size)",
+    )
     p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=_cmd_eval)
 
-    p = add("search", help="search a folder of images with a caption")
+    p = add(
+        "search",
+        help="search a folder of images with a caption (any architecture)",
+        description="Prints the top-k images per caption, scored the retriever's way; "
+        "Gaussian (UCA) retrievers also print each caption's and each hit's uncertainty.",
+    )
     p.add_argument("checkpoint", help="retriever folder or hub repo id")
     p.add_argument("--text", action="append", required=True, help="caption (repeatable)")
     p.add_argument("--gallery", required=True, help="folder of images")

@@ -2,9 +2,11 @@
 
 A saved retriever is a folder (or a Hugging Face Hub repository) holding
 
-- ``config.json``: ``format_version``, ``textreid_version``, ``architecture``, the model
+- ``config.json``: ``format_version`` (2), ``textreid_version``, ``architecture`` (a name in
+  :func:`~textreid.retrieval.models.list_architectures`), the model config, the scorer
   config, the preprocessing and the tokenizer settings, and the model-card data;
-- ``model.safetensors``: the weights (loaded strictly: every key must match);
+- ``model.safetensors``: the weights of :attr:`Retriever.model` (loaded strictly: every key
+  must match);
 - ``vocab.json`` + ``merges.txt`` when the tokenizer is not the bundled CLIP one;
 - ``README.md``: a generated model card (metrics, dataset, recipe, citation);
 - ``textreid_manifest.json``: the size and SHA-256 of each file above, written last.
@@ -17,6 +19,10 @@ shared. Every size read from a file is bounded before anything is allocated: JSO
 read with a size cap, config fields against :mod:`textreid.config`'s limits, and the model
 is built on the ``meta`` device and materialised from the weights only once their keys and
 shapes match. A local folder's symbolic links may not lead out of it.
+
+Format version 1 folders (textreid 0.1: a CLIP dual encoder, ``architecture``
+``"clip_dual_encoder"``, no scorer section) keep loading as ``clip-dual-encoder`` retrievers
+scored by cosine.
 
 Loading is our own code on ``huggingface_hub.hf_hub_download`` and ``safetensors``: a local
 folder never touches the network; ``revision``, ``cache_dir``, ``local_files_only``,
@@ -65,12 +71,27 @@ from textreid._sources import (
     resolve_source,
 )
 from textreid._version import __version__
-from textreid.config import CLIPConfig, PreprocessConfig
+from textreid.config import PreprocessConfig
 from textreid.data.transforms import build_transforms
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.load import load_clip, load_state_dict_strict
 from textreid.retrieval.index import GalleryIndex
-from textreid.retrieval.search import SearchResult
+from textreid.retrieval.models import (
+    CLIPRetrievalModel,
+    RetrievalModel,
+    get_architecture,
+    list_architectures,
+)
+from textreid.retrieval.scorers import (
+    Features,
+    Scorer,
+    as_features,
+    cat_rows,
+    check_scorer,
+    features_to,
+    scorer_from_config,
+)
+from textreid.retrieval.search import SearchResult, topk_search
 from textreid.tokenization import CLIPTokenizer
 
 if TYPE_CHECKING:
@@ -78,8 +99,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HUB_FORMAT_VERSION", "ModelCard", "Retriever"]
 
-HUB_FORMAT_VERSION = 1
-_ARCHITECTURE = "clip_dual_encoder"
+HUB_FORMAT_VERSION = 2
+# Format version 1 knew one architecture, under this name.
+_V1_ARCHITECTURE = "clip_dual_encoder"
 _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _CARD = "README.md"
@@ -304,8 +326,38 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
 
 
+def _architecture_class(
+    name: object, version: int, config_path: Path, fn: str
+) -> type[RetrievalModel]:
+    """The registered model class of the architecture ``config.json`` names."""
+    if version == 1:
+        if name != _V1_ARCHITECTURE:
+            raise ValueError(
+                f"{fn}: {config_path} (format_version 1) describes architecture {name!r}; "
+                f"version 1 files hold {_V1_ARCHITECTURE!r} only: the file is corrupt"
+            )
+        return CLIPRetrievalModel
+    if not isinstance(name, str) or name not in list_architectures():
+        raise ValueError(
+            f"{fn}: {config_path} names architecture {name!r}, which is not registered "
+            f"(registered: {', '.join(list_architectures())}). Import the package that defines "
+            "it and call textreid.retrieval.register_architecture before loading, or upgrade "
+            "textreid"
+        )
+    return get_architecture(name)
+
+
+def _check_scorer_kind(scorer: Scorer, saved: Scorer, config_path: str, fn: str) -> None:
+    if check_scorer(scorer, fn).kind != saved.kind:
+        raise ValueError(
+            f"{fn}: scorer is a {scorer.kind!r} scorer but {config_path} is scored by a "
+            f"{saved.kind!r} one; pass a {type(saved).__name__} (e.g. with other settings) "
+            "or no scorer"
+        )
+
+
 class Retriever:
-    """A text-to-image person retriever: model + tokenizer + image preprocessing.
+    """A text-to-image person retriever: model + scorer + tokenizer + image preprocessing.
 
     Three lines in a notebook::
 
@@ -313,47 +365,81 @@ class Retriever:
         gallery = retriever.index_images(sorted(Path("gallery").glob("*.jpg")))
         hits = retriever.search("a young woman in a red coat, black trousers", gallery, k=5)
 
+    Any trained method becomes a retriever through its
+    :class:`~textreid.retrieval.models.RetrievalModel` (``method.retrieval_model()``), and
+    searches score the way the method does: cosine for CLIP-style and single-stream models,
+    a Gaussian distance for UCA (hits come with uncertainties), global + part similarity for
+    the part-level method.
+
     Args:
-        model: a :class:`~textreid.models.CLIPDualEncoder`.
+        model: a :class:`~textreid.retrieval.models.RetrievalModel`, or a
+            :class:`~textreid.models.CLIPDualEncoder` (wrapped as ``clip-dual-encoder``).
         tokenizer: the caption tokenizer (default: the bundled CLIP BPE).
         preprocess: image preprocessing; defaults to the model's image size with CLIP's
             normalisation.
         card: model-card data written by :meth:`save_pretrained`.
         device: where the model runs (default: CPU).
+        scorer: how searches score (default ``model.scorer()``); it must be of the model's
+            scorer kind, e.g. a :class:`~textreid.retrieval.scorers.GaussianScorer` with
+            another distance for a Gaussian model.
+
+    Attributes:
+        retrieval_model: the :class:`~textreid.retrieval.models.RetrievalModel`.
+        scorer: the default scorer of :meth:`search`.
 
     Raises:
-        ValueError: ``preprocess.image_size`` differs from the model's input size.
+        TypeError: ``model`` or ``scorer`` of the wrong type.
+        ValueError: ``preprocess.image_size`` differs from the model's input size, the
+            tokenizer's context length from the model's, or ``scorer`` is of another kind
+            than the model's.
     """
 
     def __init__(
         self,
-        model: CLIPDualEncoder,
+        model: RetrievalModel | CLIPDualEncoder,
         tokenizer: CLIPTokenizer | None = None,
         preprocess: PreprocessConfig | None = None,
         *,
         card: ModelCard | None = None,
         device: str | torch.device | None = None,
+        scorer: Scorer | None = None,
     ) -> None:
         fn = "Retriever"
-        if not isinstance(model, CLIPDualEncoder):
-            raise TypeError(f"{fn}: model must be a CLIPDualEncoder, got {type(model).__name__}")
-        image_size = tuple(model.config.vision.image_size)
-        preprocess = preprocess or PreprocessConfig(image_size=(image_size[0], image_size[1]))
+        if isinstance(model, CLIPDualEncoder):
+            model = CLIPRetrievalModel(model)
+        if not isinstance(model, RetrievalModel):
+            raise TypeError(
+                f"{fn}: model must be a RetrievalModel or a CLIPDualEncoder, "
+                f"got {type(model).__name__}"
+            )
+        native = model.scorer()
+        if scorer is None:
+            scorer = native
+        elif check_scorer(scorer, fn).kind != native.kind:
+            raise ValueError(
+                f"{fn}: scorer is a {scorer.kind!r} scorer but the {model.architecture!r} "
+                f"model's features are scored by a {native.kind!r} one; pass a "
+                f"{type(native).__name__} or no scorer"
+            )
+        image_size = model.image_size
+        preprocess = preprocess or PreprocessConfig(image_size=image_size)
         if tuple(preprocess.image_size) != image_size:
             raise ValueError(
                 f"{fn}: preprocess.image_size {preprocess.image_size} differs from the model's "
                 f"input size {image_size}"
             )
-        self.tokenizer = tokenizer or CLIPTokenizer(context_length=model.config.text.context_length)
-        if self.tokenizer.context_length != model.config.text.context_length:
+        self.tokenizer = tokenizer or CLIPTokenizer(context_length=model.context_length)
+        if self.tokenizer.context_length != model.context_length:
             raise ValueError(
                 f"{fn}: tokenizer.context_length {self.tokenizer.context_length} differs from "
-                f"the model's {model.config.text.context_length}"
+                f"the model's {model.context_length}"
             )
         self.preprocess = preprocess
         self.card = card or ModelCard()
         self.device = _resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.retrieval_model = model.to(self.device).eval()
+        self.scorer = scorer
+        self._fingerprint: str | None = None
         self._transform = build_transforms(
             preprocess.image_size,
             train=False,
@@ -361,6 +447,26 @@ class Retriever:
             std=preprocess.std,
             interpolation=preprocess.interpolation,
         )
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The module holding the weights (what ``model.safetensors`` stores): the
+        :class:`~textreid.models.CLIPDualEncoder` of a ``clip-dual-encoder`` retriever, as in
+        textreid 0.1; the retrieval model itself for the other architectures."""
+        return self.retrieval_model.weights_module()
+
+    @property
+    def architecture(self) -> str:
+        """The retrieval model's architecture name (as in ``config.json``)."""
+        return self.retrieval_model.architecture
+
+    @property
+    def model_fingerprint(self) -> str:
+        """:meth:`~textreid.retrieval.models.RetrievalModel.fingerprint` of the model,
+        computed once (on first use) and recorded in the indexes :meth:`index_images` builds."""
+        if self._fingerprint is None:
+            self._fingerprint = self.retrieval_model.fingerprint()
+        return self._fingerprint
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -376,6 +482,7 @@ class Retriever:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         image_size: tuple[int, int] | None = None,
+        scorer: Scorer | None = None,
     ) -> Retriever:
         """Load a retriever from a local folder or a Hub repository.
 
@@ -384,6 +491,10 @@ class Retriever:
         (``config.json`` with ``model_type: clip``) gives a retriever initialised from CLIP,
         with position embeddings resampled to ``image_size`` (default ``(384, 128)``, the
         TIPR input size).
+
+        The model is built by the class registered for the ``architecture`` that
+        ``config.json`` names (:func:`~textreid.retrieval.models.register_architecture`), on
+        the ``meta`` device, and filled from the weights once their keys and shapes match.
 
         Args:
             name_or_path: folder or repo id.
@@ -395,14 +506,17 @@ class Retriever:
             device: where the model runs.
             dtype: cast the weights (e.g. ``torch.float16`` on GPU); default float32.
             image_size: only for CLIP repositories: the input ``(H, W)``.
+            scorer: score searches with this instead of the saved scorer; it must be of the
+                saved scorer's kind (e.g. a ``GaussianScorer`` with another distance).
 
         Raises:
             FileNotFoundError: a missing folder, repository, revision or file (named).
             ValueError: a corrupt or truncated file, a file that is not a regular file or
                 is too large, a symbolic link out of the folder, a config size above
-                textreid's limits, an unknown ``format_version`` or architecture, weights
-                that do not match the config (keys listed), or files that still disagree
-                with ``textreid_manifest.json`` after a few retries.
+                textreid's limits, an unknown ``format_version`` or architecture (register
+                it first), a ``scorer`` of another kind than the saved one, weights that do
+                not match the config (keys listed), or files that still disagree with
+                ``textreid_manifest.json`` after a few retries.
         """
         fn = "Retriever.from_pretrained"
         hub = hub_options(
@@ -417,7 +531,7 @@ class Retriever:
         while True:
             with source.reading() as locked:
                 try:
-                    retriever = cls._load(source, name_or_path, hub, image_size, device)
+                    retriever = cls._load(source, name_or_path, hub, image_size, device, scorer)
                     break
                 except _Mismatch as exc:
                     # Under the lock no save can be in flight: waiting would not help.
@@ -445,12 +559,17 @@ class Retriever:
         hub: dict[str, Any],
         image_size: tuple[int, int] | None,
         device: str | torch.device | None,
+        scorer: Scorer | None,
     ) -> Retriever:
         fn = source.fn
         snapshot = _Snapshot(source)
         config_path, config, config_bytes = snapshot.read_json(_CONFIG)
         if "format_version" not in config and config.get("model_type") == "clip":
-            return cls._from_clip_repo(source, name_or_path, hub, image_size, device)
+            retriever = cls._from_clip_repo(source, name_or_path, hub, image_size, device)
+            if scorer is not None:
+                _check_scorer_kind(scorer, retriever.scorer, str(config_path), fn)
+                retriever.scorer = scorer
+            return retriever
         if image_size is not None:
             raise ValueError(
                 f"{fn}: image_size applies to CLIP repositories only; a textreid retriever "
@@ -458,7 +577,7 @@ class Retriever:
             )
         snapshot.read_manifest()
         snapshot.check(_CONFIG, FileDigest.of_bytes(config_bytes))
-        return cls._from_textreid(snapshot, config, config_path, device)
+        return cls._from_textreid(snapshot, config, config_path, device, scorer)
 
     @classmethod
     def _from_textreid(
@@ -467,19 +586,40 @@ class Retriever:
         config: Mapping[str, Any],
         config_path: Path,
         device: str | torch.device | None,
+        scorer: Scorer | None,
     ) -> Retriever:
         fn = "Retriever.from_pretrained"
-        check_format_version(config.get("format_version"), HUB_FORMAT_VERSION, str(config_path), fn)
-        arch = config.get("architecture")
-        if arch != _ARCHITECTURE:
-            raise ValueError(
-                f"{fn}: {config_path} describes architecture {arch!r}; this textreid loads "
-                f"{_ARCHITECTURE!r}. Upgrade textreid or check the repository"
-            )
-        for key in ("model", "preprocess", "tokenizer"):
+        version = check_format_version(
+            config.get("format_version"), HUB_FORMAT_VERSION, str(config_path), fn
+        )
+        sections = ("model", "preprocess", "tokenizer") + (("scorer",) if version > 1 else ())
+        for key in sections:
             if not isinstance(config.get(key), dict):
                 raise ValueError(f"{fn}: {config_path} has no {key!r} section; the file is corrupt")
-        model_config = CLIPConfig.from_dict(config["model"])
+        model_cls = _architecture_class(config.get("architecture"), version, config_path, fn)
+        # Nothing is allocated for the config's sizes until the weights are known to fit.
+        with torch.device("meta"):
+            try:
+                model = model_cls.from_config(config["model"])
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{fn}: {config_path} has a {model_cls.architecture!r} model section that "
+                    f"textreid refuses ({exc}); the file is corrupt or was edited: save the "
+                    "retriever again"
+                ) from None
+        native = model.scorer()
+        saved = native
+        if version > 1:
+            saved = scorer_from_config(config["scorer"], source=str(config_path))
+            if saved.kind != native.kind:
+                raise ValueError(
+                    f"{fn}: {config_path} pairs a {model_cls.architecture!r} model with a "
+                    f"{saved.kind!r} scorer, but that model's features are scored by a "
+                    f"{native.kind!r} one; the file was edited or written by another tool: "
+                    "fix its 'scorer' section or save the retriever again"
+                )
+        if scorer is not None:
+            _check_scorer_kind(scorer, saved, str(config_path), fn)
         preprocess = PreprocessConfig.from_dict(config["preprocess"])
         tok_cfg = config["tokenizer"]
         listed = tok_cfg.get("files", [])
@@ -491,12 +631,18 @@ class Retriever:
             tokenizer = CLIPTokenizer.from_config(tok_cfg, tok_folder)
         with snapshot.pinned(_WEIGHTS) as weights_path:
             state = _read_safetensors(weights_path, fn)
-        # Nothing is allocated for the config's sizes until the weights are known to fit.
-        with torch.device("meta"):
-            model = CLIPDualEncoder(model_config)
-        load_state_dict_strict(model, state, assign=True)
+        load_state_dict_strict(model.weights_module(), state, assign=True)
+        unfilled = [
+            name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta
+        ]
+        if unfilled:
+            raise ValueError(
+                f"{fn}: the {model_cls.architecture!r} model has tensors that "
+                f"{weights_path} cannot fill: {unfilled[:8]}; an architecture must keep every "
+                "tensor in weights_module()'s state dict (no non-persistent buffers)"
+            )
         card = ModelCard.from_dict(config.get("card", {}))
-        return cls(model, tokenizer, preprocess, card=card, device=device)
+        return cls(model, tokenizer, preprocess, card=card, device=device, scorer=scorer or saved)
 
     @classmethod
     def _from_clip_repo(
@@ -533,8 +679,9 @@ class Retriever:
         return {
             "format_version": HUB_FORMAT_VERSION,
             "textreid_version": __version__,
-            "architecture": _ARCHITECTURE,
-            "model": self.model.config.to_dict(),
+            "architecture": self.retrieval_model.architecture,
+            "model": self.retrieval_model.config_dict(),
+            "scorer": self.scorer.to_config(),
             "preprocess": self.preprocess.to_dict(),
             "tokenizer": self.tokenizer.to_config(),
             "card": self.card.to_dict(),
@@ -644,21 +791,39 @@ class Retriever:
     def to(self, device: str | torch.device) -> Retriever:
         """Move the model; returns ``self``."""
         self.device = torch.device(device)
-        self.model.to(self.device)
+        self.retrieval_model.to(self.device)
         return self
 
+    @staticmethod
+    def _public(features: dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
+        # Models with global features only (CLIP, IVT) keep the tensor API of textreid 0.1.
+        return features["global"] if set(features) == {"global"} else features
+
     @torch.no_grad()
-    def encode_text(self, texts: str | Sequence[str], *, batch_size: int = 256) -> Tensor:
-        """L2-normalised caption embeddings ``[N, D]`` (float32, on the model's device)."""
+    def encode_text_features(
+        self, texts: str | Sequence[str], *, batch_size: int = 256
+    ) -> dict[str, Tensor]:
+        """Query features of captions, as the model's scorer reads them (float32, on the
+        model's device): ``{"global": [N, D]}`` (L2-normalised) for cosine models,
+        ``{"mean", "log_var"}`` for Gaussian ones, ``{"global", "parts", ...}`` for parts."""
+        fn = "Retriever.encode_text"
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
-            raise ValueError("Retriever.encode_text: texts is empty")
-        check_positive(batch_size, "batch_size", "Retriever.encode_text")
+            raise ValueError(f"{fn}: texts is empty")
+        check_positive(batch_size, "batch_size", fn)
         out = []
         for start in range(0, len(items), batch_size):
             ids = self.tokenizer(items[start : start + batch_size]).to(self.device)
-            out.append(self.model.encode_text(ids).float())
-        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+            out.append(self.retrieval_model.encode_text(ids))
+        return cat_rows(out, fn=fn)
+
+    def encode_text(
+        self, texts: str | Sequence[str], *, batch_size: int = 256
+    ) -> Tensor | dict[str, Tensor]:
+        """Caption embeddings: ``[N, D]`` L2-normalised (float32, on the model's device) for
+        models with global features only (CLIP, IVT), else the features of
+        :meth:`encode_text_features`."""
+        return self._public(self.encode_text_features(texts, batch_size=batch_size))
 
     def _load_image(self, item: object, index: int) -> Tensor:
         from PIL import Image
@@ -697,22 +862,15 @@ class Retriever:
             yield torch.stack([self._load_image(x, start + i) for i, x in enumerate(chunk)])
 
     @torch.no_grad()
-    def encode_images(
+    def encode_image_features(
         self,
         images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | Tensor,
         *,
         batch_size: int = 64,
         progress: bool = False,
-    ) -> Tensor:
-        """L2-normalised image embeddings ``[N, D]``.
-
-        Args:
-            images: paths, PIL images, uint8 tensors ``[3, H, W]`` (preprocessed here), float
-                tensors already preprocessed to ``[3, H, W]`` at the model's size, or one
-                preprocessed batch ``[N, 3, H, W]``.
-            batch_size: images per forward pass.
-            progress: show a progress bar.
-        """
+    ) -> dict[str, Tensor]:
+        """Gallery features of images, as the model's scorer reads them (see
+        :meth:`encode_text_features`; the inputs as :meth:`encode_images`)."""
         fn = "Retriever.encode_images"
         check_positive(batch_size, "batch_size", fn)
         if isinstance(images, Tensor) and images.dim() == 4:
@@ -727,9 +885,29 @@ class Retriever:
 
             total = (len(items) + batch_size - 1) // batch_size
             batches = iter(tqdm(batches, total=total, desc="encode images", unit="batch"))
-        dtype = next(self.model.parameters()).dtype
-        out = [self.model.encode_image(b.to(self.device, dtype)).float() for b in batches]
-        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+        dtype = next(self.retrieval_model.parameters()).dtype
+        out = [self.retrieval_model.encode_image(b.to(self.device, dtype)) for b in batches]
+        return cat_rows(out, fn=fn)
+
+    def encode_images(
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | Tensor,
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> Tensor | dict[str, Tensor]:
+        """Image embeddings: ``[N, D]`` L2-normalised for models with global features only
+        (CLIP, IVT), else the features of :meth:`encode_image_features`.
+
+        Args:
+            images: paths, PIL images, uint8 tensors ``[3, H, W]`` (preprocessed here), float
+                tensors already preprocessed to ``[3, H, W]`` at the model's size, or one
+                preprocessed batch ``[N, 3, H, W]``.
+            batch_size: images per forward pass.
+            progress: show a progress bar.
+        """
+        feats = self.encode_image_features(images, batch_size=batch_size, progress=progress)
+        return self._public(feats)
 
     def index_images(
         self,
@@ -742,7 +920,9 @@ class Retriever:
         """Encode images into a :class:`~textreid.retrieval.GalleryIndex`.
 
         ``images`` may be a folder: every image file in it (sorted, recursively) is indexed
-        and its path recorded.
+        and its path recorded. The index keeps every feature the scorer reads, the scorer's
+        config and :attr:`model_fingerprint`, so that :meth:`search` refuses it with another
+        model.
         """
         paths: list[str] | None = None
         if isinstance(images, (str, os.PathLike)):
@@ -758,23 +938,66 @@ class Retriever:
         items = list(images)
         if all(isinstance(x, (str, os.PathLike)) for x in items):
             paths = [os.fspath(x) for x in items]  # type: ignore[arg-type]
-        feats = self.encode_images(items, batch_size=batch_size, progress=progress)
+        feats = self.encode_image_features(items, batch_size=batch_size, progress=progress)
         id_tensor = torch.as_tensor(ids, dtype=torch.long) if ids is not None else None
-        return GalleryIndex(feats, ids=id_tensor, paths=paths)
+        return GalleryIndex(
+            feats,
+            ids=id_tensor,
+            paths=paths,
+            scorer=self.scorer,
+            model_fingerprint=self.model_fingerprint,
+        )
+
+    def _check_index(self, index: GalleryIndex, fn: str) -> None:
+        where = f"the gallery index {index.source}" if index.source else "the gallery index"
+        if (
+            index.model_fingerprint is not None
+            and index.model_fingerprint != self.model_fingerprint
+        ):
+            raise ValueError(
+                f"{fn}: {where} was built by another model (fingerprint "
+                f"{index.model_fingerprint[:12]}..., this retriever's is "
+                f"{self.model_fingerprint[:12]}...); its features do not match this model's "
+                "queries. Index the images again with this retriever (index_images), or search "
+                "with the retriever that built it"
+            )
 
     def search(
-        self, text: str | Sequence[str], gallery: GalleryIndex | Tensor, k: int = 10
+        self,
+        text: str | Sequence[str],
+        gallery: GalleryIndex | Tensor | Features,
+        k: int = 10,
+        *,
+        scorer: Scorer | None = None,
     ) -> SearchResult:
-        """Top-``k`` gallery items for each caption, scored by cosine similarity.
+        """Top-``k`` gallery items for each caption, scored the model's way.
 
-        ``gallery`` is a :class:`~textreid.retrieval.GalleryIndex` (as :meth:`index_images`
-        builds, already L2-normalised) or a ``[Ng, D]`` tensor of image embeddings, which is
-        L2-normalised here.
+        Args:
+            text: one caption or several.
+            gallery: a :class:`~textreid.retrieval.GalleryIndex` (as :meth:`index_images`
+                builds), gallery features (:meth:`encode_image_features`), or for cosine
+                models a ``[Ng, D]`` tensor of image embeddings.
+            k: hits per caption.
+            scorer: score with this instead of :attr:`scorer`; it must be of the same kind
+                (e.g. a ``GaussianScorer`` with another distance).
+
+        Returns:
+            A :class:`~textreid.retrieval.SearchResult`; with a Gaussian scorer it carries
+            ``query_uncertainty`` ``[Nq]`` and ``gallery_uncertainty`` ``[Nq, k]``.
+
+        Raises:
+            ValueError: a scorer of another kind, or a gallery index built by another model
+                (the index is named with the remedy).
         """
-        query = self.encode_text(text)
+        fn = "Retriever.search"
+        if scorer is None:
+            scorer = self.scorer
+        else:
+            _check_scorer_kind(scorer, self.scorer, f"this {self.architecture!r} retriever", fn)
         if isinstance(gallery, GalleryIndex):
-            return gallery.search(query, k)
-        from textreid.retrieval.search import topk_search
-
-        feats = torch.nn.functional.normalize(gallery.to(self.device).float(), dim=-1)
-        return topk_search(query, feats, k)
+            self._check_index(gallery, fn)
+        query = self.encode_text_features(text)
+        if isinstance(gallery, GalleryIndex):
+            return gallery.search(query, k, scorer=scorer)
+        feats = features_to(as_features(gallery, name="gallery", fn=fn), device=self.device)
+        return topk_search(query, feats, k, scorer=scorer)

@@ -37,6 +37,7 @@ from textreid.models.load import load_clip
 from textreid.models.registry import create_model
 from textreid.recipes import Recipe, get_recipe
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
+from textreid.retrieval.scorers import cat_rows
 from textreid.tokenization import CLIPTokenizer
 from textreid.training.distributed import (
     distributed_sampler,
@@ -54,6 +55,7 @@ __all__ = [
     "build_method",
     "build_tokenizer",
     "encode_split",
+    "evaluate_retriever",
     "evaluate_split",
     "train_recipe",
 ]
@@ -71,9 +73,11 @@ class TrainResult:
         val_metrics: metrics of the selected model on the validation split (if any).
         test_metrics: metrics of the selected model on the test split (``None`` on ranks
             other than 0 under ``torchrun``, which only train).
-        retriever_dir: the folder written by :meth:`Retriever.save_pretrained` (``None`` for
-            methods without a dual encoder: their weights are in ``output_dir``).
-        retriever: the trained retriever, ready to search (``None`` likewise).
+        retriever_dir: the folder written by :meth:`Retriever.save_pretrained`, for every
+            method (``None`` on ranks other than 0 under ``torchrun``).
+        retriever: the trained retriever, ready to search: the method's
+            :meth:`~textreid.methods.RetrievalMethod.retrieval_model` and its scorer
+            (``None`` likewise).
     """
 
     recipe: Recipe
@@ -160,7 +164,9 @@ def encode_split(
     batch_size: int = 256,
     interpolation: str = "bilinear",
 ) -> tuple[Tensor, Tensor]:
-    """Text-query and gallery-image features ``([Nq, D], [Ng, D])`` of an evaluation split."""
+    """Global text-query and gallery-image embeddings ``([Nq, D], [Ng, D])`` of a split
+    (``method.encode_text`` / ``encode_image``; what the method's scorer reads is
+    :meth:`~textreid.methods.RetrievalMethod.retrieval_model`'s features)."""
     was_training = method.training
     method.eval()
     device = _device_of(method)
@@ -173,6 +179,7 @@ def encode_split(
     return q, g
 
 
+@torch.no_grad()
 def evaluate_split(
     method: RetrievalMethod,
     split: PedesSplit,
@@ -182,17 +189,64 @@ def evaluate_split(
     batch_size: int = 256,
     interpolation: str = "bilinear",
 ) -> RetrievalMetrics:
-    """Text-to-image R@1/5/10, mAP and mINP of ``method`` on an evaluation split."""
+    """Text-to-image R@1/5/10, mAP and mINP of ``method`` on an evaluation split, scored the
+    method's way (its :meth:`~textreid.methods.RetrievalMethod.retrieval_model` and scorer).
+
+    Used to select epochs during training; :func:`evaluate_retriever` evaluates a saved or
+    exported retriever.
+    """
     if split.num_images == 0 or split.num_captions == 0:
         raise ValueError("evaluate_split: the split is empty (no gallery images or no captions)")
-    q, g = encode_split(
-        method, split, tokenizer, image_size, batch_size=batch_size, interpolation=interpolation
-    )
+    was_training = method.training
+    method.eval()
+    model = method.retrieval_model()
+    device = _device_of(method)
+    transform = build_transforms(image_size, train=False, interpolation=interpolation)  # type: ignore[arg-type]
+    texts = DataLoader(TextDataset(split, tokenizer), batch_size=batch_size)
+    images = DataLoader(ImageDataset(split, transform), batch_size=batch_size)
+    q = cat_rows([model.encode_text(b["text_ids"].to(device)) for b in texts])
+    g = cat_rows([model.encode_image(b["images"].to(device)) for b in images])
+    method.train(was_training)
     return evaluate(
         q,
         g,
         query_pids=torch.as_tensor(split.caption_pids),
         gallery_pids=torch.as_tensor(split.image_pids),
+        scorer=model.scorer(),
+    )
+
+
+def evaluate_retriever(
+    retriever: Retriever, split: PedesSplit, *, batch_size: int = 256, progress: bool = False
+) -> RetrievalMetrics:
+    """Text-to-image R@1/5/10, mAP and mINP of a retriever on an evaluation split.
+
+    Captions and image files go through the retriever's own tokenizer, preprocessing, model
+    and scorer, as for any user of the retriever: :func:`train_recipe` reports the test
+    metrics of the retriever it saves this way, and ``textreid eval`` on the saved folder
+    calls this function, so the two agree exactly.
+
+    Args:
+        retriever: the retriever.
+        split: the evaluation split (captions, image paths, person ids).
+        batch_size: captions or images per forward pass.
+        progress: show a progress bar over the images.
+
+    Raises:
+        ValueError: the split has no captions or no images.
+    """
+    if split.num_images == 0 or split.num_captions == 0:
+        raise ValueError(
+            "evaluate_retriever: the split is empty (no gallery images or no captions)"
+        )
+    q = retriever.encode_text_features(split.captions, batch_size=batch_size)
+    g = retriever.encode_image_features(split.img_paths, batch_size=batch_size, progress=progress)
+    return evaluate(
+        q,
+        g,
+        query_pids=torch.as_tensor(split.caption_pids),
+        gallery_pids=torch.as_tensor(split.image_pids),
+        scorer=retriever.scorer,
     )
 
 
@@ -319,24 +373,25 @@ def train_recipe(
         from safetensors.torch import load_file
 
         method.load_state_dict(load_file(str(fit.best_path)))
+    preprocess = PreprocessConfig(image_size=size, interpolation=recipe.data.interpolation)
+    # The metrics reported are the exported retriever's, computed as any user of the saved
+    # folder computes them (textreid eval), so the two agree exactly.
+    retriever = Retriever(
+        method.retrieval_model(), tokenizer, preprocess, device=_device_of(method)
+    )
+    batch = recipe.data.eval_batch_size
     val_metrics = None
     if not select_on_test and data.val.num_images:
-        val_metrics = evaluate_split(method, data.val, tokenizer, size, **eval_kwargs)
-    test_metrics = evaluate_split(method, data.test, tokenizer, size, **eval_kwargs)
-    card = ModelCard(
+        val_metrics = evaluate_retriever(retriever, data.val, batch_size=batch)
+    test_metrics = evaluate_retriever(retriever, data.test, batch_size=batch)
+    retriever.card = ModelCard(
         description=f"{recipe.name} recipe trained with textreid on {data.name}.",
         recipe=recipe.name,
         dataset=data.name,
         metrics={k: float(v) for k, v in test_metrics.to_dict().items() if k[0] in "Rm"},
         citation=recipe.citation or None,
     )
-    encoder = method.retrieval_encoder()
-    retriever: Retriever | None = None
-    retriever_dir: Path | None = None
-    if encoder is not None:
-        preprocess = PreprocessConfig(image_size=size, interpolation=recipe.data.interpolation)
-        retriever = Retriever(encoder, tokenizer, preprocess, card=card, device=_device_of(method))
-        retriever_dir = retriever.save_pretrained(Path(output_dir) / "retriever")
+    retriever_dir = retriever.save_pretrained(Path(output_dir) / "retriever")
     return TrainResult(recipe, fit, val_metrics, test_metrics, retriever_dir, retriever)
 
 
