@@ -601,7 +601,7 @@ class GalleryIndex:
         fn = "GalleryIndex.add"
         f = _check_batch(feats, fn)
         if self._scorer is not None:
-            self._scorer.validate(f, "gallery", fn, finite=False)
+            self._scorer.validate(f, "gallery", fn, finite=False, name="feats")
         n = num_rows(f)
         i = None if ids is None else check_ids(ids, "ids", fn, n, "feats").to(torch.int64)
         p = None if paths is None else _check_paths(paths, fn)

@@ -356,13 +356,15 @@ def evaluate(
         check_scorer(scorer, fn)
         if use_scores:
             raise ValueError(f"{fn}: scorer= scores features; it cannot be used with scores=")
-        if type(scorer) is CosineScorer:
+        if type(scorer) is CosineScorer and query_feats is not None and gallery_feats is not None:
             # Cosine takes the tensor path below, exactly as a plain call.
             normalize = scorer.normalize
-            query_feats = scorer.validate(query_feats, "query_feats", fn, finite=False)["global"]
-            gallery_feats = scorer.validate(gallery_feats, "gallery_feats", fn, finite=False)[
-                "global"
-            ]
+            query_feats = scorer.validate(
+                query_feats, "query", fn, finite=False, name="query_feats"
+            )["global"]
+            gallery_feats = scorer.validate(
+                gallery_feats, "gallery", fn, finite=False, name="gallery_feats"
+            )["global"]
             scorer = None
     qf = gf = None
     if use_scores:
@@ -373,8 +375,10 @@ def evaluate(
     elif query_feats is None or gallery_feats is None:
         raise ValueError(f"{fn}: query_feats and gallery_feats must be given together")
     elif scorer is not None:
-        qf = scorer.validate(query_feats, "query_feats", fn, finite=check_finite)
-        gf = scorer.validate(gallery_feats, "gallery_feats", fn, finite=check_finite)
+        qf = scorer.validate(query_feats, "query", fn, finite=check_finite, name="query_feats")
+        gf = scorer.validate(
+            gallery_feats, "gallery", fn, finite=check_finite, name="gallery_feats"
+        )
         scorer.check_pair(qf, gf, fn)
         qf = {key: qf[key] for key in scorer.required_keys("query")}
         gf = {key: gf[key] for key in scorer.required_keys("gallery")}

@@ -255,34 +255,42 @@ class Scorer(ABC):
         return self.query_keys if side == "query" else self.gallery_keys
 
     def validate(
-        self, features: Tensor | Features, side: Side, fn: str, *, finite: bool = True
+        self,
+        features: Tensor | Features,
+        side: Side,
+        fn: str,
+        *,
+        finite: bool = True,
+        name: str | None = None,
     ) -> dict[str, Tensor]:
         """Check ``features`` for ``side`` and return them as a dict (extra keys are kept).
 
         Args:
             features: a tensor (``{"global": tensor}``) or a features mapping.
-            side: ``"query"`` or ``"gallery"``, named in errors.
+            side: ``"query"`` or ``"gallery"``.
             fn: the function called, named in errors.
             finite: also refuse NaN/inf in the keys this scorer reads (one pass over them).
+            name: the argument's name in errors (default ``side``).
 
         Raises:
             TypeError: not features, or a key this scorer reads is not a floating tensor.
             ValueError: a missing key (the message lists the keys needed and given), a wrong
                 rank, an empty set, row counts that differ, non-finite values.
         """
-        f = as_features(features, name=side, fn=fn)
+        arg = side if name is None else name
+        f = as_features(features, name=arg, fn=fn)
         need = self.required_keys(side)
         missing = [k for k in need if k not in f]
         if missing:
             raise ValueError(
-                f"{fn}: {side} features lack {', '.join(map(repr, missing))}: "
+                f"{fn}: {arg} features lack {', '.join(map(repr, missing))}: "
                 f"{type(self).__name__} (kind {self.kind!r}) needs {list(need)}, got "
                 f"{sorted(f)}; encode them with the model this scorer belongs to"
             )
         for key in need:
             dims = self.key_dims[key]
             check_features(
-                f[key], f"{side}[{key!r}]", fn, ndim=_rank(dims), dims=dims, finite=finite
+                f[key], f"{arg}[{key!r}]", fn, ndim=_rank(dims), dims=dims, finite=finite
             )
         return f
 
@@ -464,13 +472,20 @@ class GaussianScorer(Scorer):
         return {"distance": self.distance}
 
     def validate(
-        self, features: Tensor | Features, side: Side, fn: str, *, finite: bool = True
+        self,
+        features: Tensor | Features,
+        side: Side,
+        fn: str,
+        *,
+        finite: bool = True,
+        name: str | None = None,
     ) -> dict[str, Tensor]:
-        f = super().validate(features, side, fn, finite=finite)
+        f = super().validate(features, side, fn, finite=finite, name=name)
+        arg = side if name is None else name
         if f["mean"].shape != f["log_var"].shape:
             raise ValueError(
-                f"{fn}: {side}['mean'] has shape {tuple(f['mean'].shape)} but "
-                f"{side}['log_var'] has {tuple(f['log_var'].shape)}; they must match"
+                f"{fn}: {arg}['mean'] has shape {tuple(f['mean'].shape)} but "
+                f"{arg}['log_var'] has {tuple(f['log_var'].shape)}; they must match"
             )
         return f
 
@@ -636,8 +651,8 @@ def scorer_from_config(config: Mapping[str, Any], *, source: str | None = None) 
         cls = _SCORERS.get(kind, fn=fn)
     except ValueError as e:
         raise ValueError(
-            f"{e}{where}; register the scorer with textreid.retrieval.register_scorer before "
-            "loading"
+            f"{fn}: the scorer config{where}: {str(e).removeprefix(fn + ': ')}. Register the "
+            "scorer with textreid.retrieval.register_scorer before loading"
         ) from None
     settings = {k: v for k, v in config.items() if k != "kind"}
     try:
