@@ -105,4 +105,6 @@ def test_unknown_names_still_raise_attribute_error() -> None:
 
 def test_every_text_utility_is_exported_and_served_from_its_old_home() -> None:
     served = {t.rpartition(".")[2] for names in MOVED.values() for t in names.values()}
-    assert set(textreid.text.__all__) <= served
+    # Added to textreid.text after the move, so it has no old home to be served from.
+    added_since = {"caption_key_mask"}
+    assert set(textreid.text.__all__) - added_since <= served
