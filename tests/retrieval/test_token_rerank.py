@@ -285,3 +285,33 @@ def test_bad_settings_and_k_are_refused() -> None:
             ValueError, match=r"TokenReranker.rerank: k must be an int in \[1, K=10\]"
         ):
             TokenReranker().rerank(result, query, gallery, k=k)  # type: ignore[arg-type]
+
+
+def test_topk_search_rerank_equals_search_then_rerank() -> None:
+    query, gallery = _data(8)
+    reranker = TokenReranker(SparseTokenSimilarity(include_padding=False), weight=0.5)
+    got = topk_search(query, gallery, K, normalize=True, rerank=reranker)
+    first = topk_search(query["global"], gallery["global"], K, normalize=True)
+    _assert_same(got, reranker.rerank(first, query, gallery))
+
+
+def test_topk_search_checks_the_tokens_before_searching(monkeypatch: pytest.MonkeyPatch) -> None:
+    query, gallery = _data(9)
+
+    def no_search(*args: object) -> None:
+        raise AssertionError("the global search ran before the re-ranker's checks")
+
+    monkeypatch.setattr(token_rerank_module.TokenReranker, "rerank", no_search)
+    cases = [
+        (query["global"], gallery, "query features lack 'tokens'"),
+        (query, _without(gallery, "tokens"), "gallery features lack 'tokens'"),
+        (query, dict(gallery, tokens=gallery["tokens"][..., :3]), "has width 8 but"),
+    ]
+    for q, g, match in cases:
+        with pytest.raises(ValueError, match=match) as info:
+            topk_search(q, g, K, rerank=TokenReranker())
+        assert str(info.value).startswith("topk_search: ")
+    with pytest.raises(TypeError, match="topk_search: rerank must be a re-ranker"):
+        topk_search(query, gallery, K, rerank=lambda r: r)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"TokenReranker\.check: query features lack"):
+        TokenReranker().check(_without(query, "tokens"), gallery)

@@ -26,18 +26,23 @@ from textreid.retrieval.scorers import (
     slice_rows,
 )
 from textreid.retrieval.scores import ScoreChunk, cosine_scores
-from textreid.retrieval.search import SearchResult, topk_search
+from textreid.retrieval.search import Reranker, SearchResult, topk_search
+from textreid.retrieval.token_rerank import GalleryTokens, TokenFusion, TokenReranker
 
 __all__ = [
     "CosineScorer",
     "Features",
     "GalleryIndex",
+    "GalleryTokens",
     "GaussianScorer",
     "PartScorer",
+    "Reranker",
     "RetrievalMetrics",
     "ScoreChunk",
     "Scorer",
     "SearchResult",
+    "TokenFusion",
+    "TokenReranker",
     "as_features",
     "cat_rows",
     "cosine_scores",

@@ -6,7 +6,7 @@ index comes first.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -23,6 +23,7 @@ from textreid.retrieval.scorers import (
     Features,
     Scorer,
     Side,
+    as_features,
     check_scorer,
     features_to,
     global_tensor,
@@ -47,7 +48,7 @@ from textreid.retrieval.screening import (
 )
 from textreid.retrieval.topk import _chunk_topk, _merge, _order_by_score
 
-__all__ = ["SearchResult", "topk_search"]
+__all__ = ["Reranker", "SearchResult", "topk_search"]
 
 _FN = "topk_search"
 
@@ -110,6 +111,17 @@ class SearchResult(_Hits):
             f"{base}, query_uncertainty={self.query_uncertainty!r}, "
             f"gallery_uncertainty={self.gallery_uncertainty!r})"
         )
+
+
+class Reranker(Protocol):
+    """A second stage for :func:`topk_search` (``rerank=``), e.g.
+    :class:`~textreid.retrieval.TokenReranker`."""
+
+    def check(self, query: Features, gallery: Features, *, fn: str | None = None) -> None:
+        """Refuse features the second stage cannot read (called before the search runs)."""
+
+    def rerank(self, result: SearchResult, query: Features, gallery: Features) -> SearchResult:
+        """The hits of ``result`` re-scored and re-ordered, best first."""
 
 
 def _chunk_hits(
@@ -328,6 +340,7 @@ def topk_search(
     screen: Screen = "auto",
     check_finite: bool = True,
     scorer: Scorer | None = None,
+    rerank: Reranker | None = None,
 ) -> SearchResult:
     """Exact top-``k`` gallery items for every query, without the full score matrix.
 
@@ -368,6 +381,11 @@ def topk_search(
             with ``normalize=True``). :class:`~textreid.retrieval.CosineScorer` takes the same
             path as a plain search; other scorers use the dense chunked path (no screen, no
             faiss) and are handed one query block and one gallery chunk at a time.
+        rerank: a second stage that re-scores the ``k`` hits of each query from what else
+            the features hold, e.g. a :class:`~textreid.retrieval.TokenReranker` reading
+            ``"tokens"`` (its memory is bounded by ``k``, not the gallery); the result is the
+            ``k`` hits in its order. For the best few of ``K`` re-scored candidates, pass
+            ``k=K`` and slice. The features are checked for it before the search runs.
 
     Returns:
         :class:`SearchResult` with ``scores`` ``[Nq, K]`` and ``indices`` ``[Nq, K]``, best
@@ -390,6 +408,30 @@ def topk_search(
         tensor([[0, 2]])
     """
     fn = _FN
+    if rerank is not None:
+        if not (
+            callable(getattr(rerank, "check", None)) and callable(getattr(rerank, "rerank", None))
+        ):
+            raise TypeError(
+                f"{fn}: rerank must be a re-ranker with check() and rerank() methods (e.g. "
+                f"TokenReranker), got {type(rerank).__name__}"
+            )
+        q_all = as_features(query, name="query", fn=fn)
+        g_all = as_features(gallery, name="gallery", fn=fn)
+        rerank.check(q_all, g_all, fn=fn)
+        first = topk_search(
+            query,
+            gallery,
+            k,
+            chunk_size=chunk_size,
+            query_block=query_block,
+            normalize=normalize,
+            backend=backend,
+            screen=screen,
+            check_finite=check_finite,
+            scorer=scorer,
+        )
+        return rerank.rerank(first, q_all, g_all)
     if scorer is not None:
         check_scorer(scorer, fn)
         if normalize:

@@ -209,22 +209,12 @@ class TokenReranker:
         kk = top if k is None else k
         if isinstance(kk, bool) or not isinstance(kk, int) or not 1 <= kk <= top:
             raise ValueError(f"{fn}: k must be an int in [1, K={top}], got {k!r}")
-        q_tok, q_mask = _token_features(query, "query", fn, nq, finite=self.check_finite)
-        if self.head.include_padding:
-            q_mask = None
-        device = q_tok.device
-        stored: tuple[Tensor, Tensor | None] | None = None
-        if isinstance(gallery, Mapping):
-            stored = _token_features(gallery, "gallery", fn, None, finite=False)
-            check_same_width(fn, q_tok, "query['tokens']", stored[0], "gallery['tokens']")
+        q_tok, q_mask, stored = self._inputs(query, gallery, fn, nq)
+        if stored is not None:
             ng = stored[0].shape[0]
             bad = f"{fn}: result.indices hold hits outside the gallery of {ng} items"
             require(((idx >= 0) & (idx < ng)).all(), lambda: bad + f" ({idx.aminmax()})", bad)
-        elif not callable(gallery):
-            raise TypeError(
-                f"{fn}: gallery must be a features mapping with 'tokens' or a callable "
-                f"indices -> features, got {type(gallery).__name__}"
-            )
+        device = q_tok.device
         cand = idx[:, :kk].to(device)
         q_rows = torch.arange(nq, device=device).repeat_interleave(kk)
         g_rows = cand.reshape(-1)
@@ -249,6 +239,42 @@ class TokenReranker:
             getattr(result, "query_uncertainty", None),
             None if hit_u is None else hit_u[:, :kk].to(device).gather(1, order),
         )
+
+    def check(
+        self, query: Features, gallery: Features | GalleryTokens, *, fn: str | None = None
+    ) -> None:
+        """Refuse features :meth:`rerank` cannot read, before a first stage runs.
+
+        Args:
+            query: as for :meth:`rerank`.
+            gallery: as for :meth:`rerank`.
+            fn: the function called, named in errors (default ``TokenReranker.check``).
+
+        Raises:
+            TypeError: as :meth:`rerank`.
+            ValueError: missing ``"tokens"``, widths that differ, masks that do not match
+                their tokens or have a row without a real token, NaN/inf query tokens (with
+                ``check_finite``).
+        """
+        self._inputs(query, gallery, fn or f"{type(self).__name__}.check", None)
+
+    def _inputs(
+        self, query: Features, gallery: Features | GalleryTokens, fn: str, nq: int | None
+    ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor | None] | None]:
+        """Query tokens and the mask to use, and the stored gallery tokens (None: a callable)."""
+        q_tok, q_mask = _token_features(query, "query", fn, nq, finite=self.check_finite)
+        if self.head.include_padding:
+            q_mask = None
+        if not isinstance(gallery, Mapping):
+            if not callable(gallery):
+                raise TypeError(
+                    f"{fn}: gallery must be a features mapping with 'tokens' or a callable "
+                    f"indices -> features, got {type(gallery).__name__}"
+                )
+            return q_tok, q_mask, None
+        stored = _token_features(gallery, "gallery", fn, None, finite=False)
+        check_same_width(fn, q_tok, "query['tokens']", stored[0], "gallery['tokens']")
+        return q_tok, q_mask, stored
 
     def _block(
         self,
