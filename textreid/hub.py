@@ -341,8 +341,8 @@ def _architecture_class(
         raise ValueError(
             f"{fn}: {config_path} names architecture {name!r}, which is not registered "
             f"(registered: {', '.join(list_architectures())}). Import the package that defines "
-            "it and call textreid.retrieval.register_architecture before loading, or upgrade "
-            "textreid"
+            "it and call textreid.retrieval.models.register_architecture before loading, or "
+            "upgrade textreid"
         )
     return get_architecture(name)
 
