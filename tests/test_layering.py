@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
         "_version",
         "config",
     },
-    {"tokenization", "text"},
+    {"tokenization", "wordpiece", "text"},
     {"models", "heads"},
     {"losses"},
     {"retrieval"},

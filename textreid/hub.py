@@ -7,7 +7,9 @@ A saved retriever is a folder (or a Hugging Face Hub repository) holding
   config, the preprocessing and the tokenizer settings, and the model-card data;
 - ``model.safetensors``: the weights of :attr:`Retriever.model` (loaded strictly: every key
   must match);
-- ``vocab.json`` + ``merges.txt`` when the tokenizer is not the bundled CLIP one;
+- the tokenizer's files, when it is not the bundled CLIP one: ``vocab.json`` + ``merges.txt``
+  (CLIP BPE) or ``vocab.txt`` (BERT WordPiece), the tokenizer class found by the config's
+  ``tokenizer.type`` (:func:`~textreid.tokenization.register_tokenizer`);
 - ``README.md``: a generated model card (metrics, dataset, recipe, citation);
 - ``textreid_manifest.json``: the size and SHA-256 of each file above, written last.
 
@@ -92,7 +94,7 @@ from textreid.retrieval.scorers import (
     scorer_from_config,
 )
 from textreid.retrieval.search import SearchResult, topk_search
-from textreid.tokenization import CLIPTokenizer
+from textreid.tokenization import CLIPTokenizer, Tokenizer, get_tokenizer, list_tokenizers
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -374,7 +376,9 @@ class Retriever:
     Args:
         model: a :class:`~textreid.retrieval.models.RetrievalModel`, or a
             :class:`~textreid.models.CLIPDualEncoder` (wrapped as ``clip-dual-encoder``).
-        tokenizer: the caption tokenizer (default: the bundled CLIP BPE).
+        tokenizer: the caption tokenizer (default: the bundled CLIP BPE); any
+            :class:`~textreid.tokenization.Tokenizer`, e.g. a
+            :class:`~textreid.wordpiece.WordPieceTokenizer` for BERT-embedding models.
         preprocess: image preprocessing; defaults to the model's image size with CLIP's
             normalisation.
         card: model-card data written by :meth:`save_pretrained`.
@@ -397,7 +401,7 @@ class Retriever:
     def __init__(
         self,
         model: RetrievalModel | CLIPDualEncoder,
-        tokenizer: CLIPTokenizer | None = None,
+        tokenizer: Tokenizer | None = None,
         preprocess: PreprocessConfig | None = None,
         *,
         card: ModelCard | None = None,
@@ -428,7 +432,7 @@ class Retriever:
                 f"{fn}: preprocess.image_size {preprocess.image_size} differs from the model's "
                 f"input size {image_size}"
             )
-        self.tokenizer = tokenizer or CLIPTokenizer(context_length=model.context_length)
+        self.tokenizer: Tokenizer = tokenizer or CLIPTokenizer(context_length=model.context_length)
         if self.tokenizer.context_length != model.context_length:
             raise ValueError(
                 f"{fn}: tokenizer.context_length {self.tokenizer.context_length} differs from "
@@ -622,13 +626,22 @@ class Retriever:
             _check_scorer_kind(scorer, saved, str(config_path), fn)
         preprocess = PreprocessConfig.from_dict(config["preprocess"])
         tok_cfg = config["tokenizer"]
+        tok_type = tok_cfg.get("type")
+        if not isinstance(tok_type, str) or tok_type not in list_tokenizers():
+            raise ValueError(
+                f"{fn}: {config_path} names tokenizer type {tok_type!r}, which is not "
+                f"registered (registered: {', '.join(list_tokenizers())}). Import the package "
+                "that defines it and call textreid.tokenization.register_tokenizer before "
+                "loading, or upgrade textreid"
+            )
+        tok_cls = get_tokenizer(tok_type)
         listed = tok_cfg.get("files", [])
-        # Only names we know are opened; CLIPTokenizer.from_config refuses any other list.
-        names = [n for n in _TOKENIZER_FILES if isinstance(listed, list) and n in listed]
+        # Only names the class declares are opened; its from_config refuses any other list.
+        names = [n for n in tok_cls.file_names if isinstance(listed, list) and n in listed]
         with contextlib.ExitStack() as stack:
             paths = [stack.enter_context(snapshot.pinned(name)) for name in names]
             tok_folder = paths[-1].parent if paths else None
-            tokenizer = CLIPTokenizer.from_config(tok_cfg, tok_folder)
+            tokenizer = tok_cls.from_config(tok_cfg, tok_folder)
         with snapshot.pinned(_WEIGHTS) as weights_path:
             state = _read_safetensors(weights_path, fn)
         load_state_dict_strict(model.weights_module(), state, assign=True)
@@ -716,7 +729,7 @@ class Retriever:
         metadata = {"format": "pt", "textreid_version": __version__}
         files: dict[str, bytes] = {}
         if self.tokenizer.to_config()["files"]:
-            files.update(self.tokenizer._vocabulary_files())
+            files.update(self.tokenizer.vocabulary_files())
         files[_CONFIG] = (json.dumps(self.config_dict(), indent=2) + "\n").encode("utf-8")
         files[_CARD] = self.card.render(out.name).encode("utf-8")
         writers: dict[str, Callable[[Path], object]] = {

@@ -11,6 +11,10 @@ token must keep the largest id; IRRA's ``<|mask|>`` therefore replaces the last 
 The vocabulary comes from the merges file shipped with textreid (``bpe_simple_vocab_16e6.txt.gz``,
 MIT licence, from OpenAI CLIP) or from the Hugging Face layout (``vocab.json`` +
 ``merges.txt``).
+
+A saved retriever names its tokenizer's ``type`` in its config; :func:`get_tokenizer` finds
+the class of a type (``"clip_bpe"``: :class:`CLIPTokenizer`, ``"bert_wordpiece"``:
+:class:`~textreid.wordpiece.WordPieceTokenizer`), and :func:`register_tokenizer` adds one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any, Literal, overload
+from typing import IO, Any, ClassVar, Literal, Protocol, overload
 
 import ftfy
 import regex
@@ -34,8 +38,10 @@ from torch import Tensor
 
 from textreid._checks import check_choice, check_int, check_tensor
 from textreid._io import atomic_write, parse_json_object, read_bounded
+from textreid._registry import Registry
+from textreid.wordpiece import WordPieceTokenizer
 
-__all__ = ["CLIPTokenizer"]
+__all__ = ["CLIPTokenizer", "Tokenizer", "get_tokenizer", "list_tokenizers", "register_tokenizer"]
 
 _FN = "CLIPTokenizer"
 _SOT = "<|startoftext|>"
@@ -186,6 +192,45 @@ def _clip_vocab(merges: Sequence[tuple[str, str]]) -> list[str]:
     return [*symbols, *(s + _EOW for s in symbols), *(a + b for a, b in merges), _SOT, _EOT]
 
 
+class Tokenizer(Protocol):
+    """What a :class:`~textreid.Retriever` needs of its caption tokenizer.
+
+    :class:`CLIPTokenizer` and :class:`~textreid.wordpiece.WordPieceTokenizer` are the
+    built-in ones. A saved retriever stores :meth:`to_config` (whose ``"type"`` names the
+    class in :func:`register_tokenizer`'s registry) and the files of
+    :meth:`vocabulary_files`; loading calls the class's :meth:`from_config` with the folder
+    holding them.
+
+    Attributes:
+        config_type: the ``"type"`` :meth:`to_config` writes.
+        file_names: every file name a config of this class may list under ``"files"``;
+            loading opens no other file.
+        context_length: the length ``L`` of every row of ids.
+    """
+
+    config_type: ClassVar[str]
+    file_names: ClassVar[tuple[str, ...]]
+    context_length: int
+
+    def __call__(self, texts: str | Sequence[str]) -> Tensor:
+        """Token ids ``LongTensor[B, L]`` of ``B`` captions (one str gives ``B = 1``)."""
+        ...
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able settings with ``"type"`` (the registered name) and ``"files"`` (the
+        names of :meth:`vocabulary_files` to save beside the config, possibly none)."""
+        ...
+
+    def vocabulary_files(self) -> dict[str, bytes]:
+        """The bytes of the files ``to_config()["files"]`` lists, by name."""
+        ...
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], folder: _PathLike | None = None) -> Tokenizer:
+        """Rebuild the tokenizer from :meth:`to_config` output and the folder of its files."""
+        ...
+
+
 class CLIPTokenizer:
     """OpenAI CLIP's byte-level BPE tokenizer, with an optional IRRA ``<|mask|>`` token.
 
@@ -230,6 +275,11 @@ class CLIPTokenizer:
         >>> tok.decode(ids[0])
         'a woman in a red coat'
     """
+
+    config_type: ClassVar[str] = _CONFIG_TYPE
+    """The ``"type"`` of :meth:`to_config`, this class's name in :func:`get_tokenizer`."""
+    file_names: ClassVar[tuple[str, ...]] = (_HF_VOCAB, _HF_MERGES)
+    """The files a saved config may list (:meth:`to_config`'s ``files``)."""
 
     def __init__(
         self,
@@ -396,13 +446,14 @@ class CLIPTokenizer:
         """
         out = Path(directory)
         paths = []
-        for name, data in self._vocabulary_files().items():
+        for name, data in self.vocabulary_files().items():
             atomic_write(out / name, functools.partial(_write_all, data=data))
             paths.append(str(out / name))
         return paths[0], paths[1]
 
-    def _vocabulary_files(self) -> dict[str, bytes]:
-        """The bytes of ``vocab.json`` and ``merges.txt``, in that order."""
+    def vocabulary_files(self) -> dict[str, bytes]:
+        """The bytes of ``vocab.json`` and ``merges.txt`` (:meth:`save_vocabulary`'s files),
+        by name, in that order."""
         vocab = json.dumps(self.get_vocab(), ensure_ascii=False, indent=2) + "\n"
         lines = [_MERGES_HEADER, *(f"{a} {b}" for a, b in self._merges)]
         return {
@@ -715,3 +766,59 @@ class CLIPTokenizer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._init_cache()
+
+
+_TOKENIZERS: Registry[type[Tokenizer]] = Registry("tokenizer type", arg="cls")
+
+
+def register_tokenizer(name: str, cls: type[Tokenizer], *, overwrite: bool = False) -> None:
+    """Register a tokenizer class under ``name``, the ``"type"`` its ``to_config`` writes.
+
+    Loading a saved retriever builds its tokenizer with the registered class's
+    ``from_config``; register your own class before loading a folder that names it.
+
+    Args:
+        name: the config type, ``cls.config_type`` (``"clip_bpe"`` and ``"bert_wordpiece"``
+            are built in).
+        cls: a class following the :class:`Tokenizer` protocol.
+        overwrite: replace an existing class of that name.
+
+    Raises:
+        TypeError: ``name`` is not a str, or ``cls`` is not a class with ``from_config``
+            and ``file_names``.
+        ValueError: ``name`` is empty or differs from ``cls.config_type``, or is taken and
+            ``overwrite`` is False.
+    """
+    fn = "register_tokenizer"
+    if not isinstance(cls, type) or not all(
+        hasattr(cls, attr) for attr in ("from_config", "file_names", "config_type")
+    ):
+        raise TypeError(
+            f"{fn}: cls must be a tokenizer class with from_config, file_names and "
+            f"config_type, got {cls!r}"
+        )
+    if cls.config_type != name:
+        raise ValueError(
+            f"{fn}: name {name!r} differs from {cls.__name__}.config_type "
+            f"{cls.config_type!r}; a saved config is loaded by the type its tokenizer writes"
+        )
+    _TOKENIZERS.register(name, cls, overwrite=overwrite, fn=fn)
+
+
+def list_tokenizers() -> list[str]:
+    """Registered tokenizer config types, sorted."""
+    return _TOKENIZERS.names()
+
+
+def get_tokenizer(name: str) -> type[Tokenizer]:
+    """The tokenizer class registered for the config type ``name``.
+
+    Raises:
+        TypeError: ``name`` is not a str.
+        ValueError: unknown type (the message lists the registered ones).
+    """
+    return _TOKENIZERS.get(name, fn="get_tokenizer")
+
+
+for _cls in (CLIPTokenizer, WordPieceTokenizer):
+    register_tokenizer(_cls.config_type, _cls)
