@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from textreid._checks import check_tensor
@@ -96,9 +95,17 @@ def attribute_positions(token_ids: Tensor, sequences: Sequence[Sequence[int]]) -
             empty.
     """
     fn = "attribute_positions"
-    ids = _check_ids(fn, token_ids)
-    out = torch.zeros_like(ids, dtype=torch.bool)
+    return _word_starts(fn, _check_ids(fn, token_ids), sequences) >= 0
+
+
+def _word_starts(fn: str, ids: Tensor, sequences: Sequence[Sequence[int]]) -> Tensor:
+    """``[B, L]`` long: for each token of an attribute word, the position where that word
+    starts; -1 elsewhere. Sequences are taken in the given order (longest first from
+    :func:`attribute_token_sequences`) and a token keeps the first word that claims it, so
+    a word's tail matching a shorter word does not split it."""
+    owner = torch.full_like(ids, -1, dtype=torch.long)
     length = ids.shape[1]
+    positions = torch.arange(length, device=ids.device)
     for seq in sequences:
         n = len(seq)
         if n == 0:
@@ -111,9 +118,11 @@ def attribute_positions(token_ids: Tensor, sequences: Sequence[Sequence[int]]) -
         starts = windows[..., 0] == int(seq[0])
         for k in range(1, n):
             starts &= windows[..., k] == int(seq[k])
+        width = starts.shape[1]
         for offset in range(n):
-            out[:, offset : offset + starts.shape[1]] |= starts
-    return out
+            span = owner[:, offset : offset + width]
+            span.copy_(torch.where(starts & (span < 0), positions[:width], span))
+    return owner
 
 
 class AttributeMasking(NamedTuple):
@@ -141,9 +150,12 @@ def mask_attribute_tokens(
 ) -> AttributeMasking:
     """Mask attribute words of captions for reconstruction (whole words, never pieces).
 
-    Every run of attribute tokens (one word, or adjacent attribute words such as "dark blue")
-    is masked with probability ``mask_prob`` (ours: 1, mask them all; UCA's rate is not
-    public), all of its tokens together.
+    Every occurrence of an attribute word is masked with probability ``mask_prob``, all of
+    its tokens together; adjacent attribute words ("dark blue") are drawn independently. The
+    default 1 masks every occurrence; :class:`~textreid.methods.UCAMethod` masks a random
+    subset (see its ``mask_prob``). The draw is one uniform number per token position, read
+    at the word's first token, so the shapes never depend on the values: no host sync, and
+    the result is a function of the RNG state (``generator``, or the global RNG).
 
     Args:
         token_ids: ``[B, L]`` caption token ids.
@@ -151,7 +163,7 @@ def mask_attribute_tokens(
         mask_token_id: the id written at masked positions.
         mask_prob: probability in ``(0, 1]`` of masking each word occurrence.
         ignore_index: label of unmasked positions (``-100``, PyTorch's cross-entropy default).
-        generator: RNG for ``mask_prob < 1``.
+        generator: RNG for ``mask_prob < 1`` (on the ids' device); the global RNG when None.
 
     Returns:
         :class:`AttributeMasking` ``(input_ids, labels, mask)``.
@@ -161,20 +173,15 @@ def mask_attribute_tokens(
     """
     fn = "mask_attribute_tokens"
     ids = _check_ids(fn, token_ids)
+    if isinstance(mask_prob, bool) or not isinstance(mask_prob, (int, float)):
+        raise TypeError(f"{fn}: mask_prob must be a float in (0, 1], got {mask_prob!r}")
     if not 0.0 < mask_prob <= 1.0:
         raise ValueError(f"{fn}: mask_prob must be in (0, 1], got {mask_prob}")
-    mask = attribute_positions(ids, sequences)
+    starts = _word_starts(fn, ids, sequences)
+    mask = starts >= 0
     if mask_prob < 1.0:
-        # one draw per word occurrence: a run of attribute tokens starts where the mask rises
-        starts = mask & ~F.pad(mask[:, :-1], (1, 0), value=False)
-        keep_word = torch.rand(ids.shape, generator=generator, device=ids.device) < mask_prob
-        word_index = starts.long().cumsum(dim=1)  # occurrence number of each token
-        first_pos = torch.where(starts, keep_word, False)
-        chosen = torch.zeros_like(mask)
-        for b in range(ids.shape[0]):
-            picked = word_index[b][first_pos[b]]
-            chosen[b] = mask[b] & torch.isin(word_index[b], picked)
-        mask = chosen
+        draw = torch.rand(ids.shape, generator=generator, device=ids.device) < mask_prob
+        mask &= draw.gather(1, starts.clamp(min=0))
     input_ids = ids.masked_fill(mask, mask_token_id)
     labels = ids.masked_fill(~mask, ignore_index)
     return AttributeMasking(input_ids, labels, mask)
