@@ -2,9 +2,12 @@
 
 Experimental: only the paper's first page is readable and no code is public, so **every
 setting here is ours**: CLIP ViT-B/16 at 384x128 (the paper also uses ViT-B/16 for images, but
-BERT for text), 6 shared part queries, a 2-layer part decoder, SDM (temperature 0.02) + ID on
-the global features and the commonality-based margin ranking loss (margin 0.2, smallest 0.05,
-hardest negatives) on the parts, weights 1; IRRA's optimisation (Adam eps 1e-3, lr 1e-5 with
+BERT for text), 8 shared queries in a 2-layer decoder giving 2 coarse embeddings (the paper's
+coarse-to-fine embeddings; their count is ours) and 6 fine part embeddings, SDM (temperature
+0.02) + ID on the global features, a margin ranking loss (margin 0.2, hardest negatives) on
+the coarse embeddings and the commonality-based margin ranking loss (margin 0.2, smallest
+0.05, hardest negatives) on the parts, weights 1; retrieval by the global cosine plus the mean
+coarse and the mean part cosine (weights 1); IRRA's optimisation (Adam eps 1e-3, lr 1e-5 with
 IRRA's per-module rules, which give the decoder's cross-attention 5x, weight decay 4e-5, 60
 epochs, 5 warmup epochs from 0.1x then cosine per epoch, batch 64).
 """
@@ -23,12 +26,15 @@ CMR_CITATION = (
 
 _CMR_KWARGS: dict[str, object] = {
     "num_parts": 6,
+    "num_coarse": 2,
     "decoder_depth": 2,
     "global_loss": "sdm",
     "temperature": 0.02,
     "margin": 0.2,
     "min_margin": 0.05,
     "negatives": "hardest",
+    "part_score_weight": 1.0,
+    "coarse_score_weight": 1.0,
 }
 
 
