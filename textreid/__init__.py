@@ -15,6 +15,7 @@ from textreid.hub import ModelCard, Retriever
 from textreid.models import CLIPDualEncoder, create_model, list_models, load_clip, register_model
 from textreid.retrieval import GalleryIndex, RetrievalMetrics, SearchResult, evaluate, topk_search
 from textreid.tokenization import CLIPTokenizer
+from textreid.wordpiece import WordPieceTokenizer
 
 __all__ = [
     "CLIPConfig",
@@ -28,6 +29,7 @@ __all__ = [
     "SearchResult",
     "TextConfig",
     "VisionConfig",
+    "WordPieceTokenizer",
     "__version__",
     "build_dataset",
     "create_model",

@@ -182,14 +182,24 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from textreid.convert import convert_irra_checkpoint
+    from textreid.convert import convert_irra_checkpoint, convert_ivt_checkpoint
 
-    out = convert_irra_checkpoint(
-        args.checkpoint,
-        args.out_dir,
-        image_size=tuple(args.image_size),
-        stride=args.stride,
-    )
+    if (args.vocab is None) == (args.source_format == "ivt"):
+        need = "needs --vocab (the BERT vocab.txt)" if args.vocab is None else "takes no --vocab"
+        raise ValueError(f"--from {args.source_format} {need}")
+    size = tuple(args.image_size)
+    if args.source_format == "ivt":
+        out = convert_ivt_checkpoint(
+            args.checkpoint,
+            args.out_dir,
+            vocab_file=args.vocab,
+            image_size=size,
+            stride=args.stride,
+        )
+    else:
+        out = convert_irra_checkpoint(
+            args.checkpoint, args.out_dir, image_size=size, stride=args.stride
+        )
     print(f"converted {args.checkpoint} -> {out}")
     return 0
 
@@ -305,13 +315,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "convert",
-        help="convert an IRRA-family checkpoint (best.pth) into a textreid retriever folder",
+        help="convert an IRRA-family or IVT checkpoint into a textreid retriever folder",
     )
-    p.add_argument("--from", dest="source_format", choices=("irra",), required=True)
+    p.add_argument(
+        "--from",
+        dest="source_format",
+        choices=("irra", "ivt"),
+        required=True,
+        help="the code base that wrote the checkpoint: irra (IRRA and its kin, best.pth) or "
+        "ivt (IVT's released checkpoints, BERT text embeddings)",
+    )
     p.add_argument("checkpoint", help="the .pth file (loaded with weights_only=True)")
     p.add_argument("out_dir", help="output folder")
-    p.add_argument("--image-size", type=int, nargs=2, default=(384, 128), metavar=("H", "W"))
-    p.add_argument("--stride", type=int, default=None)
+    p.add_argument(
+        "--vocab",
+        default=None,
+        metavar="VOCAB_TXT",
+        help="--from ivt only, required: the vocab.txt of the BERT tokenizer the checkpoint was "
+        "trained with (IVT: bert-base-uncased's); textreid bundles none",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=(384, 128),
+        metavar=("H", "W"),
+        help="the input size the checkpoint was trained at (default: 384 128)",
+    )
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="patch stride used in training (default: the patch size for irra, inferred from "
+        "the position embedding for ivt)",
+    )
     p.set_defaults(func=_cmd_convert)
 
     p = add("recipes", help="list the registered recipes")

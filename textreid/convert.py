@@ -27,9 +27,14 @@ from textreid.models.convert import (
 )
 from textreid.models.load import load_clip, load_state_dict_strict
 from textreid.models.single_stream import SingleStreamEncoder
+from textreid.retrieval.models import IVTSingleStreamModel
 from textreid.tokenization import CLIPTokenizer
+from textreid.wordpiece import WordPieceTokenizer
 
-__all__ = ["convert_irra_checkpoint", "load_ivt_checkpoint"]
+__all__ = ["convert_irra_checkpoint", "convert_ivt_checkpoint", "load_ivt_checkpoint"]
+
+# IVT's test transform: bicubic resize, ToTensor, Normalize(0.5, 0.5).
+_IVT_MEAN = _IVT_STD = (0.5, 0.5, 0.5)
 
 
 def convert_irra_checkpoint(
@@ -182,3 +187,75 @@ def load_ivt_checkpoint(
     except ValueError as err:
         raise ValueError(f"{fn}: {path}: {err}") from None
     return encoder.eval()
+
+
+def convert_ivt_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    vocab_file: str | os.PathLike[str],
+    image_size: tuple[int, ...] = (384, 128),
+    stride: int | None = None,
+    heads: int | None = None,
+) -> Path:
+    """Turn a checkpoint of IVT's released code into a textreid retriever folder.
+
+    The encoder is read by :func:`load_ivt_checkpoint` (weights-only, strict) and saved as an
+    ``ivt-single-stream`` retriever (:class:`~textreid.retrieval.models.IVTSingleStreamModel`)
+    with IVT's own inputs: a :class:`~textreid.wordpiece.WordPieceTokenizer` from
+    ``vocab_file`` padding to every text position of the checkpoint (512 for IVT, so no
+    caption is cut, as in IVT's code), caption padding masked by the ``[PAD]`` id, and images
+    resized bicubically to ``image_size`` and normalised with mean = std = 0.5. The folder
+    loads with :meth:`textreid.Retriever.from_pretrained` and works with ``textreid eval`` /
+    ``textreid search``; the training-only heads of the file are not kept.
+
+    Args:
+        checkpoint: the ``.pth`` file (``{"state_dict": ...}`` or a bare state dict).
+        out_dir: output folder.
+        vocab_file: the ``vocab.txt`` of the BERT tokenizer the checkpoint was trained with
+            (IVT: ``bert-base-uncased``'s; textreid bundles none).
+        image_size: the ``(H, W)`` the checkpoint was trained at (IVT: 384x128).
+        stride: patch stride (default: inferred from the position embedding).
+        heads: attention heads (default: width // 64).
+
+    Returns:
+        The output folder.
+
+    Raises:
+        FileNotFoundError: ``checkpoint`` or ``vocab_file`` does not exist.
+        ValueError: a vocabulary that is not a BERT ``vocab.txt`` or has more tokens than the
+            checkpoint's word embedding has rows; any error of :func:`load_ivt_checkpoint`.
+        OSError: the folder cannot be written (see :meth:`textreid.Retriever.save_pretrained`).
+    """
+    fn = "convert_ivt_checkpoint"
+    path, vocab = Path(checkpoint), Path(vocab_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{fn}: checkpoint {path} does not exist")
+    if not vocab.exists():
+        raise FileNotFoundError(
+            f"{fn}: vocab_file {vocab} does not exist; pass the vocab.txt of the BERT tokenizer "
+            "the checkpoint was trained with (IVT: bert-base-uncased's)"
+        )
+    # The vocabulary is checked before the (large) checkpoint is read, and read again once
+    # the checkpoint tells the context length.
+    try:
+        WordPieceTokenizer(vocab)
+        encoder = load_ivt_checkpoint(path, image_size=image_size, stride=stride, heads=heads)
+        tokenizer = WordPieceTokenizer(
+            vocab, context_length=encoder.position_embeddings.num_embeddings
+        )
+    except ValueError as err:
+        raise ValueError(f"{fn}: {err}") from None
+    if tokenizer.vocab_size > encoder.vocab_size:
+        raise ValueError(
+            f"{fn}: {vocab} lists {tokenizer.vocab_size} tokens but the checkpoint's word "
+            f"embedding has {encoder.vocab_size} rows; pass the vocabulary it was trained with"
+        )
+    model = IVTSingleStreamModel(encoder, pad_token_id=tokenizer.pad_token_id)
+    preprocess = PreprocessConfig(
+        image_size=encoder.image_size, mean=_IVT_MEAN, std=_IVT_STD, interpolation="bicubic"
+    )
+    retriever = Retriever(model, tokenizer, preprocess)
+    retriever.card.description = f"Converted from the IVT checkpoint {path.name}."
+    retriever.card.recipe = "ivt"
+    return retriever.save_pretrained(out_dir)

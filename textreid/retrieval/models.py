@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from textreid._checks import check_choice, check_int
+from textreid._checks import check_choice, check_int, check_tensor
 from textreid._registry import Registry
 from textreid.config import CLIPConfig, TextConfig, VisionConfig
 from textreid.heads.gaussian import GaussianHead, TokenPooling
@@ -225,10 +225,20 @@ class IVTSingleStreamModel(RetrievalModel):
     tokens (``ivt-single-stream``).
 
     Features: ``global`` ``[B, D]``, the L2-normalised class-token states. Caption padding
-    (after the end token) is masked, as in training.
+    is masked, as in training.
 
     Args:
         encoder: the single-stream encoder (shared, not copied).
+        pad_token_id: how caption padding is told apart. ``None`` (default, textreid's IVT
+            recipe with the CLIP tokenizer): every position after the end token, which has
+            the largest id (:func:`~textreid.text.caption_key_mask`). An id: every position
+            holding it, e.g. ``0`` for BERT's ``[PAD]`` (IVT's released checkpoints, with a
+            :class:`~textreid.wordpiece.WordPieceTokenizer`, whose end token ``[SEP]`` does
+            not have the largest id).
+
+    Raises:
+        TypeError: ``encoder`` is not a :class:`~textreid.models.SingleStreamEncoder`.
+        ValueError: ``pad_token_id`` is not ``None`` or an id of the encoder's vocabulary.
     """
 
     architecture: ClassVar[str] = "ivt-single-stream"
@@ -243,19 +253,34 @@ class IVTSingleStreamModel(RetrievalModel):
         "heads",
         "mlp_ratio",
         "drop_ratio",
+        "pad_token_id",
     )
 
-    def __init__(self, encoder: SingleStreamEncoder) -> None:
+    def __init__(self, encoder: SingleStreamEncoder, *, pad_token_id: int | None = None) -> None:
         super().__init__()
+        fn = type(self).__name__
         if not isinstance(encoder, SingleStreamEncoder):
             raise TypeError(
-                f"{type(self).__name__}: encoder must be a SingleStreamEncoder, "
-                f"got {type(encoder).__name__}"
+                f"{fn}: encoder must be a SingleStreamEncoder, got {type(encoder).__name__}"
             )
+        if pad_token_id is not None:
+            check_int(pad_token_id, "pad_token_id", fn, min_value=0)
+            if pad_token_id >= encoder.vocab_size:
+                raise ValueError(
+                    f"{fn}: pad_token_id must be None or an id below the encoder's vocab_size "
+                    f"{encoder.vocab_size}, got {pad_token_id}"
+                )
         self.encoder = encoder
+        self.pad_token_id = pad_token_id
 
     def encode_text(self, ids: Tensor) -> dict[str, Tensor]:
-        mask = caption_key_mask(ids, f"{type(self).__name__}.encode_text")
+        fn = f"{type(self).__name__}.encode_text"
+        if self.pad_token_id is None:
+            mask = caption_key_mask(ids, fn)
+        else:
+            mask = check_tensor(ids, "ids", fn, ndim=2, kind="int", dims="(B, L)") != (
+                self.pad_token_id
+            )
         return {"global": _global(self.encoder.encode_text(ids, mask))}
 
     def encode_image(self, images: Tensor) -> dict[str, Tensor]:
@@ -283,6 +308,7 @@ class IVTSingleStreamModel(RetrievalModel):
             "heads": int(heads),
             "mlp_ratio": hidden / e.width,
             "drop_ratio": e.dropper.ratio,
+            "pad_token_id": self.pad_token_id,
         }
 
     @classmethod
@@ -322,7 +348,7 @@ class IVTSingleStreamModel(RetrievalModel):
             mlp_ratio=vision.mlp_ratio,
             drop_ratio=float(c["drop_ratio"]),
         )
-        return cls(encoder)
+        return cls(encoder, pad_token_id=c["pad_token_id"])
 
     @property
     def image_size(self) -> tuple[int, int]:
