@@ -273,3 +273,23 @@ def test_a_version_1_folder_loads_as_a_cosine_clip_retriever_and_resaves_as_vers
     assert again.model.state_dict().keys() == r.model.state_dict().keys()
     text = ["a man in a red shirt"]
     assert torch.equal(again.encode_text(text), r.encode_text(text))  # type: ignore[arg-type]
+
+
+def test_uca_retrieval_model_encodes_the_gaussians_the_method_trains() -> None:
+    # The retrieval model re-implements UCAMethod.embed on shared modules: they must agree.
+    from textreid.pipeline import build_method, build_tokenizer
+
+    torch.manual_seed(0)
+    recipe = get_recipe("tiny-uca")
+    method = build_method(recipe, 4).eval()
+    ids = build_tokenizer(recipe, recipe.context_length)(["a man in a red shirt", "a woman"])
+    model = method.retrieval_model()
+    images = torch.randn(2, 3, *model.image_size)
+    image, text = method.embed(images, ids)
+    g, q = model.encode_image(images), model.encode_text(ids)
+    assert torch.equal(g["mean"], image.mean)
+    assert torch.equal(g["log_var"], image.log_var)
+    assert torch.equal(q["mean"], text.mean)
+    assert torch.equal(q["log_var"], text.log_var)
+    own = dict(method.named_parameters())
+    assert all(p is own[n] for n, p in model.named_parameters())  # shared, not copied
