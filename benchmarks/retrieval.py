@@ -10,6 +10,12 @@ Compared, per size ``NQxNG`` (queries x gallery, features of width ``--dim``):
   default ``screen="auto"`` (the bfloat16 screen where the CPU has bfloat16 dot products).
 - ``topk_search screen=off``: the same, every pair scored in float32.
 - ``faiss IndexFlatIP``: exact inner-product search with faiss, when installed.
+- ``topk_search gaussian`` / ``evaluate gaussian``: the same through
+  :class:`textreid.retrieval.GaussianScorer` (default distance ``"csd"``), with the features as
+  means and small random log-variances: the dense chunked path every non-cosine scorer takes
+  (no bfloat16 screen), plus the uncertainties of the queries and hits.
+- ``topk_search parts``: :class:`textreid.retrieval.PartScorer` with the features as the
+  global embedding and 6 parts of width ``--dim`` (random, so only the cost is meaningful).
 
 Memory method: every measurement runs in a fresh child process, which builds its inputs,
 then resets the kernel's RSS high-water mark (writing ``5`` to ``/proc/self/clear_refs``) and
@@ -41,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from textreid.retrieval import evaluate, topk_search
+from textreid.retrieval import GaussianScorer, PartScorer, evaluate, topk_search
 from textreid.retrieval.screening import native_bf16
 
 METHODS = (
@@ -50,6 +56,9 @@ METHODS = (
     "topk_search",
     "topk_search screen=off",
     "faiss IndexFlatIP",
+    "topk_search gaussian",
+    "evaluate gaussian",
+    "topk_search parts",
 )
 
 
@@ -80,6 +89,18 @@ def _inputs(nq: int, ng: int, dim: int, device: str) -> tuple[Tensor, Tensor, Te
     q = protos[qpid].add_(torch.randn(nq, dim, generator=gen), alpha=2.5)
     del protos
     return q.to(device), g.to(device), qpid.to(device), gpid.to(device)
+
+
+def _gaussian(x: Tensor) -> dict[str, Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    log_var = torch.randn(x.shape, generator=gen).mul_(0.1).sub_(5.0).to(x.device)
+    return {"mean": F.normalize(x, dim=1), "log_var": log_var}
+
+
+def _parts(x: Tensor) -> dict[str, Tensor]:
+    gen = torch.Generator().manual_seed(2)
+    parts = torch.randn(x.shape[0], 6, x.shape[1], generator=gen).to(x.device)
+    return {"global": x, "parts": parts}
 
 
 def _full_sort_eval(q: Tensor, g: Tensor, qpid: Tensor, gpid: Tensor) -> dict[str, float]:
@@ -121,6 +142,18 @@ def _child(method: str, nq: int, ng: int, dim: int, k: int, device: str) -> dict
         result = evaluate(q, g, query_pids=qpid, gallery_pids=gpid).to_dict()
     elif method == "full-sort eval":
         result = _full_sort_eval(q, g, qpid, gpid)
+    elif method.endswith("gaussian"):
+        qf, gf = _gaussian(q), _gaussian(g)
+        if method.startswith("evaluate"):
+            result = evaluate(
+                qf, gf, query_pids=qpid, gallery_pids=gpid, scorer=GaussianScorer()
+            ).to_dict()
+        else:
+            hits = topk_search(qf, gf, k, scorer=GaussianScorer())
+            result = {"indices": hits.indices[:200].tolist()}
+    elif method.endswith("parts"):
+        hits = topk_search(_parts(q), _parts(g), k, scorer=PartScorer())
+        result = {"indices": hits.indices[:200].tolist()}
     elif method.startswith("topk_search"):
         hits = topk_search(q, g, k, normalize=True, screen="off" if "off" in method else "auto")
         result = {"indices": hits.indices[:200].tolist()}
@@ -164,7 +197,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the fastest is shown")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    default = [m for m in METHODS if not m.endswith(("gaussian", "parts"))]
+    ap.add_argument("--methods", nargs="+", default=default, choices=METHODS)
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -214,7 +248,7 @@ def main() -> None:
                 total = sum(len(r) for r in a)
                 ratio = rows["topk_search"]["seconds"] / best["seconds"]
                 check = f"hits agree {agree}/{total}; topk_search/this time ratio {ratio:.2f}"
-            if method == "evaluate":
+            if method in ("evaluate", "evaluate gaussian"):
                 r = best["result"]
                 check = f"R1 {r['R1']:.2f} mAP {r['mAP']:.2f} mINP {r['mINP']:.2f}"
             peak = best["peak_mb"]

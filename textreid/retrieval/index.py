@@ -523,7 +523,8 @@ class GalleryIndex:
             extra += f", features={sorted(self._features)}"
         if self._scorer is not None:
             extra += f", scorer={self._scorer!r}"
-        f = next(iter(self._features.values()))
+        values = list(self._features.values())
+        f = next((t for t in values if t.is_floating_point()), values[0])
         return (
             f"GalleryIndex({len(self)} items, dim={f.shape[-1]}, dtype={f.dtype}, "
             f"device={f.device}, ids={self._ids is not None}, paths={self._paths is not None}"
