@@ -3,7 +3,8 @@
 Every matching loss takes ``image_feats`` first and ``text_feats`` second, plus
 ``pids=None, *, image_pids=None, text_pids=None``; see each class for its paper and formula.
 The global matching losses share one base, :class:`PairLoss`, which owns that call (with
-``logit_scale=None``), its validation and ``reduction``; write a loss of your own on it.
+``logit_scale=None``), its validation and ``reduction``; write a loss of your own on it. The
+losses between Gaussian embeddings share :class:`GaussianPairLoss` the same way.
 Functional forms live in :mod:`textreid.losses.functional`; the text preparation that some
 losses consume (MLM masking, IVT's text levels, attribute words) lives in :mod:`textreid.text`.
 """
@@ -14,7 +15,13 @@ from textreid._deprecation import moved
 from textreid.losses._common import DirectionalLosses
 from textreid.losses.asdm import ASDMLoss
 from textreid.losses.attribute_mask import AttributeMaskReconstructionLoss
-from textreid.losses.base import Hyperparameter, PairBatch, PairLoss
+from textreid.losses.base import (
+    GaussianPairBatch,
+    GaussianPairLoss,
+    Hyperparameter,
+    PairBatch,
+    PairLoss,
+)
 from textreid.losses.cmpm import CMPCLoss, CMPMLoss
 from textreid.losses.combine import LossOutput, WeightedSum
 from textreid.losses.commonality import CommonalityMarginRankingLoss, part_commonality
@@ -43,6 +50,8 @@ __all__ = [
     "DistributionContrastLoss",
     "EFALoss",
     "GaussianKLLoss",
+    "GaussianPairBatch",
+    "GaussianPairLoss",
     "Hyperparameter",
     "IDLoss",
     "InfoNCELoss",

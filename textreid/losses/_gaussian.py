@@ -1,4 +1,4 @@
-"""What the losses on Gaussian embeddings share: validation, the KL term, drawn samples.
+"""What the losses on Gaussian embeddings share: validation, the KL term, soft targets.
 
 Inputs are :class:`~textreid.heads.GaussianEmbedding` pairs (image first, text second) whose
 ``log_var`` is ``log σ²``. Losses that compare every image with every caption return, for
@@ -24,13 +24,32 @@ from textreid.heads.gaussian import GaussianEmbedding
 from textreid.losses._common import DirectionalLosses, compute_dtype
 
 __all__ = [
+    "check_embeddings",
+    "check_finite_embeddings",
     "check_given_samples",
-    "check_num_samples",
+    "check_match",
     "checked_loss",
     "elementwise_kl",
     "prepare_gaussian_pair",
     "soft_target_ce",
 ]
+
+
+def check_embeddings(fn: str, **embeddings: GaussianEmbedding) -> None:
+    """Each of ``embeddings`` (by name) is a non-empty :class:`GaussianEmbedding`."""
+    for name, g in embeddings.items():
+        if not isinstance(g, GaussianEmbedding):
+            raise TypeError(f"{fn}: {name} must be a GaussianEmbedding, got {type(g).__name__}")
+    for name, g in embeddings.items():
+        if len(g) == 0:
+            raise ValueError(f"{fn}: empty batch ({name} has 0 rows)")
+
+
+def check_finite_embeddings(fn: str, **embeddings: GaussianEmbedding) -> None:
+    """No NaN/inf in the fields of ``embeddings`` (a host sync: the last check of a call)."""
+    for name, g in embeddings.items():
+        check_finite(g.mean, f"{name}.mean", fn)
+        check_finite(g.log_var, f"{name}.log_var", fn)
 
 
 def prepare_gaussian_pair(
@@ -49,23 +68,12 @@ def prepare_gaussian_pair(
         ``(image, text, image_pids [B_i], text_pids [B_t])``, the embeddings in the loss's
         compute dtype.
     """
-    for name, g in (("image", image), ("text", text)):
-        if not isinstance(g, GaussianEmbedding):
-            raise TypeError(f"{fn}: {name} must be a GaussianEmbedding, got {type(g).__name__}")
-    for name, g in (("image", image), ("text", text)):
-        if len(g) == 0:
-            raise ValueError(f"{fn}: empty batch ({name} has 0 rows)")
+    check_embeddings(fn, image=image, text=text)
     check_same_width(fn, image.mean, "image.mean", text.mean, "text.mean")
     check_same_device(fn, image=image.mean, text=text.mean)
     ip, tp = resolve_pids(fn, image.mean, text.mean, pids, image_pids, text_pids)
     if finite:
-        for name, t in (
-            ("image.mean", image.mean),
-            ("image.log_var", image.log_var),
-            ("text.mean", text.mean),
-            ("text.log_var", text.log_var),
-        ):
-            check_finite(t, name, fn)
+        check_finite_embeddings(fn, image=image, text=text)
     dtype = compute_dtype(image.mean, text.mean)
     return image.to(dtype), text.to(dtype), ip, tp
 
@@ -86,12 +94,6 @@ def checked_loss(
     return out
 
 
-def check_num_samples(fn: str, num_samples: object) -> None:
-    """``num_samples`` must be an int >= 1 (a bool is not a count)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"{fn}: num_samples must be an int >= 1, got {num_samples!r}")
-
-
 def check_given_samples(
     fn: str, samples: object, g: GaussianEmbedding, name: str, finite: bool
 ) -> Tensor:
@@ -105,6 +107,27 @@ def check_given_samples(
     if finite:
         check_finite(s, name, fn)
     return s
+
+
+def check_match(
+    fn: str,
+    match: object,
+    image: GaussianEmbedding,
+    text: GaussianEmbedding,
+    pids: Tensor | None,
+    image_pids: Tensor | None,
+) -> Tensor:
+    """Validate labels ``match [B_i, B_t]`` given instead of identities; return them in the
+    embeddings' dtype."""
+    if pids is not None or image_pids is not None:
+        raise ValueError(f"{fn}: pass either match or pids, not both")
+    m = check_tensor(match, "match", fn, ndim=2, dims="(B_i, B_t)")
+    if m.shape != (len(image), len(text)):
+        raise ValueError(
+            f"{fn}: match has shape {tuple(m.shape)} but the batch is ({len(image)}, {len(text)})"
+        )
+    check_same_device(fn, image=image.mean, match=m)
+    return m.to(image.mean.dtype)
 
 
 def soft_target_ce(logits: Tensor, positives: Tensor, log_k: float = 0.0) -> Tensor:

@@ -1,8 +1,9 @@
-r"""The base of the pair losses: one call signature, one validation, one name in every error.
+r"""The bases of the pair losses: one call signature, one validation, one name in every error.
 
 A *pair loss* scores a batch of image features against a batch of text features under
 identity labels. :class:`PairLoss` owns everything such losses share, so that a loss module
-holds its formula, its hyper-parameters and its docstring:
+holds its formula, its hyper-parameters and its docstring (:class:`GaussianPairLoss` does the
+same for the losses between two batches of Gaussian embeddings):
 
 - the call ``loss(image_feats [B_i, D], text_feats [B_t, D], pids [B] | None = None, *,
   image_pids [B_i] | None = None, text_pids [B_t] | None = None, logit_scale=None)``;
@@ -44,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_choice, check_positive, check_reduction
+from textreid.heads.gaussian import GaussianEmbedding
 from textreid.losses._common import (
     DirectionalLosses,
     check_classifier,
@@ -53,23 +55,35 @@ from textreid.losses._common import (
     prepare_pair,
     reduce_directional,
 )
+from textreid.losses._gaussian import (
+    check_given_samples,
+    check_match,
+    checked_loss,
+    prepare_gaussian_pair,
+)
 
 __all__ = [
     "ClassifierPairLoss",
+    "GaussianPairBatch",
+    "GaussianPairLoss",
     "Hyperparameter",
     "PairBatch",
     "PairLoss",
+    "affine_twin",
     "classifier_twin",
+    "count",
     "flag",
     "functional_twin",
     "non_negative",
     "one_of",
+    "optional_count",
     "positive",
 ]
 
 _V = TypeVar("_V")
-_L = TypeVar("_L", bound="PairLoss")
+_L = TypeVar("_L", bound="_Loss")
 _C = TypeVar("_C", bound="ClassifierPairLoss")
+_A = TypeVar("_A", bound="_AffineLogits")
 
 Check = Callable[[Any, str, str], _V]
 """A validator: ``check(value, argument_name, caller_name)`` returns the value or raises."""
@@ -130,6 +144,20 @@ def flag(value: bool, name: str, fn: str) -> bool:
     return value
 
 
+def count(value: int, name: str, fn: str) -> int:
+    """Validator: an ``int >= 1`` (a ``bool`` is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{fn}: {name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def optional_count(value: int | None, name: str, fn: str) -> int | None:
+    """Validator: ``None`` or an ``int >= 1``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{fn}: {name} must be None or an int >= 1, got {value!r}")
+    return value
+
+
 def one_of(choices: Sequence[str]) -> Check[str]:
     """Validator factory: one of ``choices``."""
 
@@ -174,7 +202,55 @@ class PairBatch(NamedTuple):
         return pid_match(self.image_pids, self.text_pids)
 
 
-class PairLoss(nn.Module, abc.ABC):
+class _Loss(nn.Module):
+    """What every loss on these bases has: ``reduction``, ``check_finite`` and a repr of its
+    declared hyper-parameters."""
+
+    reduction = Hyperparameter(_reduction)
+
+    def __init__(self, *, reduction: Reduction = "mean", check_finite: bool = True) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.check_finite = check_finite
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{h.name}={h.__get__(self)!r}" for h in _hyperparameters(type(self)))
+
+
+class _ScaledLoss(_Loss):
+    """The logit scale of a pair loss: the call's, the loss's default, or refused with a reason."""
+
+    uses_logit_scale: ClassVar[bool] = False
+    no_logit_scale_reason: ClassVar[str] = "this loss scales no similarities"
+
+    def _logit_scale(
+        self, name: str, logit_scale: float | Tensor | None, device: torch.device
+    ) -> float | Tensor:
+        if not self.uses_logit_scale:
+            return 1.0
+        if logit_scale is None:
+            logit_scale = self.default_logit_scale()
+            if not isinstance(logit_scale, Tensor):
+                return logit_scale  # 1/τ of a validated τ
+        # A learned scale (a tensor) is checked like a given one.
+        return check_logit_scale(name, logit_scale, device, finite=self.check_finite)
+
+    def default_logit_scale(self) -> float | Tensor:
+        """The scale of a call without ``logit_scale`` (``1/temperature``, or a learned
+        one-element tensor); only asked when :attr:`uses_logit_scale` is true."""
+        raise NotImplementedError(
+            f"{type(self).__name__} sets uses_logit_scale but defines no default_logit_scale"
+        )
+
+
+def _refuse(name: str, given: Sequence[tuple[str, object, bool, str]]) -> None:
+    """``TypeError`` for the first ``(argument, value, applies, reason)`` given that cannot apply."""
+    for argument, value, applies, reason in given:
+        if value is not None and not applies:
+            raise TypeError(f"{name}: {argument} cannot apply: {reason}")
+
+
+class PairLoss(_ScaledLoss, abc.ABC):
     r"""Base of the losses between ``image_feats [B_i, D]`` and ``text_feats [B_t, D]``.
 
     A subclass implements :meth:`compute_loss` (the per-row values of both directions) and
@@ -197,17 +273,8 @@ class PairLoss(nn.Module, abc.ABC):
             value checks follow :func:`textreid.eager_checks`'s policy.
     """
 
-    uses_logit_scale: ClassVar[bool] = False
-    no_logit_scale_reason: ClassVar[str] = "this loss scales no similarities"
     requires_pids: ClassVar[bool] = False
     halve_mean: ClassVar[bool] = False
-
-    reduction = Hyperparameter(_reduction)
-
-    def __init__(self, *, reduction: Reduction = "mean", check_finite: bool = True) -> None:
-        super().__init__()
-        self.reduction = reduction
-        self.check_finite = check_finite
 
     def forward(
         self,
@@ -221,8 +288,9 @@ class PairLoss(nn.Module, abc.ABC):
     ) -> Tensor | DirectionalLosses:
         """Compute the loss; see the class docstring for shapes and dtypes."""
         name = type(self).__name__
-        if logit_scale is not None and not self.uses_logit_scale:
-            raise TypeError(f"{name}: logit_scale cannot apply: {self.no_logit_scale_reason}")
+        _refuse(
+            name, [("logit_scale", logit_scale, self.uses_logit_scale, self.no_logit_scale_reason)]
+        )
         ip, tp = prepare_pair(
             name, image_feats, text_feats, pids, image_pids, text_pids,
             finite=self.check_finite, default_instance=not self.requires_pids,
@@ -242,25 +310,6 @@ class PairLoss(nn.Module, abc.ABC):
         rows = self.compute_loss(batch)
         return reduce_directional(rows, self.reduction, name, half=self.halve_mean)
 
-    def _logit_scale(
-        self, name: str, logit_scale: float | Tensor | None, device: torch.device
-    ) -> float | Tensor:
-        if not self.uses_logit_scale:
-            return 1.0
-        if logit_scale is None:
-            logit_scale = self.default_logit_scale()
-            if not isinstance(logit_scale, Tensor):
-                return logit_scale  # 1/τ of a validated τ
-        # A learned scale (a tensor) is checked like a given one.
-        return check_logit_scale(name, logit_scale, device, finite=self.check_finite)
-
-    def default_logit_scale(self) -> float | Tensor:
-        """The scale of a call without ``logit_scale`` (``1/temperature``, or a learned
-        one-element tensor); only asked when :attr:`uses_logit_scale` is true."""
-        raise NotImplementedError(
-            f"{type(self).__name__} sets uses_logit_scale but defines no default_logit_scale"
-        )
-
     def check_batch(self, batch: PairBatch) -> None:
         """Checks of a validated call that only this loss needs (none by default)."""
 
@@ -271,9 +320,6 @@ class PairLoss(nn.Module, abc.ABC):
         Returns:
             ``DirectionalLosses(image_to_text [B_i], text_to_image [B_t])``.
         """
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{h.name}={h.__get__(self)!r}" for h in _hyperparameters(type(self)))
 
 
 def _hyperparameters(cls: type) -> Iterator[Hyperparameter[Any]]:
@@ -328,6 +374,211 @@ class _GivenClassifier(ClassifierPairLoss):
         return self._weights
 
 
+class GaussianPairBatch(NamedTuple):
+    """A validated call of a :class:`GaussianPairLoss`, as its ``compute_loss`` receives it.
+
+    Attributes:
+        image: ``[B_i, D]`` :class:`~textreid.heads.GaussianEmbedding` in the compute dtype
+            (float32, or float64 when an input is float64).
+        text: ``[B_t, D]``, same width, device and dtype.
+        image_pids: ``[B_i]`` int64 identities (``arange(B)`` for instance labels).
+        text_pids: ``[B_t]`` int64 identities.
+        logit_scale: as :attr:`PairBatch.logit_scale`; ``1.0`` for a loss that uses no scale.
+        image_samples: ``[B_i, K, D]`` points in the compute dtype, the call's or drawn by
+            :meth:`GaussianPairLoss.sample`; ``None`` for a loss that draws no samples.
+        text_samples: ``[B_t, K', D]``, likewise.
+        labels: the call's ``match`` ``[B_i, B_t]`` in the compute dtype, or ``None``.
+        input_dtype: the dtype of the caller's ``image.mean``, where the gradients land.
+        name: the name errors use (the class actually called, or the functional form's).
+    """
+
+    image: GaussianEmbedding
+    text: GaussianEmbedding
+    image_pids: Tensor
+    text_pids: Tensor
+    logit_scale: float | Tensor
+    image_samples: Tensor | None
+    text_samples: Tensor | None
+    labels: Tensor | None
+    input_dtype: torch.dtype
+    name: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype."""
+        return self.image.mean.dtype
+
+    @property
+    def match(self) -> Tensor:
+        """Bool ``[B_i, B_t]``: ``True`` where image ``i`` and caption ``j`` share an identity."""
+        return pid_match(self.image_pids, self.text_pids)
+
+    @property
+    def samples(self) -> tuple[Tensor, Tensor]:
+        """``(image_samples, text_samples)``, for a loss that sets ``uses_samples``."""
+        if self.image_samples is None or self.text_samples is None:
+            raise TypeError(f"{self.name} draws no samples: it does not set uses_samples")
+        return self.image_samples, self.text_samples
+
+
+class GaussianPairLoss(_ScaledLoss, abc.ABC):
+    r"""Base of the losses between two batches of Gaussian embeddings, image first.
+
+    The :class:`PairLoss` of probabilistic embeddings: a subclass implements
+    :meth:`compute_loss` and declares its hyper-parameters with :class:`Hyperparameter`; this
+    class owns the one call signature, its validation, the logit scale, the samples,
+    ``reduction``, the overflow check of the result and the name in errors (the class actually
+    called). A per-call argument that cannot mean anything for a loss is refused with
+    ``TypeError`` giving the loss's reason.
+
+    Class attributes a subclass sets:
+        uses_logit_scale, no_logit_scale_reason: as for :class:`PairLoss`.
+        uses_samples: ``True`` when the loss works on points drawn from the Gaussians: the
+            call's ``image_samples`` / ``text_samples``, or :meth:`sample`'s with the call's
+            ``generator``. Otherwise those three are refused with :attr:`no_samples_reason`.
+        uses_match: ``True`` when a ``[B_i, B_t]`` ``match`` may replace the identities;
+            otherwise it is refused with :attr:`no_match_reason`.
+
+    Args:
+        reduction: ``"mean"``, ``"sum"`` or ``"none"`` (a
+            :class:`~textreid.losses.DirectionalLosses` of ``[B_i]`` and ``[B_t]`` row values,
+            in which per-item regularisers are added to their own row).
+        check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
+            (an extra host sync).
+
+    Call arguments:
+        image, text: :class:`~textreid.heads.GaussianEmbedding` ``[B_i, D]``, ``[B_t, D]``.
+        pids / image_pids, text_pids: identities (default: instance labels).
+        logit_scale: a multiplier replacing the loss's ``1/τ`` for this call.
+        image_samples, text_samples: ``[B_i, K, D]``, ``[B_t, K', D]`` points (e.g. drawn by
+            the encoder); otherwise the loss draws them.
+        generator: the RNG of the points the loss draws.
+        match: ``[B_i, B_t]`` labels instead of identities (not together with ``pids``).
+    """
+
+    uses_samples: ClassVar[bool] = False
+    no_samples_reason: ClassVar[str] = "this loss compares the Gaussians in closed form"
+    uses_match: ClassVar[bool] = False
+    no_match_reason: ClassVar[str] = "this loss takes its positives from the identities"
+
+    def forward(
+        self,
+        image: GaussianEmbedding,
+        text: GaussianEmbedding,
+        pids: Tensor | None = None,
+        *,
+        image_pids: Tensor | None = None,
+        text_pids: Tensor | None = None,
+        logit_scale: float | Tensor | None = None,
+        image_samples: Tensor | None = None,
+        text_samples: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        match: Tensor | None = None,
+    ) -> Tensor | DirectionalLosses:
+        """Compute the loss; see the class docstring for shapes and dtypes."""
+        name, finite = type(self).__name__, self.check_finite
+        sampling, no_samples = self.uses_samples, self.no_samples_reason
+        _refuse(name, [
+            ("logit_scale", logit_scale, self.uses_logit_scale, self.no_logit_scale_reason),
+            ("image_samples", image_samples, sampling, no_samples),
+            ("text_samples", text_samples, sampling, no_samples),
+            ("generator", generator, sampling, no_samples),
+            ("match", match, self.uses_match, self.no_match_reason),
+        ])  # fmt: skip
+        img, txt, ip, tp = prepare_gaussian_pair(
+            name, image, text, pids, image_pids, text_pids, finite=finite
+        )
+        labels = None if match is None else check_match(name, match, img, txt, pids, image_pids)
+        scale = self._logit_scale(name, logit_scale, img.mean.device)
+        # The image's points come first from the generator.
+        zs_v = self._points(name, img, image_samples, "image_samples", generator)
+        zs_t = self._points(name, txt, text_samples, "text_samples", generator)
+        batch = GaussianPairBatch(
+            img, txt, ip, tp, scale, zs_v, zs_t, labels, image.mean.dtype, name
+        )
+        self.check_batch(batch)
+        out = reduce_directional(self.compute_loss(batch), self.reduction, name)
+        if isinstance(out, Tensor):
+            term = self.batch_term(batch)
+            if term is not None:
+                out = out + term
+        return checked_loss(name, out, finite)
+
+    def _points(
+        self,
+        name: str,
+        g: GaussianEmbedding,
+        given: Tensor | None,
+        argument: str,
+        generator: torch.Generator | None,
+    ) -> Tensor | None:
+        if not self.uses_samples:
+            return None
+        if given is None:
+            return self.sample(g, generator)
+        return check_given_samples(name, given, g, argument, self.check_finite).to(g.mean.dtype)
+
+    def sample(self, g: GaussianEmbedding, generator: torch.Generator | None) -> Tensor:
+        """``[B, K, D]`` points of ``g`` (in the compute dtype) for a call without samples;
+        only asked when :attr:`uses_samples` is true."""
+        raise NotImplementedError(f"{type(self).__name__} sets uses_samples but defines no sample")
+
+    def check_batch(self, batch: GaussianPairBatch) -> None:
+        """Checks of a validated call that only this loss needs (none by default)."""
+
+    @abc.abstractmethod
+    def compute_loss(self, batch: GaussianPairBatch) -> DirectionalLosses:
+        """The per-row values of both directions, before ``reduction``.
+
+        Returns:
+            ``DirectionalLosses(image_to_text [B_i], text_to_image [B_t])``.
+        """
+
+    def batch_term(self, batch: GaussianPairBatch) -> Tensor | None:
+        """A term of the whole batch added to the reduced loss (``None``: none). It has no
+        row, so a loss with one refuses ``reduction="none"`` in :meth:`check_batch`."""
+        return None
+
+
+class _AffineLogits(GaussianPairLoss):
+    """A Gaussian pair loss with PCME's learned match logits ``-a·d + b`` (``a`` is
+    ``negative_scale``, ``b`` is ``shift``, both 0-d parameters)."""
+
+    no_logit_scale_reason = (
+        "its logits -a·d + b have a learned scale a (negative_scale), no temperature to replace"
+    )
+
+    def __init__(
+        self,
+        init_negative_scale: float,
+        init_shift: float,
+        *,
+        reduction: Reduction = "mean",
+        check_finite: bool = True,
+    ) -> None:
+        super().__init__(reduction=reduction, check_finite=check_finite)
+        self.negative_scale = nn.Parameter(torch.tensor(float(init_negative_scale)))
+        self.shift = nn.Parameter(torch.tensor(float(init_shift)))
+
+    def affine(self) -> tuple[Tensor | float, Tensor | float]:
+        """``(a, b)`` of the match logits ``-a·d + b``."""
+        return self.negative_scale, self.shift
+
+
+class _GivenAffine(_AffineLogits):
+    """An affine-logit loss whose ``a`` and ``b`` are given (the functional forms), not learned."""
+
+    def __init__(
+        self, negative_scale: Tensor | float, shift: Tensor | float, **hyperparameters: Any
+    ) -> None:
+        # The loss's own __init__ sets its hyper-parameters (its unused a, b are two scalars).
+        super().__init__(**hyperparameters)
+        self._given = (negative_scale, shift)
+
+    def affine(self) -> tuple[Tensor | float, Tensor | float]:
+        return self._given
+
+
 def functional_twin(cls: type[_L], name: str) -> type[_L]:
     """The class behind the functional form ``name`` of ``cls``: a subclass named ``name``.
 
@@ -345,3 +596,10 @@ def classifier_twin(cls: type[_C], name: str) -> type[_GivenClassifier]:
     constructor arguments, ``(weight, bias=None, *, reduction, check_finite)``."""
     ns = {"__module__": cls.__module__, "__qualname__": name}
     return cast("type[_GivenClassifier]", type(name, (_GivenClassifier, cls), ns))
+
+
+def affine_twin(cls: type[_A], name: str) -> type[_GivenAffine]:
+    """:func:`functional_twin` for a loss with learned match logits ``-a·d + b``: the values
+    of ``a`` and ``b`` come first, ``(negative_scale, shift, **hyper-parameters)``."""
+    ns = {"__module__": cls.__module__, "__qualname__": name}
+    return cast("type[_GivenAffine]", type(name, (_GivenAffine, cls), ns))

@@ -8,107 +8,29 @@ choices of ours, stated in its docstring.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from textreid._checks import Reduction, check_choice, check_positive, check_reduction
+from textreid._checks import Reduction
 from textreid._gaussian_math import distance_matrix
 from textreid._numerics import check_temperature
 from textreid.heads.gaussian import GaussianEmbedding
 from textreid.heads.gaussian_distances import GAUSSIAN_DISTANCES
-from textreid.losses._common import (
-    DirectionalLosses,
-    match_kl,
-    pid_match,
-    reduce_directional,
-    resolve_logit_scale,
+from textreid.losses._common import DirectionalLosses, match_kl
+from textreid.losses._gaussian import soft_target_ce
+from textreid.losses.base import (
+    GaussianPairBatch,
+    GaussianPairLoss,
+    Hyperparameter,
+    functional_twin,
+    one_of,
+    optional_count,
+    positive,
 )
-from textreid.losses._gaussian import checked_loss, prepare_gaussian_pair, soft_target_ce
 
 __all__ = ["DistributionContrastLoss", "distribution_contrast_loss"]
 
 
-def _check_contrast_args(
-    fn: str, *, distance: str, temperature: float, objective: str, epsilon: float
-) -> None:
-    check_choice(distance, "distance", fn, GAUSSIAN_DISTANCES)
-    check_temperature(temperature, "temperature", fn)
-    check_positive(epsilon, "epsilon", fn)
-    check_choice(objective, "objective", fn, ("infonce", "sdm"))
-
-
-def _distribution_contrast(
-    fn: str,
-    image: GaussianEmbedding,
-    text: GaussianEmbedding,
-    *,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    logit_scale: float | Tensor | None,
-    distance: str,
-    temperature: float,
-    objective: str,
-    epsilon: float,
-    chunk_size: int | None,
-    reduction: str,
-    finite: bool,
-) -> Tensor | DirectionalLosses:
-    check_reduction(reduction, fn)
-    _check_contrast_args(
-        fn, distance=distance, temperature=temperature, objective=objective, epsilon=epsilon
-    )
-    img, txt, ip, tp = prepare_gaussian_pair(
-        fn, image, text, pids, image_pids, text_pids, finite=finite
-    )
-    scale = resolve_logit_scale(fn, temperature, logit_scale, img.mean.device, finite=finite)
-    dist = distance_matrix(
-        fn, img.mean, img.log_var, txt.mean, txt.log_var, distance, chunk_size, check=finite
-    )
-    logits = -dist * scale
-    match = pid_match(ip, tp)
-    if objective == "sdm":
-        rows = match_kl(logits, match, "l1", epsilon)
-    else:
-        rows = DirectionalLosses(soft_target_ce(logits, match), soft_target_ce(logits.T, match.T))
-    return checked_loss(fn, reduce_directional(rows, reduction, fn), finite)
-
-
-def distribution_contrast_loss(
-    image: GaussianEmbedding,
-    text: GaussianEmbedding,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    logit_scale: float | Tensor | None = None,
-    distance: str = "wasserstein",
-    temperature: float = 0.04,
-    objective: str = "infonce",
-    epsilon: float = 1e-8,
-    chunk_size: int | None = None,
-    reduction: Reduction = "mean",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`DistributionContrastLoss` (same arguments, same result)."""
-    return _distribution_contrast(
-        "distribution_contrast_loss",
-        image,
-        text,
-        pids=pids,
-        image_pids=image_pids,
-        text_pids=text_pids,
-        logit_scale=logit_scale,
-        distance=distance,
-        temperature=temperature,
-        objective=objective,
-        epsilon=epsilon,
-        chunk_size=chunk_size,
-        reduction=reduction,
-        finite=check_finite,
-    )
-
-
-class DistributionContrastLoss(nn.Module):
+class DistributionContrastLoss(GaussianPairLoss):
     r"""Distribution contrast: contrastive learning over a distance between Gaussians (the
     "distribution contrast learning" of UCA, Deng et al., Visual Intelligence 2025,
     doi:10.1007/s44267-025-00078-x; the formula is ours, the paper's is not public).
@@ -138,7 +60,8 @@ class DistributionContrastLoss(nn.Module):
         objective: ``"infonce"`` (multi-positive cross-entropy) or ``"sdm"`` (IRRA's
             similarity distribution matching on these logits).
         epsilon: SDM's floor inside the log (1e-8).
-        chunk_size: image rows per block for the distance.
+        chunk_size: image rows per block for the distance (None: all at once); bounds
+            memory, not values.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (:class:`DirectionalLosses`).
         check_finite: raise on NaN/inf inputs (and given samples) and on values that overflow
             (an extra host sync).
@@ -147,14 +70,24 @@ class DistributionContrastLoss(nn.Module):
         image, text: :class:`GaussianEmbedding` ``[B_i, D]``, ``[B_t, D]``.
         pids / image_pids, text_pids: identities (default: instance labels).
         logit_scale: a multiplier replacing :math:`1/\tau` for this call.
+        image_samples, text_samples, generator, match: refused (``TypeError``): the
+            distance is in closed form and the positives come from the identities.
 
     Returns:
         A scalar, or :class:`DirectionalLosses`.
 
     Raises:
         TypeError, ValueError: as :class:`CSDLoss`, plus an unknown ``distance`` or
-            ``objective``, a non-positive ``temperature``/``epsilon``/``logit_scale``.
+            ``objective``, a non-positive ``temperature``/``epsilon``/``logit_scale``, a
+            ``chunk_size`` that is neither None nor an int >= 1.
     """
+
+    uses_logit_scale = True
+    distance = Hyperparameter(one_of(GAUSSIAN_DISTANCES))
+    temperature = Hyperparameter(check_temperature)
+    objective = Hyperparameter(one_of(("infonce", "sdm")))
+    epsilon = Hyperparameter(positive)
+    chunk_size = Hyperparameter(optional_count)
 
     def __init__(
         self,
@@ -167,50 +100,53 @@ class DistributionContrastLoss(nn.Module):
         reduction: Reduction = "mean",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        fn = type(self).__name__
-        _check_contrast_args(
-            fn, distance=distance, temperature=temperature, objective=objective, epsilon=epsilon
-        )
-        check_reduction(reduction, fn)
+        super().__init__(reduction=reduction, check_finite=check_finite)
         self.distance = distance
         self.temperature = temperature
         self.objective = objective
         self.epsilon = epsilon
         self.chunk_size = chunk_size
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self,
-        image: GaussianEmbedding,
-        text: GaussianEmbedding,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-        logit_scale: float | Tensor | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring."""
-        return _distribution_contrast(
-            type(self).__name__,
-            image,
-            text,
-            pids=pids,
-            image_pids=image_pids,
-            text_pids=text_pids,
-            logit_scale=logit_scale,
-            distance=self.distance,
-            temperature=self.temperature,
-            objective=self.objective,
-            epsilon=self.epsilon,
-            chunk_size=self.chunk_size,
-            reduction=self.reduction,
-            finite=self.check_finite,
-        )
+    def default_logit_scale(self) -> float:
+        return 1.0 / self.temperature
 
-    def extra_repr(self) -> str:
-        return (
-            f"distance={self.distance!r}, temperature={self.temperature}, "
-            f"objective={self.objective!r}, reduction={self.reduction!r}"
-        )
+    def compute_loss(self, batch: GaussianPairBatch) -> DirectionalLosses:
+        img, txt = batch.image, batch.text
+        dist = distance_matrix(
+            batch.name, img.mean, img.log_var, txt.mean, txt.log_var, self.distance,
+            self.chunk_size, check=self.check_finite,
+        )  # fmt: skip
+        logits = -dist * batch.logit_scale
+        match = batch.match
+        if self.objective == "sdm":
+            return match_kl(logits, match, "l1", self.epsilon)
+        return DirectionalLosses(soft_target_ce(logits, match), soft_target_ce(logits.T, match.T))
+
+
+_DC = functional_twin(DistributionContrastLoss, "distribution_contrast_loss")
+
+
+def distribution_contrast_loss(
+    image: GaussianEmbedding,
+    text: GaussianEmbedding,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    logit_scale: float | Tensor | None = None,
+    distance: str = "wasserstein",
+    temperature: float = 0.04,
+    objective: str = "infonce",
+    epsilon: float = 1e-8,
+    chunk_size: int | None = None,
+    reduction: Reduction = "mean",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`DistributionContrastLoss` (same arguments, same result)."""
+    loss = _DC(
+        distance=distance, temperature=temperature, objective=objective, epsilon=epsilon,
+        chunk_size=chunk_size, reduction=reduction, check_finite=check_finite,
+    )  # fmt: skip
+    return loss.forward(
+        image, text, pids, image_pids=image_pids, text_pids=text_pids, logit_scale=logit_scale
+    )

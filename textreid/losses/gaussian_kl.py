@@ -2,41 +2,19 @@ r"""KL divergence of diagonal Gaussians to the unit Gaussian (the regulariser of
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from textreid._checks import Reduction, check_finite, check_reduction
+from textreid._checks import Reduction
 from textreid._gaussian_math import refuse_overflow
 from textreid.heads.gaussian import GaussianEmbedding
 from textreid.losses._common import compute_dtype
-from textreid.losses._gaussian import elementwise_kl
+from textreid.losses._gaussian import check_embeddings, check_finite_embeddings, elementwise_kl
+from textreid.losses.base import _Loss, functional_twin
 
 __all__ = ["GaussianKLLoss", "gaussian_kl_loss"]
 
 
-def gaussian_kl_loss(
-    embedding: GaussianEmbedding, *, reduction: Reduction = "mean", check_finite: bool = True
-) -> Tensor:
-    """Functional form of :class:`GaussianKLLoss` (same arguments, same result)."""
-    return _gaussian_kl("gaussian_kl_loss", embedding, reduction=reduction, finite=check_finite)
-
-
-def _gaussian_kl(fn: str, embedding: object, *, reduction: str, finite: bool) -> Tensor:
-    check_reduction(reduction, fn)
-    if not isinstance(embedding, GaussianEmbedding):
-        raise TypeError(
-            f"{fn}: embedding must be a GaussianEmbedding, got {type(embedding).__name__}"
-        )
-    if len(embedding) == 0:
-        raise ValueError(f"{fn}: empty batch (embedding has 0 rows)")
-    if finite:
-        check_finite(embedding.mean, "embedding.mean", fn)
-        check_finite(embedding.log_var, "embedding.log_var", fn)
-    kl = elementwise_kl(embedding.to(compute_dtype(embedding.mean)))
-    out = kl if reduction == "none" else kl.mean() if reduction == "mean" else kl.sum()
-    return refuse_overflow(fn, out, "loss values", finite)
-
-
-class GaussianKLLoss(nn.Module):
+class GaussianKLLoss(_Loss):
     r"""KL divergence of diagonal Gaussians to the unit Gaussian (the "VIB" term of PCME/PCME++).
 
     Chun, Oh, de Rezende, Kalantidis and Larlus, "Probabilistic Embeddings for Cross-Modal
@@ -67,17 +45,23 @@ class GaussianKLLoss(nn.Module):
         never skips.
     """
 
-    def __init__(self, *, reduction: Reduction = "mean", check_finite: bool = True) -> None:
-        super().__init__()
-        check_reduction(reduction, type(self).__name__)
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
-
     def forward(self, embedding: GaussianEmbedding) -> Tensor:
         """Compute the loss; see the class docstring."""
-        return _gaussian_kl(
-            type(self).__name__, embedding, reduction=self.reduction, finite=self.check_finite
-        )
+        name = type(self).__name__
+        check_embeddings(name, embedding=embedding)
+        if self.check_finite:
+            check_finite_embeddings(name, embedding=embedding)
+        kl = elementwise_kl(embedding.to(compute_dtype(embedding.mean)))
+        reduction = self.reduction
+        out = kl if reduction == "none" else kl.mean() if reduction == "mean" else kl.sum()
+        return refuse_overflow(name, out, "loss values", self.check_finite)
 
-    def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}"
+
+_KL = functional_twin(GaussianKLLoss, "gaussian_kl_loss")
+
+
+def gaussian_kl_loss(
+    embedding: GaussianEmbedding, *, reduction: Reduction = "mean", check_finite: bool = True
+) -> Tensor:
+    """Functional form of :class:`GaussianKLLoss` (same arguments, same result)."""
+    return _KL(reduction=reduction, check_finite=check_finite).forward(embedding)

@@ -5,156 +5,28 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from textreid._checks import Reduction, check_positive, check_reduction
+from textreid._checks import Reduction
 from textreid._gaussian_math import refuse_overflow, sample_logits
 from textreid.heads.gaussian import GaussianEmbedding
-from textreid.losses._common import DirectionalLosses, pid_match, reduce_directional
-from textreid.losses._gaussian import (
-    check_given_samples,
-    check_num_samples,
-    checked_loss,
-    elementwise_kl,
-    prepare_gaussian_pair,
+from textreid.losses._common import DirectionalLosses
+from textreid.losses._gaussian import elementwise_kl
+from textreid.losses.base import (
+    GaussianPairBatch,
+    Hyperparameter,
+    _AffineLogits,
+    affine_twin,
+    count,
+    flag,
+    non_negative,
+    positive,
 )
 
 __all__ = ["PCMELoss", "pcme_loss"]
 
 
-def _check_pcme_args(
-    fn: str, *, num_samples: int, kl_beta: float, uniformity_lambda: float, uniformity_t: float
-) -> None:
-    check_num_samples(fn, num_samples)
-    check_positive(kl_beta, "kl_beta", fn, allow_zero=True)
-    check_positive(uniformity_lambda, "uniformity_lambda", fn, allow_zero=True)
-    check_positive(uniformity_t, "uniformity_t", fn)
-
-
-def _uniformity(points: Tensor, t: float) -> Tensor:
-    """``log mean_{i<j} exp(-t ‖x_i − x_j‖²)`` (Wang & Isola, 2020), by log-sum-exp."""
-    n = points.shape[0]
-    if n < 2:
-        return points.sum() * 0.0
-    sq = (points[:, None, :] - points[None, :, :]).pow(2).sum(-1)
-    iu = torch.triu_indices(n, n, offset=1, device=points.device)
-    vals = -t * sq[iu[0], iu[1]]
-    return torch.logsumexp(vals, dim=0) - math.log(vals.numel())
-
-
-def _pcme(
-    fn: str,
-    image: GaussianEmbedding,
-    text: GaussianEmbedding,
-    *,
-    pids: Tensor | None,
-    image_pids: Tensor | None,
-    text_pids: Tensor | None,
-    image_samples: Tensor | None,
-    text_samples: Tensor | None,
-    generator: torch.Generator | None,
-    negative_scale: Tensor | float,
-    shift: Tensor | float,
-    num_samples: int,
-    kl_beta: float,
-    uniformity_lambda: float,
-    uniformity_t: float,
-    kl_on_sample_mean: bool,
-    reference_sampling: bool,
-    reduction: str,
-    finite: bool,
-) -> Tensor | DirectionalLosses:
-    check_reduction(reduction, fn)
-    _check_pcme_args(
-        fn,
-        num_samples=num_samples,
-        kl_beta=kl_beta,
-        uniformity_lambda=uniformity_lambda,
-        uniformity_t=uniformity_t,
-    )
-    if reduction == "none" and uniformity_lambda != 0:
-        raise ValueError(
-            f"{fn}: the uniformity term is a batch term; use reduction='mean' or 'sum' "
-            "when uniformity_lambda != 0"
-        )
-    img, txt, ip, tp = prepare_gaussian_pair(
-        fn, image, text, pids, image_pids, text_pids, finite=finite
-    )
-
-    def draw(g: GaussianEmbedding, given: Tensor | None, name: str) -> Tensor:
-        if given is not None:
-            return check_given_samples(fn, given, g, name, finite).to(g.mean.dtype)
-        # the reference encoder reads its log-variance as a log-std when sampling
-        src = GaussianEmbedding(g.mean, 2.0 * g.log_var) if reference_sampling else g
-        return src.sample(num_samples, generator)
-
-    zs_v = draw(img, image_samples, "image_samples")
-    zs_t = draw(txt, text_samples, "text_samples")
-    logits = refuse_overflow(fn, sample_logits(zs_v, zs_t, negative_scale, shift), "logits", finite)
-    sign = torch.where(pid_match(ip, tp), 1.0, -1.0).to(logits.dtype)[..., None]
-    # -log mean_k sigmoid(2 m s) = log K - logsumexp_k(m s - logaddexp(s, -s))
-    log_p = torch.logsumexp(sign * logits - torch.logaddexp(logits, -logits), dim=-1)
-    nll = math.log(logits.shape[-1]) - log_p
-    i2t, t2i = nll.sum(dim=1), nll.sum(dim=0)
-    if kl_beta != 0:
-        mean_v = zs_v.mean(dim=1) if kl_on_sample_mean else None
-        mean_t = zs_t.mean(dim=1) if kl_on_sample_mean else None
-        i2t = i2t + kl_beta * elementwise_kl(img, mean_v).sum(-1)
-        t2i = t2i + kl_beta * elementwise_kl(txt, mean_t).sum(-1)
-    out = reduce_directional(DirectionalLosses(i2t, t2i), reduction, fn)
-    if uniformity_lambda != 0:
-        assert isinstance(out, Tensor)
-        pts = torch.cat([zs_v.reshape(-1, img.dim), zs_t.reshape(-1, txt.dim)])
-        out = out + uniformity_lambda * _uniformity(pts, uniformity_t)
-    return checked_loss(fn, out, finite)
-
-
-def pcme_loss(
-    image: GaussianEmbedding,
-    text: GaussianEmbedding,
-    pids: Tensor | None = None,
-    *,
-    image_pids: Tensor | None = None,
-    text_pids: Tensor | None = None,
-    negative_scale: Tensor | float = 15.0,
-    shift: Tensor | float = 15.0,
-    image_samples: Tensor | None = None,
-    text_samples: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    num_samples: int = 7,
-    kl_beta: float = 1e-5,
-    uniformity_lambda: float = 0.0,
-    uniformity_t: float = 2.0,
-    kl_on_sample_mean: bool = False,
-    reference_sampling: bool = False,
-    reduction: Reduction = "sum",
-    check_finite: bool = True,
-) -> Tensor | DirectionalLosses:
-    """Functional form of :class:`PCMELoss`; ``negative_scale`` and ``shift`` are ``a``, ``b``."""
-    return _pcme(
-        "pcme_loss",
-        image,
-        text,
-        pids=pids,
-        image_pids=image_pids,
-        text_pids=text_pids,
-        image_samples=image_samples,
-        text_samples=text_samples,
-        generator=generator,
-        negative_scale=negative_scale,
-        shift=shift,
-        num_samples=num_samples,
-        kl_beta=kl_beta,
-        uniformity_lambda=uniformity_lambda,
-        uniformity_t=uniformity_t,
-        kl_on_sample_mean=kl_on_sample_mean,
-        reference_sampling=reference_sampling,
-        reduction=reduction,
-        finite=check_finite,
-    )
-
-
-class PCMELoss(nn.Module):
+class PCMELoss(_AffineLogits):
     r"""Probabilistic Cross-Modal Embedding loss (Chun, Oh, de Rezende, Kalantidis, Larlus,
     "Probabilistic Embeddings for Cross-Modal Retrieval", CVPR 2021, arXiv:2101.05068).
 
@@ -205,12 +77,15 @@ class PCMELoss(nn.Module):
         image_samples, text_samples: optional ``[B_i, K, D]``, ``[B_t, K', D]`` samples (e.g.
             drawn by the encoder, as in the reference); otherwise ``num_samples`` are drawn
             with ``generator``.
+        logit_scale, match: refused (``TypeError``): :math:`a` is a learned scale, not a
+            temperature, and the sign :math:`m_{ij}` comes from the identities.
 
     Returns:
         A scalar, or :class:`DirectionalLosses` for ``"none"``.
 
     Raises:
-        TypeError: inputs are not :class:`GaussianEmbedding` / float tensors, ids not integer.
+        TypeError: inputs are not :class:`GaussianEmbedding` / float tensors, ids not integer,
+            ``logit_scale`` or ``match`` given, a non-bool quirk flag.
         ValueError: empty batch, width/device/row mismatch, non-finite values, bad samples
             shape, ``num_samples < 1``, negative ``kl_beta``/``uniformity_lambda``, a
             non-positive ``uniformity_t``, unknown ``reduction``, ``"none"`` with uniformity.
@@ -222,6 +97,14 @@ class PCMELoss(nn.Module):
         (shape ``[1]`` in the reference). With the quirk options on, and the same samples,
         values equal the reference's ``MCSoftContrastiveLoss``.
     """
+
+    uses_samples = True
+    num_samples = Hyperparameter(count)
+    kl_beta = Hyperparameter(non_negative)
+    uniformity_lambda = Hyperparameter(non_negative)
+    uniformity_t = Hyperparameter(positive)
+    kl_on_sample_mean = Hyperparameter(flag)
+    reference_sampling = Hyperparameter(flag)
 
     def __init__(
         self,
@@ -237,64 +120,95 @@ class PCMELoss(nn.Module):
         reduction: Reduction = "sum",
         check_finite: bool = True,
     ) -> None:
-        super().__init__()
-        fn = type(self).__name__
-        _check_pcme_args(
-            fn,
-            num_samples=num_samples,
-            kl_beta=kl_beta,
-            uniformity_lambda=uniformity_lambda,
-            uniformity_t=uniformity_t,
+        super().__init__(
+            init_negative_scale, init_shift, reduction=reduction, check_finite=check_finite
         )
-        check_reduction(reduction, fn)
-        self.negative_scale = nn.Parameter(torch.tensor(float(init_negative_scale)))
-        self.shift = nn.Parameter(torch.tensor(float(init_shift)))
         self.num_samples = num_samples
         self.kl_beta = kl_beta
         self.uniformity_lambda = uniformity_lambda
         self.uniformity_t = uniformity_t
         self.kl_on_sample_mean = kl_on_sample_mean
         self.reference_sampling = reference_sampling
-        self.reduction: Reduction = reduction
-        self.check_finite = check_finite
 
-    def forward(
-        self,
-        image: GaussianEmbedding,
-        text: GaussianEmbedding,
-        pids: Tensor | None = None,
-        *,
-        image_pids: Tensor | None = None,
-        text_pids: Tensor | None = None,
-        image_samples: Tensor | None = None,
-        text_samples: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor | DirectionalLosses:
-        """Compute the loss; see the class docstring."""
-        return _pcme(
-            type(self).__name__,
-            image,
-            text,
-            pids=pids,
-            image_pids=image_pids,
-            text_pids=text_pids,
-            image_samples=image_samples,
-            text_samples=text_samples,
-            generator=generator,
-            negative_scale=self.negative_scale,
-            shift=self.shift,
-            num_samples=self.num_samples,
-            kl_beta=self.kl_beta,
-            uniformity_lambda=self.uniformity_lambda,
-            uniformity_t=self.uniformity_t,
-            kl_on_sample_mean=self.kl_on_sample_mean,
-            reference_sampling=self.reference_sampling,
-            reduction=self.reduction,
-            finite=self.check_finite,
-        )
+    def sample(self, g: GaussianEmbedding, generator: torch.Generator | None) -> Tensor:
+        # the reference encoder reads its log-variance as a log-std when sampling
+        src = GaussianEmbedding(g.mean, 2.0 * g.log_var) if self.reference_sampling else g
+        return src.sample(self.num_samples, generator)
 
-    def extra_repr(self) -> str:
-        return (
-            f"num_samples={self.num_samples}, kl_beta={self.kl_beta}, "
-            f"uniformity_lambda={self.uniformity_lambda}, reduction={self.reduction!r}"
-        )
+    def check_batch(self, batch: GaussianPairBatch) -> None:
+        if self.reduction == "none" and self.uniformity_lambda != 0:
+            raise ValueError(
+                f"{batch.name}: the uniformity term is a batch term; use reduction='mean' or "
+                "'sum' when uniformity_lambda != 0"
+            )
+
+    def compute_loss(self, batch: GaussianPairBatch) -> DirectionalLosses:
+        zs_v, zs_t = batch.samples
+        logits = sample_logits(zs_v, zs_t, *self.affine())
+        refuse_overflow(batch.name, logits, "logits", self.check_finite)
+        sign = torch.where(batch.match, 1.0, -1.0).to(logits.dtype)[..., None]
+        # -log mean_k sigmoid(2 m s) = log K - logsumexp_k(m s - logaddexp(s, -s))
+        log_p = torch.logsumexp(sign * logits - torch.logaddexp(logits, -logits), dim=-1)
+        nll = math.log(logits.shape[-1]) - log_p
+        i2t, t2i = nll.sum(dim=1), nll.sum(dim=0)
+        if self.kl_beta != 0:
+            mean_v = zs_v.mean(dim=1) if self.kl_on_sample_mean else None
+            mean_t = zs_t.mean(dim=1) if self.kl_on_sample_mean else None
+            i2t = i2t + self.kl_beta * elementwise_kl(batch.image, mean_v).sum(-1)
+            t2i = t2i + self.kl_beta * elementwise_kl(batch.text, mean_t).sum(-1)
+        return DirectionalLosses(i2t, t2i)
+
+    def batch_term(self, batch: GaussianPairBatch) -> Tensor | None:
+        if self.uniformity_lambda == 0:
+            return None
+        zs_v, zs_t = batch.samples
+        pts = torch.cat([zs_v.reshape(-1, batch.image.dim), zs_t.reshape(-1, batch.text.dim)])
+        return self.uniformity_lambda * _uniformity(pts, self.uniformity_t)
+
+
+def _uniformity(points: Tensor, t: float) -> Tensor:
+    """``log mean_{i<j} exp(-t ‖x_i − x_j‖²)`` (Wang & Isola, 2020), by log-sum-exp."""
+    n = points.shape[0]
+    if n < 2:
+        return points.sum() * 0.0
+    sq = (points[:, None, :] - points[None, :, :]).pow(2).sum(-1)
+    iu = torch.triu_indices(n, n, offset=1, device=points.device)
+    vals = -t * sq[iu[0], iu[1]]
+    return torch.logsumexp(vals, dim=0) - math.log(vals.numel())
+
+
+_PCME = affine_twin(PCMELoss, "pcme_loss")
+
+
+def pcme_loss(
+    image: GaussianEmbedding,
+    text: GaussianEmbedding,
+    pids: Tensor | None = None,
+    *,
+    image_pids: Tensor | None = None,
+    text_pids: Tensor | None = None,
+    negative_scale: Tensor | float = 15.0,
+    shift: Tensor | float = 15.0,
+    image_samples: Tensor | None = None,
+    text_samples: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    num_samples: int = 7,
+    kl_beta: float = 1e-5,
+    uniformity_lambda: float = 0.0,
+    uniformity_t: float = 2.0,
+    kl_on_sample_mean: bool = False,
+    reference_sampling: bool = False,
+    reduction: Reduction = "sum",
+    check_finite: bool = True,
+) -> Tensor | DirectionalLosses:
+    """Functional form of :class:`PCMELoss`; ``negative_scale`` and ``shift`` are ``a``, ``b``."""
+    loss = _PCME(
+        negative_scale, shift, num_samples=num_samples, kl_beta=kl_beta,
+        uniformity_lambda=uniformity_lambda, uniformity_t=uniformity_t,
+        kl_on_sample_mean=kl_on_sample_mean, reference_sampling=reference_sampling,
+        reduction=reduction, check_finite=check_finite,
+    )  # fmt: skip
+    return loss.forward(
+        image, text, pids, image_pids=image_pids, text_pids=text_pids,
+        image_samples=image_samples, text_samples=text_samples, generator=generator,
+    )  # fmt: skip
