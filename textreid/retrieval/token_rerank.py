@@ -36,6 +36,8 @@ from textreid.retrieval.topk import _ranking
 __all__ = ["GalleryTokens", "TokenFusion", "TokenReranker"]
 
 TokenFusion = Literal["sum", "token"]
+"""How :class:`TokenReranker` orders the hits: ``"sum"`` (first-stage score plus the weighted
+token score) or ``"token"`` (the token score alone)."""
 
 GalleryTokens = Callable[[Tensor], Features]
 """Re-computes gallery tokens: ``fn(indices [M]) -> {"tokens": [M, P, D], "token_mask": [M, P]}``
