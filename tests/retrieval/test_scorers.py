@@ -181,6 +181,17 @@ def test_gaussian_uncertainties_are_the_embeddings_uncertainty() -> None:
     assert indices is got.indices
 
 
+def test_uncertainties_gather_at_most_a_chunk_of_hits_at_a_time() -> None:
+    q, g = _gaussian(12, 3, 25), _gaussian(40, 3, 26)
+    spy = _Spy()
+    got = topk_search(q, g, 5, scorer=spy, chunk_size=16, query_block=5)
+    assert spy.uncertain == [12, 16, 16, 16, 12]  # queries, then 60 hits in gathers of 16
+    ref = topk_search(q, g, 5, scorer=GaussianScorer())
+    assert got.gallery_uncertainty is not None
+    assert ref.gallery_uncertainty is not None
+    assert torch.equal(got.gallery_uncertainty, ref.gallery_uncertainty)
+
+
 def test_search_result_keeps_its_uncertainties_through_pickle() -> None:
     import pickle
 
@@ -663,3 +674,30 @@ def test_rows_of_v3_feature_tensors_must_agree(tmp_path: Path) -> None:
     save_file({"ids": torch.arange(2)}, str(tmp_path / FILE), metadata=meta)
     with pytest.raises(ValueError, match=r"it has no 'features.<name>' tensor"):
         GalleryIndex.load(tmp_path)
+
+
+def test_an_index_from_another_model_is_refused_naming_the_file(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from textreid import Retriever
+    from textreid.models import create_model
+
+    def retriever(seed: int) -> Retriever:
+        torch.manual_seed(seed)
+        return Retriever(create_model("tiny", image_size=(64, 32)))
+
+    gen = torch.Generator().manual_seed(0)
+    for i in range(3):
+        pixels = torch.randint(0, 256, (40, 20, 3), generator=gen, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / f"img_{i}.png")
+    a, b = retriever(0), retriever(1)
+    a.index_images(tmp_path).save(tmp_path / "index")
+    index = GalleryIndex.load(tmp_path / "index")
+    assert index.model_fingerprint == a.model_fingerprint != b.model_fingerprint
+    assert len(a.search("a man in a red coat", index, k=2).indices[0]) == 2
+    with pytest.raises(
+        ValueError,
+        match=rf"the gallery index {tmp_path / 'index' / FILE} was built by another model.*"
+        r"Index the images again with this retriever",
+    ):
+        b.search("a man in a red coat", index, k=2)

@@ -224,34 +224,33 @@ def _score_block(scorer: Scorer, q: Features, g: Features, fn: str) -> Tensor:
     return out
 
 
-def uncertainties(
+def _uncertainty_of(
     scorer: Scorer,
-    query: Features,
-    gallery: Features,
-    indices: Tensor,
+    f: Features,
+    side: Side,
+    rows: Tensor | None,
+    step: int,
+    device: torch.device,
     fn: str,
-) -> tuple[Tensor | None, Tensor | None]:
-    """``(query [Nq], hits [Nq, K])`` uncertainties of a search, ``(None, None)`` without.
-
-    Only the hit rows of the gallery are read, so the cost is bounded by ``Nq x K``.
-    """
-    device = indices.device
-    out: list[Tensor | None] = []
-    sides: tuple[tuple[Side, Features, int], ...] = (
-        ("query", query, indices.shape[0]),
-        ("gallery", take_rows(gallery, indices.reshape(-1)), indices.numel()),
-    )
-    for side, rows, n in sides:
-        u = scorer.uncertainty(rows, side)
-        if u is not None and (not isinstance(u, Tensor) or tuple(u.shape) != (n,)):
+) -> Tensor | None:
+    """``scorer.uncertainty`` of the items ``rows`` of ``f`` (all with ``None``), ``step``
+    items at a time so that the gathered features stay bounded; ``None`` if it has none."""
+    n = num_rows(f) if rows is None else rows.shape[0]
+    parts = []
+    for s in range(0, n, step):
+        items = slice_rows(f, s, s + step) if rows is None else take_rows(f, rows[s : s + step])
+        u = scorer.uncertainty(items, side)
+        if u is None:
+            return None
+        want = min(step, n - s)
+        if not isinstance(u, Tensor) or tuple(u.shape) != (want,):
             got = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
             raise ValueError(
                 f"{fn}: {type(scorer).__name__}.uncertainty must return one value per "
-                f"{side} item, shape ({n},), got {got}"
+                f"{side} item, shape ({want},), got {got}"
             )
-        out.append(None if u is None else u.to(device))
-    q_u, g_u = out
-    return q_u, None if g_u is None else g_u.view(indices.shape)
+        parts.append(u.to(device))
+    return torch.cat(parts)
 
 
 def _scorer_search(
@@ -266,16 +265,15 @@ def _scorer_search(
     """The dense chunked search through any scorer (the loop order of :func:`_torch_search`)."""
     device = _device(query)
     nq, ng = num_rows(query), num_rows(gallery)
-    blocks = [
-        scorer.prepare(features_to(slice_rows(query, q0, q0 + query_block), device), "query")
-        for q0 in range(0, nq, query_block)
-    ]
     out: tuple[Tensor, Tensor] | None = None
     for g0 in range(0, ng, chunk_size):
         chunk = features_to(slice_rows(gallery, g0, g0 + chunk_size), device)
         prepared = scorer.prepare(chunk, "gallery")
-        for q0, q_rows in zip(range(0, nq, query_block), blocks, strict=True):
-            s = _score_block(scorer, q_rows, prepared, fn)
+        for q0 in range(0, nq, query_block):
+            # Prepared again per chunk (as the cosine path divides by the norms per chunk):
+            # a query block costs a pass over its rows, the block's scores Ng times more.
+            block = features_to(slice_rows(query, q0, q0 + query_block), device)
+            s = _score_block(scorer, scorer.prepare(block, "query"), prepared, fn)
             if out is None:
                 out = (
                     torch.empty(nq, k, dtype=s.dtype, device=device),
@@ -287,7 +285,10 @@ def _scorer_search(
             hits = _merge(best, _chunk_topk(s, g0, k), k)
             out[0][rows, : hits[0].shape[1]], out[1][rows, : hits[1].shape[1]] = hits
     assert out is not None  # the gallery is non-empty
-    return SearchResult(out[0], out[1], *uncertainties(scorer, query, gallery, out[1], fn))
+    # Only the hit rows of the gallery are read: the cost is bounded by Nq x k, not Ng.
+    q_u = _uncertainty_of(scorer, query, "query", None, chunk_size, device, fn)
+    g_u = _uncertainty_of(scorer, gallery, "gallery", out[1].reshape(-1), chunk_size, device, fn)
+    return SearchResult(out[0], out[1], q_u, None if g_u is None else g_u.view(out[1].shape))
 
 
 def _check_k(k: object, ng: int, fn: str) -> None:
