@@ -81,7 +81,8 @@ def _demo_grid(retriever: object, data_root: Path, out: Path, seed: int) -> Path
     test = _read_test_split(data_root)
     rng = random.Random(seed)
     rows = sorted(rng.sample(range(test.num_captions), min(4, test.num_captions)))
-    gallery = retriever.index_images(test.img_paths, ids=test.image_pids)
+    # These searches never re-rank: image tokens would only take memory.
+    gallery = retriever.index_images(test.img_paths, ids=test.image_pids, store_tokens=False)
     queries = [test.captions[i] for i in rows]
     hits = retriever.search(queries, gallery, k=min(5, test.num_images))
     return save_result_grid(
@@ -143,7 +144,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from textreid.visualize import save_result_grid
 
     retriever = Retriever.from_pretrained(args.checkpoint, device=args.device)
-    gallery = retriever.index_images(args.gallery, batch_size=args.batch_size)
+    gallery = retriever.index_images(args.gallery, batch_size=args.batch_size, store_tokens=False)
     texts = list(args.text)
     hits = retriever.search(texts, gallery, k=min(args.k, len(gallery)))
     paths = gallery.paths

@@ -43,7 +43,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from textreid._checks import check_format_version, check_positive, check_tensor
+from textreid._checks import check_choice, check_format_version, check_positive, check_tensor
 from textreid._io import (
     LOCK_NAME,
     MANIFEST,
@@ -75,6 +75,7 @@ from textreid._sources import (
 from textreid._version import __version__
 from textreid.config import PreprocessConfig
 from textreid.data.transforms import build_transforms
+from textreid.heads.token_similarity import SparseTokenSimilarity
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.load import load_clip, load_state_dict_strict
 from textreid.retrieval.index import GalleryIndex
@@ -91,9 +92,11 @@ from textreid.retrieval.scorers import (
     cat_rows,
     check_scorer,
     features_to,
+    num_rows,
     scorer_from_config,
 )
-from textreid.retrieval.search import SearchResult, topk_search
+from textreid.retrieval.search import Reranker, SearchResult, topk_search
+from textreid.retrieval.token_rerank import GalleryTokens, TokenFusion, TokenReranker
 from textreid.tokenization import CLIPTokenizer, Tokenizer, get_tokenizer, list_tokenizers
 
 if TYPE_CHECKING:
@@ -108,6 +111,11 @@ _CONFIG = "config.json"
 _WEIGHTS = "model.safetensors"
 _CARD = "README.md"
 _TOKENIZER_FILES = ("vocab.json", "merges.txt")
+# What a model emits for token re-ranking beside its scorer's features.
+_TOKEN_KEYS = ("tokens", "token_mask")
+_TOKEN_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Images per forward pass when re-computing the candidates' tokens.
+_IMAGE_BATCH = 64
 # Waits between attempts while the files read disagree with the manifest (a save in flight).
 _RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -814,11 +822,14 @@ class Retriever:
 
     @torch.no_grad()
     def encode_text_features(
-        self, texts: str | Sequence[str], *, batch_size: int = 256
+        self, texts: str | Sequence[str], *, batch_size: int = 256, tokens: bool = True
     ) -> dict[str, Tensor]:
         """Query features of captions, as the model's scorer reads them (float32, on the
         model's device): ``{"global": [N, D]}`` (L2-normalised) for cosine models,
-        ``{"mean", "log_var"}`` for Gaussian ones, ``{"global", "parts", ...}`` for parts."""
+        ``{"mean", "log_var"}`` for Gaussian ones, ``{"global", "parts", ...}`` for parts;
+        plus ``"tokens"`` ``[N, L, D]`` and ``"token_mask"`` ``[N, L]`` when the model emits
+        them (for re-ranking) and ``tokens`` is True. ``tokens=False`` drops them batch by
+        batch, so that they never take ``L`` times the memory of the rest."""
         fn = "Retriever.encode_text"
         items = [texts] if isinstance(texts, str) else list(texts)
         if not items:
@@ -827,7 +838,7 @@ class Retriever:
         out = []
         for start in range(0, len(items), batch_size):
             ids = self.tokenizer(items[start : start + batch_size]).to(self.device)
-            out.append(self.retrieval_model.encode_text(ids))
+            out.append(_keep_tokens(self.retrieval_model.encode_text(ids), tokens))
         return cat_rows(out, fn=fn)
 
     def encode_text(
@@ -835,8 +846,8 @@ class Retriever:
     ) -> Tensor | dict[str, Tensor]:
         """Caption embeddings: ``[N, D]`` L2-normalised (float32, on the model's device) for
         models with global features only (CLIP, IVT), else the features of
-        :meth:`encode_text_features`."""
-        return self._public(self.encode_text_features(texts, batch_size=batch_size))
+        :meth:`encode_text_features` (without tokens)."""
+        return self._public(self.encode_text_features(texts, batch_size=batch_size, tokens=False))
 
     def _load_image(self, item: object, index: int) -> Tensor:
         from PIL import Image
@@ -874,24 +885,17 @@ class Retriever:
             chunk = items[start : start + batch_size]
             yield torch.stack([self._load_image(x, start + i) for i, x in enumerate(chunk)])
 
-    @torch.no_grad()
-    def encode_image_features(
+    def _image_feature_batches(
         self,
         images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | Tensor,
-        *,
-        batch_size: int = 64,
-        progress: bool = False,
-    ) -> dict[str, Tensor]:
-        """Gallery features of images, as the model's scorer reads them (see
-        :meth:`encode_text_features`; the inputs as :meth:`encode_images`)."""
+        batch_size: int,
+        progress: bool,
+    ) -> Iterator[dict[str, Tensor]]:
+        """The features of ``images``, one batch of ``batch_size`` at a time (the caller
+        disables autograd)."""
         fn = "Retriever.encode_images"
         check_positive(batch_size, "batch_size", fn)
-        if isinstance(images, Tensor) and images.dim() == 4:
-            items: Sequence[object] = list(images.unbind(0))
-        else:
-            items = list(images)
-        if not items:
-            raise ValueError(f"{fn}: images is empty")
+        items = _image_items(images, fn)
         batches: Iterator[Tensor] = self._batches(items, batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -899,8 +903,23 @@ class Retriever:
             total = (len(items) + batch_size - 1) // batch_size
             batches = iter(tqdm(batches, total=total, desc="encode images", unit="batch"))
         dtype = next(self.retrieval_model.parameters()).dtype
-        out = [self.retrieval_model.encode_image(b.to(self.device, dtype)) for b in batches]
-        return cat_rows(out, fn=fn)
+        for b in batches:
+            yield self.retrieval_model.encode_image(b.to(self.device, dtype))
+
+    @torch.no_grad()
+    def encode_image_features(
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | Tensor,
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+        tokens: bool = True,
+    ) -> dict[str, Tensor]:
+        """Gallery features of images, as the model's scorer reads them (see
+        :meth:`encode_text_features`; the inputs as :meth:`encode_images`), with the image
+        ``"tokens"`` ``[N, P, D]`` when the model emits them and ``tokens`` is True."""
+        batches = self._image_feature_batches(images, batch_size, progress)
+        return cat_rows([_keep_tokens(f, tokens) for f in batches], fn="Retriever.encode_images")
 
     def encode_images(
         self,
@@ -910,7 +929,7 @@ class Retriever:
         progress: bool = False,
     ) -> Tensor | dict[str, Tensor]:
         """Image embeddings: ``[N, D]`` L2-normalised for models with global features only
-        (CLIP, IVT), else the features of :meth:`encode_image_features`.
+        (CLIP, IVT), else the features of :meth:`encode_image_features` (without tokens).
 
         Args:
             images: paths, PIL images, uint8 tensors ``[3, H, W]`` (preprocessed here), float
@@ -919,9 +938,12 @@ class Retriever:
             batch_size: images per forward pass.
             progress: show a progress bar.
         """
-        feats = self.encode_image_features(images, batch_size=batch_size, progress=progress)
+        feats = self.encode_image_features(
+            images, batch_size=batch_size, progress=progress, tokens=False
+        )
         return self._public(feats)
 
+    @torch.no_grad()
     def index_images(
         self,
         images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | str | os.PathLike[str],
@@ -929,29 +951,68 @@ class Retriever:
         ids: Sequence[int] | Tensor | None = None,
         batch_size: int = 64,
         progress: bool = False,
+        store_tokens: bool = True,
+        token_dtype: torch.dtype | None = None,
     ) -> GalleryIndex:
         """Encode images into a :class:`~textreid.retrieval.GalleryIndex`.
 
         ``images`` may be a folder: every image file in it (sorted, recursively) is indexed
         and its path recorded. The index keeps every feature the scorer reads, the scorer's
         config and :attr:`model_fingerprint`, so that :meth:`search` refuses it with another
-        model.
+        model; and, when the model emits them (:meth:`token_reranker`), the image tokens
+        that token re-ranking reads.
+
+        Tokens cost ``Ng x P x D`` numbers, ``P`` times the global features: at ViT-B/16 and
+        384 x 128 (``P = 192`` patches, ``D = 512``) 384 KiB per image in float32, 39 GB for
+        100,000 images. ``token_dtype=torch.float16`` halves that (re-ranking computes in
+        float32 either way); ``store_tokens=False`` leaves them out, and :meth:`search`
+        re-computes them for the candidates instead (``gallery_images=``).
+
+        Args:
+            images: a folder, or paths, PIL images or tensors as for :meth:`encode_images`.
+            ids: one integer id per image (e.g. person ids), optional.
+            batch_size: images per forward pass.
+            progress: show a progress bar.
+            store_tokens: keep the image tokens, when the model emits them.
+            token_dtype: store the tokens as ``torch.float16`` or ``torch.bfloat16`` (default:
+                float32, as encoded).
+
+        Raises:
+            FileNotFoundError: ``images`` names a path that is not a folder, or a missing image.
+            ValueError: a folder without images, or a ``token_dtype`` other than float32,
+                float16 or bfloat16; and the errors of :meth:`encode_images`.
         """
+        fn = "Retriever.index_images"
+        check_choice(store_tokens, "store_tokens", fn, (True, False))
+        if token_dtype not in (None, *_TOKEN_DTYPES):
+            raise ValueError(
+                f"{fn}: token_dtype must be None (float32) or one of "
+                f"{', '.join(map(str, _TOKEN_DTYPES))}, got {token_dtype!r}"
+            )
         paths: list[str] | None = None
         if isinstance(images, (str, os.PathLike)):
             folder = Path(images)
             if not folder.is_dir():
-                raise FileNotFoundError(f"Retriever.index_images: {folder} is not a folder")
+                raise FileNotFoundError(f"{fn}: {folder} is not a folder")
             files = sorted(
                 p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES
             )
             if not files:
-                raise ValueError(f"Retriever.index_images: no image files in {folder}")
+                raise ValueError(f"{fn}: no image files in {folder}")
             images = list(files)
         items = list(images)
         if all(isinstance(x, (str, os.PathLike)) for x in items):
             paths = [os.fspath(x) for x in items]  # type: ignore[arg-type]
-        feats = self.encode_image_features(items, batch_size=batch_size, progress=progress)
+
+        def stored(f: dict[str, Tensor]) -> dict[str, Tensor]:
+            # Cast batch by batch: float32 tokens of the whole gallery never sit in memory.
+            f = _keep_tokens(f, store_tokens)
+            if token_dtype is not None and "tokens" in f:
+                f["tokens"] = f["tokens"].to(token_dtype)
+            return f
+
+        batches = self._image_feature_batches(items, batch_size, progress)
+        feats = cat_rows([stored(f) for f in batches], fn="Retriever.encode_images")
         id_tensor = torch.as_tensor(ids, dtype=torch.long) if ids is not None else None
         return GalleryIndex(
             feats,
@@ -960,6 +1021,92 @@ class Retriever:
             scorer=self.scorer,
             model_fingerprint=self.model_fingerprint,
         )
+
+    def token_reranker(
+        self,
+        *,
+        fusion: TokenFusion = "sum",
+        weight: float = 1.0,
+        batch_size: int = 256,
+        check_finite: bool = True,
+    ) -> TokenReranker:
+        """A :class:`~textreid.retrieval.TokenReranker` with the model's token head.
+
+        The head's settings (temperature, threshold, padding rule) are the ones the model's
+        tokens were trained with (FMFA's EFA loss for the FMFA recipe's retrievers), saved in
+        ``config.json``, so a loaded retriever re-ranks as the method defines the token
+        similarity. :meth:`search` with ``rerank=True`` uses this re-ranker with the
+        defaults.
+
+        Args:
+            fusion: ``"sum"`` (cosine + ``weight`` x token score) or ``"token"``.
+            weight: the token score's weight of ``"sum"``.
+            batch_size: query-candidate pairs scored per block.
+            check_finite: refuse NaN/inf tokens.
+
+        Raises:
+            ValueError: the model emits no tokens (the message says which models do), and the
+                errors of :class:`~textreid.retrieval.TokenReranker`.
+        """
+        head = self._token_head("Retriever.token_reranker")
+        return TokenReranker(
+            head, fusion=fusion, weight=weight, batch_size=batch_size, check_finite=check_finite
+        )
+
+    def _token_head(self, fn: str) -> SparseTokenSimilarity:
+        head = self.retrieval_model.token_head()
+        if head is None:
+            raise ValueError(
+                f"{fn}: this {self.architecture!r} retriever's model emits no tokens, which "
+                "token re-ranking reads. Use a retriever whose model does: the FMFA recipe's, "
+                "or Retriever(CLIPRetrievalModel(encoder, token_features=True)) (its "
+                "config.json then has token_features: true); then index the images again"
+            )
+        return head
+
+    def gallery_tokens(
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | Tensor,
+        *,
+        batch_size: int = _IMAGE_BATCH,
+    ) -> GalleryTokens:
+        """Re-compute gallery tokens on demand: a :data:`~textreid.retrieval.GalleryTokens`
+        for :meth:`TokenReranker.rerank <textreid.retrieval.TokenReranker.rerank>`.
+
+        The callable takes gallery indices ``[M]`` and encodes ``images[i]`` of each again
+        (the same preprocessing and model as :meth:`index_images`), returning their
+        ``{"tokens": [M, P, D]}``; a re-ranker calls it for the candidates of one block at a
+        time, so memory is bounded by the block, not the gallery, and no tokens are stored.
+        :meth:`search` builds one from ``gallery_images=``.
+
+        Args:
+            images: the gallery's images in index order (paths, PIL images or tensors as for
+                :meth:`encode_images`), e.g. ``index.paths``.
+            batch_size: images per forward pass.
+
+        Raises:
+            ValueError: the model emits no tokens, ``images`` is empty, a ``batch_size``
+                below 1; the callable raises ``ValueError`` for an index outside the images.
+        """
+        fn = "Retriever.gallery_tokens"
+        return self._tokens_of(_image_items(images, fn), batch_size, fn)
+
+    def _tokens_of(self, items: list[object], batch_size: int, fn: str) -> GalleryTokens:
+        self._token_head(fn)
+        check_positive(batch_size, "batch_size", fn)
+
+        def tokens_of(indices: Tensor) -> Features:
+            rows = check_tensor(indices, "indices", fn, ndim=1, kind="int").tolist()
+            bad = [i for i in rows if not 0 <= i < len(items)]
+            if bad:
+                raise ValueError(
+                    f"{fn}: indices {bad[:4]} lie outside the {len(items)} gallery images"
+                )
+            picked = [items[i] for i in rows]
+            f = self.encode_image_features(picked, batch_size=batch_size)
+            return {key: f[key] for key in _TOKEN_KEYS if key in f}
+
+        return tokens_of
 
     def _check_index(self, index: GalleryIndex, fn: str) -> None:
         where = f"the gallery index {index.source}" if index.source else "the gallery index"
@@ -982,35 +1129,126 @@ class Retriever:
         k: int = 10,
         *,
         scorer: Scorer | None = None,
+        rerank: Reranker | bool | None = None,
+        gallery_images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | None = None,
     ) -> SearchResult:
         """Top-``k`` gallery items for each caption, scored the model's way.
+
+        With ``rerank``, the ``k`` hits of that search are re-scored and re-ordered by a
+        second stage (:func:`~textreid.retrieval.topk_search`'s ``rerank=``): ``True`` is
+        :meth:`token_reranker` (the model's token head, default fusion), or pass a
+        :class:`~textreid.retrieval.TokenReranker` with other settings. Token re-ranking
+        reads the gallery's image tokens from the index (:meth:`index_images` stores them
+        when the model emits them) or, with ``gallery_images=``, re-computes them for the
+        candidates only; either way its memory is bounded by ``k``, not the gallery.
 
         Args:
             text: one caption or several.
             gallery: a :class:`~textreid.retrieval.GalleryIndex` (as :meth:`index_images`
                 builds), gallery features (:meth:`encode_image_features`), or for cosine
                 models a ``[Ng, D]`` tensor of image embeddings.
-            k: hits per caption.
+            k: hits per caption (the candidates a re-ranker re-scores).
             scorer: score with this instead of :attr:`scorer`; it must be of the same kind
                 (e.g. a ``GaussianScorer`` with another distance).
+            rerank: ``True`` (:meth:`token_reranker`), a re-ranker (an object with
+                ``check`` and ``rerank``, e.g. a ``TokenReranker``), or ``None``/``False``.
+            gallery_images: the gallery's images in index order (e.g. ``index.paths``), to
+                re-compute the candidates' tokens (:meth:`gallery_tokens`) instead of reading
+                stored ones; only with a ``TokenReranker``.
 
         Returns:
             A :class:`~textreid.retrieval.SearchResult`; with a Gaussian scorer it carries
             ``query_uncertainty`` ``[Nq]`` and ``gallery_uncertainty`` ``[Nq, k]``.
 
         Raises:
-            ValueError: a scorer of another kind, or a gallery index built by another model
-                (the index is named with the remedy).
+            TypeError: a ``rerank`` that is not a re-ranker, ``gallery_images`` without a
+                ``TokenReranker``.
+            ValueError: a scorer of another kind; a gallery index built by another model
+                (the index is named with the remedy); token re-ranking with a model that emits
+                no tokens, or of a gallery without stored tokens and no ``gallery_images``
+                (the index is named, with the remedy); ``gallery_images`` whose length is not
+                the gallery's.
         """
         fn = "Retriever.search"
         if scorer is None:
             scorer = self.scorer
         else:
             _check_scorer_kind(scorer, self.scorer, f"this {self.architecture!r} retriever", fn)
+        reranker: Reranker | None
+        if rerank is True:
+            reranker = TokenReranker(self._token_head(fn))
+        elif rerank is None or rerank is False:
+            reranker = None
+        else:
+            reranker = rerank
+        if gallery_images is not None and not isinstance(reranker, TokenReranker):
+            raise TypeError(
+                f"{fn}: gallery_images re-computes image tokens for token re-ranking; pass "
+                f"rerank=True or a TokenReranker with it, got rerank={rerank!r}"
+            )
+        index: GalleryIndex | None = None
         if isinstance(gallery, GalleryIndex):
-            self._check_index(gallery, fn)
-        query = self.encode_text_features(text)
-        if isinstance(gallery, GalleryIndex):
-            return gallery.search(query, k, scorer=scorer)
-        feats = features_to(as_features(gallery, name="gallery", fn=fn), device=self.device)
-        return topk_search(query, feats, k, scorer=scorer)
+            index = gallery
+            self._check_index(index, fn)
+            feats = index.feature_map
+        else:
+            feats = features_to(as_features(gallery, name="gallery", fn=fn), device=self.device)
+        if isinstance(reranker, TokenReranker):
+            self._token_head(fn)
+            if gallery_images is None and "tokens" not in feats:
+                raise ValueError(_no_stored_tokens(fn, index, feats))
+        query = self.encode_text_features(text, tokens=reranker is not None)
+        if gallery_images is not None:
+            assert isinstance(reranker, TokenReranker)
+            items = _image_items(gallery_images, fn)
+            if len(items) != num_rows(feats):
+                raise ValueError(
+                    f"{fn}: gallery_images has {len(items)} images but the gallery has "
+                    f"{num_rows(feats)} items; pass the gallery's images in index order"
+                )
+            recompute = self._tokens_of(items, _IMAGE_BATCH, fn)
+            reranker.check(query, recompute, fn=fn)
+            first = (
+                index.search(query, k, scorer=scorer)
+                if index is not None
+                else topk_search(query, feats, k, scorer=scorer)
+            )
+            return reranker.rerank(first, query, recompute)
+        if index is not None:
+            return index.search(query, k, scorer=scorer, rerank=reranker)
+        return topk_search(query, feats, k, scorer=scorer, rerank=reranker)
+
+
+def _image_items(images: object, fn: str) -> list[object]:
+    """The images of an iterable (or of a batch ``[N, 3, H, W]``), refused when empty."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        items: list[object] = list(images.unbind(0))
+    elif isinstance(images, (str, bytes, os.PathLike)) or not isinstance(images, Iterable):
+        raise TypeError(
+            f"{fn}: images must be a sequence of paths, PIL images or tensors (one per "
+            f"gallery item), got {type(images).__name__}"
+        )
+    else:
+        items = list(images)
+    if not items:
+        raise ValueError(f"{fn}: images is empty")
+    return items
+
+
+def _keep_tokens(features: dict[str, Tensor], keep: bool) -> dict[str, Tensor]:
+    """``features`` without the token keys unless ``keep``."""
+    return features if keep else {k: v for k, v in features.items() if k not in _TOKEN_KEYS}
+
+
+def _no_stored_tokens(fn: str, index: GalleryIndex | None, feats: Features) -> str:
+    if index is None:
+        where = "the gallery features"
+    else:
+        where = f"the gallery index {index.source}" if index.source else "the gallery index"
+    return (
+        f"{fn}: {where} hold no image 'tokens' (only {sorted(feats)}), which token "
+        "re-ranking reads. Index the images again with a retriever whose model emits tokens "
+        "(index_images keeps them unless store_tokens=False), or pass gallery_images= (the "
+        "gallery's images in index order, e.g. index.paths) to re-compute the candidates' "
+        "tokens"
+    )

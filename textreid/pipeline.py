@@ -37,7 +37,7 @@ from textreid.models.load import load_clip
 from textreid.models.registry import create_model
 from textreid.recipes import Recipe, get_recipe
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
-from textreid.retrieval.scorers import cat_rows
+from textreid.retrieval.scorers import Side, cat_rows
 from textreid.tokenization import CLIPTokenizer
 from textreid.training.distributed import (
     distributed_sampler,
@@ -200,19 +200,25 @@ def evaluate_split(
     was_training = method.training
     method.eval()
     model = method.retrieval_model()
+    scorer = model.scorer()
     device = _device_of(method)
     transform = build_transforms(image_size, train=False, interpolation=interpolation)  # type: ignore[arg-type]
     texts = DataLoader(TextDataset(split, tokenizer), batch_size=batch_size)
     images = DataLoader(ImageDataset(split, transform), batch_size=batch_size)
-    q = cat_rows([model.encode_text(b["text_ids"].to(device)) for b in texts])
-    g = cat_rows([model.encode_image(b["images"].to(device)) for b in images])
+
+    def read(f: dict[str, Tensor], side: Side) -> dict[str, Tensor]:
+        # Batch by batch, only what the scorer reads: no split's worth of re-ranking tokens.
+        return {key: f[key] for key in scorer.required_keys(side)}
+
+    q = cat_rows([read(model.encode_text(b["text_ids"].to(device)), "query") for b in texts])
+    g = cat_rows([read(model.encode_image(b["images"].to(device)), "gallery") for b in images])
     method.train(was_training)
     return evaluate(
         q,
         g,
         query_pids=torch.as_tensor(split.caption_pids),
         gallery_pids=torch.as_tensor(split.image_pids),
-        scorer=model.scorer(),
+        scorer=scorer,
     )
 
 
@@ -239,8 +245,11 @@ def evaluate_retriever(
         raise ValueError(
             "evaluate_retriever: the split is empty (no gallery images or no captions)"
         )
-    q = retriever.encode_text_features(split.captions, batch_size=batch_size)
-    g = retriever.encode_image_features(split.img_paths, batch_size=batch_size, progress=progress)
+    # Tokens (for re-ranking) would take L or P times the memory of what the scorer reads.
+    q = retriever.encode_text_features(split.captions, batch_size=batch_size, tokens=False)
+    g = retriever.encode_image_features(
+        split.img_paths, batch_size=batch_size, progress=progress, tokens=False
+    )
     return evaluate(
         q,
         g,

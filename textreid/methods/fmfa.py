@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from textreid.heads.token_similarity import SparseTokenSimilarity
 from textreid.losses.asdm import ASDMLoss
 from textreid.losses.efa import EFALoss
 from textreid.methods.base import register_method
 from textreid.methods.irra import IRRA_MASK_TOKEN_ID, _IRRABase, _IRRAStep
 from textreid.models.clip import CLIPDualEncoder
+from textreid.retrieval.models import CLIPRetrievalModel
 
 __all__ = ["FMFAMethod", "FMFAWeights"]
 
@@ -99,6 +101,19 @@ class FMFAMethod(_IRRABase):
             margin_patch=margin_patch,
             chunk_size=efa_chunk_size,
         )
+
+    def retrieval_model(self) -> CLIPRetrievalModel:
+        """Cosine on the global features, as FMFA retrieves, plus the tokens its EFA loss
+        trains (caption: every position; image: the patch tokens) and EFA's token similarity
+        (temperature, threshold, padding rule) as the head that re-ranks with them
+        (:meth:`textreid.Retriever.token_reranker`)."""
+        efa = self.efa
+        head = SparseTokenSimilarity(
+            temperature=efa.temperature,
+            threshold=efa.threshold,
+            include_padding=efa.include_padding,
+        )
+        return CLIPRetrievalModel(self.encoder, token_features=True, token_head=head)
 
     def _terms(self, step: _IRRAStep, pids: Tensor) -> dict[str, Tensor]:
         w = self.weights

@@ -57,7 +57,8 @@ from textreid.retrieval.scorers import (
     scorer_from_config,
 )
 from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK
-from textreid.retrieval.search import Screen, SearchResult, topk_search
+from textreid.retrieval.search import Reranker, Screen, SearchResult, topk_search
+from textreid.retrieval.token_rerank import TokenReranker
 
 __all__ = ["GalleryIndex"]
 
@@ -653,21 +654,36 @@ class GalleryIndex:
         query_block: int = DEFAULT_QUERY_BLOCK,
         screen: Screen = "auto",
         scorer: Scorer | None = None,
+        rerank: Reranker | None = None,
     ) -> SearchResult:
         """Exact top-``k`` of the queries; see :func:`~textreid.retrieval.topk_search`.
 
         Scores with ``scorer``, else with the index's own :attr:`scorer`, else by the inner
-        product of global features (cosine with ``normalize=True``). Use :meth:`ids_of` /
+        product of global features (cosine with ``normalize=True``). With ``rerank`` (e.g. a
+        :class:`~textreid.retrieval.TokenReranker`, reading the index's ``"tokens"``; the
+        query features must hold the query's), the ``k`` hits are re-scored and re-ordered;
+        only the hits' rows of a memory-mapped index are read. Use :meth:`ids_of` /
         :meth:`paths_of` on the result to name the hits.
 
         Raises:
             ValueError: the index is empty; a ``scorer`` of another kind than the index's
                 (its features are not what that scorer reads: the message names the index's
-                file and the remedy); and the errors of
+                file and the remedy); a ``TokenReranker`` and an index without ``"tokens"``
+                (the index's file and the remedy are named); and the errors of
                 :func:`~textreid.retrieval.topk_search`.
         """
         fn = "GalleryIndex.search"
         features = self.feature_map
+        if isinstance(rerank, TokenReranker) and "tokens" not in features:
+            where = f"the gallery index {self._source}" if self._source else "this index"
+            raise ValueError(
+                f"{fn}: {where} holds no image 'tokens' (only {sorted(features)}), which "
+                "token re-ranking reads; index the images again with a model that emits "
+                "tokens and keep them (Retriever.index_images with the FMFA recipe's "
+                "retriever keeps them), or re-compute the candidates' tokens "
+                "(TokenReranker.rerank with a GalleryTokens callable, "
+                "Retriever.search(..., gallery_images=...))"
+            )
         if scorer is not None:
             check_scorer(scorer, fn)
             if self._scorer is not None and scorer.kind != self._scorer.kind:
@@ -681,13 +697,15 @@ class GalleryIndex:
         use = scorer if scorer is not None else self._scorer
         return topk_search(
             query,
-            features if use is not None else self.features,
+            # A re-ranker reads more than the global features (the tokens).
+            features if use is not None or rerank is not None else self.features,
             k,
             chunk_size=chunk_size,
             query_block=query_block,
             normalize=normalize,
             screen=screen,
             scorer=use,
+            rerank=rerank,
         )
 
     def _hit_indices(self, result: SearchResult, fn: str) -> Tensor:

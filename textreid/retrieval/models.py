@@ -14,6 +14,7 @@ Built-in architectures:
 architecture           features                                    scorer
 =====================  ==========================================  =====================
 ``clip-dual-encoder``  ``global`` (IRRA, FMFA, any CLIP)            ``cosine``
+                       (+ ``tokens`` to re-rank: FMFA's)
 ``ivt-single-stream``  ``global``: each modality encoded alone      ``cosine``
 ``uca-gaussian``       ``mean`` + ``log_var`` (UCA's Gaussians)     ``gaussian``
 ``cmr-parts``          ``global`` + ``parts`` (+ ``coarse``)        ``parts``
@@ -37,6 +38,7 @@ from textreid._registry import Registry
 from textreid.config import CLIPConfig, TextConfig, VisionConfig
 from textreid.heads.gaussian import GaussianHead, TokenPooling
 from textreid.heads.gaussian_distances import GaussianDistance
+from textreid.heads.token_similarity import SparseTokenSimilarity
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.part_decoder import PartQueryDecoder
 from textreid.models.single_stream import ModalityExpertBlock, SingleStreamEncoder
@@ -134,7 +136,7 @@ class RetrievalModel(nn.Module, ABC):
         batch.
         """
         digest = hashlib.sha256()
-        head = {"architecture": self.architecture, "config": self.config_dict()}
+        head = {"architecture": self.architecture, "config": self._fingerprint_config()}
         digest.update(json.dumps(head, sort_keys=True).encode("utf-8"))
         for name, value in sorted(self.weights_module().state_dict().items()):
             t = value.detach().to("cpu")
@@ -143,6 +145,21 @@ class RetrievalModel(nn.Module, ABC):
             digest.update(f"\n{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
             digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
+
+    def _fingerprint_config(self) -> dict[str, Any]:
+        """The part of :meth:`config_dict` that decides the values of the features."""
+        return self.config_dict()
+
+    def token_head(self) -> SparseTokenSimilarity | None:
+        """The token similarity that re-ranks with this model's ``"tokens"``, or ``None``
+        when the model emits no tokens (the default).
+
+        A model that returns ``"tokens"`` (and ``"token_mask"``) beside its scorer's features
+        overrides this with the head its tokens were trained for, so that
+        :meth:`textreid.Retriever.token_reranker` gives a ready
+        :class:`~textreid.retrieval.TokenReranker`. A fresh head per call.
+        """
+        return None
 
 
 def _keys(config: Mapping[str, Any], required: tuple[str, ...], fn: str) -> dict[str, Any]:
@@ -170,42 +187,157 @@ def _global(feats: Tensor) -> Tensor:
     return F.normalize(feats.float(), dim=-1)
 
 
+_TOKEN_HEAD_KEYS = ("temperature", "threshold", "include_padding")
+
+
+def _token_head_config(head: SparseTokenSimilarity) -> dict[str, Any]:
+    return {
+        "temperature": head.temperature,
+        "threshold": head.threshold,
+        "include_padding": head.include_padding,
+    }
+
+
+def _token_head_from_config(config: object, fn: str) -> SparseTokenSimilarity:
+    c = _keys(config if isinstance(config, Mapping) else {}, _TOKEN_HEAD_KEYS, fn)
+    if not isinstance(c["include_padding"], bool):
+        raise ValueError(
+            f"{fn}: include_padding must be true or false, got {c['include_padding']!r}"
+        )
+    for key in ("temperature", "threshold"):
+        value = c[key]
+        if isinstance(value, bool) or not (
+            isinstance(value, (int, float)) or (key == "threshold" and value is None)
+        ):
+            raise ValueError(f"{fn}: {key} must be a number, got {value!r}")
+    # The head checks the ranges (temperature within textreid's bounds, threshold >= 0).
+    return SparseTokenSimilarity(
+        temperature=float(c["temperature"]),
+        threshold=None if c["threshold"] is None else float(c["threshold"]),
+        include_padding=c["include_padding"],
+    )
+
+
 class CLIPRetrievalModel(RetrievalModel):
     """A CLIP dual encoder scored by cosine: IRRA, FMFA, zero-shot CLIP (``clip-dual-encoder``).
 
-    Features: ``global`` ``[B, D]``, the L2-normalised projected features. The saved weights
-    are the encoder's own (OpenAI / open_clip key layout), as in format version 1.
+    Features: ``global`` ``[B, D]``, the L2-normalised projected features. With
+    ``token_features=True`` also the projected tokens for token re-ranking
+    (:class:`~textreid.retrieval.TokenReranker`), as FMFA's EFA loss sees them: captions
+    ``tokens`` ``[B, L, D]`` (every position) and ``token_mask`` bool ``[B, L]`` (True up to
+    the end token, :func:`~textreid.text.caption_key_mask`); images ``tokens`` ``[B, P, D]``,
+    the patch tokens without the class token (no mask: every patch is real). Tokens are float32
+    and not normalised (the head normalises where its formula does). The cosine scorer reads
+    ``global`` only. The saved weights are the encoder's own (OpenAI / open_clip key layout),
+    as in format version 1.
 
     Args:
         encoder: the dual encoder (shared, not copied).
+        token_features: also emit the tokens. Costs nothing in the forward pass, but the
+            tokens are ``L`` (captions) or ``P`` (images) times the size of the global
+            features.
+        token_head: the token similarity that re-ranks with them
+            (:meth:`token_head`); default FMFA's, ``SparseTokenSimilarity(include_padding=True)``.
+            Saved in ``config.json`` with ``token_features``.
+
+    Raises:
+        TypeError: ``encoder`` or ``token_head`` of the wrong type.
+        ValueError: ``token_features`` not a bool, or ``token_head`` without
+            ``token_features=True``.
     """
 
     architecture: ClassVar[str] = "clip-dual-encoder"
 
-    def __init__(self, encoder: CLIPDualEncoder) -> None:
+    def __init__(
+        self,
+        encoder: CLIPDualEncoder,
+        *,
+        token_features: bool = False,
+        token_head: SparseTokenSimilarity | None = None,
+    ) -> None:
         super().__init__()
+        fn = type(self).__name__
         if not isinstance(encoder, CLIPDualEncoder):
             raise TypeError(
-                f"{type(self).__name__}: encoder must be a CLIPDualEncoder, "
-                f"got {type(encoder).__name__}"
+                f"{fn}: encoder must be a CLIPDualEncoder, got {type(encoder).__name__}"
             )
+        check_choice(token_features, "token_features", fn, (True, False))
+        if token_head is not None:
+            if not isinstance(token_head, SparseTokenSimilarity):
+                raise TypeError(
+                    f"{fn}: token_head must be a SparseTokenSimilarity, "
+                    f"got {type(token_head).__name__}"
+                )
+            if not token_features:
+                raise ValueError(
+                    f"{fn}: token_head is given but token_features=False; the head scores "
+                    "tokens, so pass token_features=True (or no token_head)"
+                )
         self.encoder = encoder
+        self.token_features = token_features
+        # Settings, not the module: token_head() hands out a fresh head each time.
+        self._token_head: dict[str, Any] | None = None
+        if token_features:
+            head = (
+                token_head
+                if token_head is not None
+                else SparseTokenSimilarity(include_padding=True)
+            )
+            self._token_head = _token_head_config(head)
 
     def encode_text(self, ids: Tensor) -> dict[str, Tensor]:
-        return {"global": _global(self.encoder.encode_text(ids))}
+        if not self.token_features:
+            return {"global": _global(self.encoder.encode_text(ids))}
+        feats, tokens = self.encoder.encode_text(ids, return_tokens=True)
+        mask = caption_key_mask(ids, f"{type(self).__name__}.encode_text")
+        return {"global": _global(feats), "tokens": tokens.float(), "token_mask": mask}
 
     def encode_image(self, images: Tensor) -> dict[str, Tensor]:
-        return {"global": _global(self.encoder.encode_image(images))}
+        if not self.token_features:
+            return {"global": _global(self.encoder.encode_image(images))}
+        feats, tokens = self.encoder.encode_image(images, return_tokens=True)
+        # FMFA's EFA drops the class token: it is the global feature, not a patch.
+        return {"global": _global(feats), "tokens": tokens[:, 1:].float()}
 
     def scorer(self) -> Scorer:
         return CosineScorer()
 
+    def token_head(self) -> SparseTokenSimilarity | None:
+        if self._token_head is None:
+            return None
+        return SparseTokenSimilarity(**self._token_head)
+
     def config_dict(self) -> dict[str, Any]:
+        # Without tokens the config is the encoder's alone, as textreid 0.1 wrote it.
+        config = self.encoder.config.to_dict()
+        if self._token_head is not None:
+            config.update(token_features=True, token_head=dict(self._token_head))
+        return config
+
+    def _fingerprint_config(self) -> dict[str, Any]:
+        # Tokens add features but change none: an index built with or without them holds
+        # the same global features, so both models search it.
         return self.encoder.config.to_dict()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> CLIPRetrievalModel:
-        return cls(CLIPDualEncoder(CLIPConfig.from_dict(config)))
+        fn = f"{cls.__name__}.from_config"
+        if not isinstance(config, Mapping):
+            raise TypeError(f"{fn}: config must be a mapping, got {type(config).__name__}")
+        clip = dict(config)
+        tokens = clip.pop("token_features", False)
+        head = clip.pop("token_head", None)
+        if not isinstance(tokens, bool):
+            raise ValueError(f"{fn}: token_features must be true or false, got {tokens!r}")
+        if tokens != (head is not None):
+            raise ValueError(
+                f"{fn}: token_features is {str(tokens).lower()} but token_head is "
+                f"{'absent' if head is None else 'given'}; a config with token features "
+                "names their head, one without has none"
+            )
+        encoder = CLIPDualEncoder(CLIPConfig.from_dict(clip))
+        token_head = None if head is None else _token_head_from_config(head, f"{fn}: token_head")
+        return cls(encoder, token_features=tokens, token_head=token_head)
 
     @property
     def image_size(self) -> tuple[int, int]:
