@@ -15,6 +15,8 @@ from textreid import Retriever
 from textreid.heads import SparseTokenSimilarity
 from textreid.methods import FMFAMethod
 from textreid.models import CLIPDualEncoder, create_model
+from textreid.pipeline import build_method, build_tokenizer
+from textreid.recipes import get_recipe
 from textreid.retrieval import CosineScorer, GalleryIndex, TokenReranker, topk_search
 from textreid.retrieval.models import CLIPRetrievalModel
 from textreid.text import caption_key_mask
@@ -90,6 +92,17 @@ def test_the_model_emits_the_tokens_fmfa_trains_on() -> None:
     with torch.no_grad():
         assert torch.equal(q["global"], plain.encode_text(ids)["global"])
         assert torch.equal(g["global"], plain.encode_image(x)["global"])
+
+
+def test_the_fmfa_recipes_exported_retriever_reranks_with_its_efa_settings() -> None:
+    # train_recipe saves Retriever(method.retrieval_model(), ...): that model's head.
+    recipe = get_recipe("tiny-fmfa")
+    method = build_method(recipe, 4)
+    assert isinstance(method, FMFAMethod)
+    exported = Retriever(method.retrieval_model(), build_tokenizer(recipe, recipe.context_length))
+    reranker = exported.token_reranker()
+    assert reranker.head.temperature == method.efa.temperature
+    assert reranker.head.include_padding is True
 
 
 def test_search_with_rerank_is_topk_search_then_the_models_reranker(
