@@ -5,9 +5,13 @@ The paper's code, formulas and hyper-parameters are not public: **every setting 
 ours**. The model and optimisation are IRRA's (CLIP ViT-B/16 at 384x128, Adam eps 1e-3, lr
 1e-5 with IRRA's per-module rules, weight decay 4e-5, 60 epochs, 5 warmup epochs from 0.1x
 then cosine per epoch, batch 64), so the UCA objective can be compared with IRRA's on equal
-terms. Objective: distribution contrast (squared 2-Wasserstein, temperature 0.04), point
-contrast (7 points, temperature 0.02, intra-modal weight 1) and uncertainty-weighted
-attribute-word reconstruction through a 4-layer cross-modal transformer, weights 1.
+terms. Objective: distribution contrast (expected likelihood kernel, temperature 0.04), point
+contrast (7 points, temperature 0.02, intra-modal weight 1), uncertainty-weighted
+reconstruction of attribute words masked at random (each occurrence with probability 0.5)
+through a 4-layer cross-modal transformer, the attribute-masked captions also contrasted as
+captions of their identities, and the KL divergence of every Gaussian to the unit Gaussian;
+weights 1. Why these make the uncertainties track ambiguity: see
+:class:`~textreid.methods.UCAMethod`.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ UCA_CITATION = (
 )
 
 _UCA_KWARGS: dict[str, object] = {
-    "distance": "wasserstein",
+    "distance": "elk",
     "distribution_temperature": 0.04,
     "point_temperature": 0.02,
     "num_samples": 7,
     "intra_modal_weight": 1.0,
     "init_log_var": -5.0,
     "cmt_depth": 4,
+    "mask_prob": 0.5,
 }
 
 
