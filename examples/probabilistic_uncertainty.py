@@ -1,23 +1,26 @@
 """Probabilistic embeddings: which text queries is the model unsure about?
 
-A tiny CLIP-style dual encoder gets one Gaussian head per modality (mean + log-variance,
-``textreid.heads.GaussianHead``) and is trained with the PCME++ closed-form sampled-distance
-loss (``textreid.losses.CSDLoss``) on SynthPEDES. At test time every caption is scored against
-the gallery with ``gaussian_scores`` and the captions are ranked by their uncertainty (the
-mean variance of their Gaussian). Vague captions ("This stocky woman has long hair.") should
-come out as the most uncertain ones.
+A small CLIP-style dual encoder is trained on SynthPEDES with the UCA method
+(``textreid.methods.UCAMethod``): every image and caption becomes a Gaussian (the encoder's
+feature as the mean, a log-variance head over its tokens). At test time every caption is
+scored against the gallery with the method's Gaussian distance and the captions are ranked by
+their uncertainty (the mean variance of their Gaussian). Vague captions, which fit many
+people, come out as the most uncertain ones: the script reports the correlation of the
+uncertainty with the number of attribute words in the caption, and how often deleting a
+caption's attribute words ("The man wears a coat" -> "The man wears a") raises it.
 
 The plot (uncertainty against the rank of the first correct image) is drawn with matplotlib
 when it is installed; otherwise a CSV with the same numbers is written.
 
     python examples/probabilistic_uncertainty.py --smoke           # seconds on a CPU
-    python examples/probabilistic_uncertainty.py --epochs 8 --out uncertainty
+    python examples/probabilistic_uncertainty.py --epochs 14 --out uncertainty
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -33,28 +36,42 @@ from textreid.data import (
     build_transforms,
     load_image,
 )
-from textreid.heads import GaussianHead, gaussian_scores
-from textreid.losses import CSDLoss
+from textreid.heads import GaussianEmbedding, gaussian_scores
+from textreid.methods import UCAMethod
+from textreid.text import PEDESTRIAN_ATTRIBUTE_WORDS, attribute_token_sequences
 from textreid.tokenization import CLIPTokenizer
 
+IMAGE_SIZE = (32, 16)
 
-class ProbabilisticEncoder(torch.nn.Module):
-    """A dual encoder whose outputs become Gaussians (one head per modality)."""
 
-    def __init__(self, image_size: tuple[int, int], embed_dim: int) -> None:
-        super().__init__()
-        self.encoder = textreid.create_model("tiny", image_size=image_size, context_length=32)
-        width = self.encoder.config.embed_dim
-        self.image_head = GaussianHead(width, embed_dim)
-        self.text_head = GaussianHead(width, embed_dim)
+def build_method(tokenizer: CLIPTokenizer) -> UCAMethod:
+    """UCA with its default objective around a CLIP small enough for a CPU."""
+    encoder = textreid.create_model(
+        "tiny",
+        image_size=IMAGE_SIZE,
+        context_length=tokenizer.context_length,
+        embed_dim=32,
+        vision={"patch_size": 8, "width": 32, "layers": 1, "heads": 2},
+        text={"width": 32, "layers": 1, "heads": 2},
+    )
+    sequences = attribute_token_sequences(tokenizer.encode)
+    assert tokenizer.mask_token_id is not None
+    return UCAMethod(encoder, sequences, mask_token_id=tokenizer.mask_token_id, cmt_depth=1)
 
-    def encode_image(self, images: torch.Tensor) -> textreid.heads.GaussianEmbedding:
-        out: textreid.heads.GaussianEmbedding = self.image_head(self.encoder.encode_image(images))
-        return out
 
-    def encode_text(self, ids: torch.Tensor) -> textreid.heads.GaussianEmbedding:
-        out: textreid.heads.GaussianEmbedding = self.text_head(self.encoder.encode_text(ids))
-        return out
+def attribute_words(caption: str) -> list[str]:
+    words = [re.sub(r"[^a-z-]", "", w.lower()) for w in caption.split()]
+    return [w for w in words if w in PEDESTRIAN_ATTRIBUTE_WORDS]
+
+
+def without_attributes(caption: str) -> str:
+    keep = [w for w in caption.split() if not attribute_words(w)]
+    return " ".join(keep)
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 def write_report(rows: list[dict[str, object]], out: Path) -> Path:
@@ -85,8 +102,8 @@ def write_report(rows: list[dict[str, object]], out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch (seconds)")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--identities", type=int, default=120)
+    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--identities", type=int, default=60)
     parser.add_argument("--out", default="uncertainty", help="output path without suffix")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -97,42 +114,44 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "synthpedes"
-        images_per_identity = 2 if args.smoke else 4
-        textreid.write_synthpedes(
-            root, num_identities=args.identities, images_per_identity=images_per_identity
-        )
+        textreid.write_synthpedes(root, num_identities=args.identities, images_per_identity=4)
         data = build_dataset("synthpedes", root)
-        image_size = (64, 32)
-        tokenizer = CLIPTokenizer(context_length=32)
-        model = ProbabilisticEncoder(image_size, embed_dim=32)
-        loss_fn = CSDLoss()  # owns the learnable scale a and shift b of the match probability
+        tokenizer = CLIPTokenizer(context_length=40, mask_token="<|mask|>")
+        method = build_method(tokenizer)
         train_set = ImageTextDataset(
-            data.train, tokenizer, build_transforms(image_size, train=True, img_aug=False)
+            data.train, tokenizer, build_transforms(IMAGE_SIZE, train=True, img_aug=False)
         )
-        sampler = IdentitySampler([s.pid for s in data.train], 16, num_instances=2)
-        loader = DataLoader(train_set, batch_size=16, sampler=sampler, drop_last=True)
-        optimizer = torch.optim.AdamW([*model.parameters(), *loss_fn.parameters()], lr=1e-3)
+        batch_size = 16 if args.smoke else 32
+        sampler = IdentitySampler([s.pid for s in data.train], batch_size, num_instances=2)
+        loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=True)
+        params = [p for p in method.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
 
         for epoch in range(args.epochs):
             sampler.set_epoch(epoch)
             for batch in loader:
-                image = model.encode_image(batch["images"])
-                text = model.encode_text(batch["text_ids"])
-                loss = loss_fn(image, text, batch["pids"])
+                out = method(batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                out.total.backward()
                 optimizer.step()
-            print(f"epoch {epoch}: loss {loss.item():.4f}")
+            print(f"epoch {epoch}: loss {out.total.item():.4f}")
 
-        # Gaussian features of the test split (small enough for one batch each).
-        model.eval()
-        transform = build_transforms(image_size, train=False)
+        # Gaussian features of the test split (small enough for one batch each), computed as a
+        # saved UCA retriever computes them.
+        method.eval()
+        model = method.retrieval_model()
+        transform = build_transforms(IMAGE_SIZE, train=False)
+        captions = data.test.captions
         with torch.no_grad():
             images = torch.stack([transform(load_image(p)) for p in data.test.img_paths])
-            gallery = model.encode_image(images)
-            queries = model.encode_text(tokenizer(data.test.captions))
-            # Higher score = more similar: minus the closed-form sampled distance.
-            scores, uncertainty = gaussian_scores(queries, gallery, "csd")
+            g = model.encode_image(images)
+            gallery = GaussianEmbedding(g["mean"], g["log_var"])
+            q = model.encode_text(tokenizer(captions))
+            queries = GaussianEmbedding(q["mean"], q["log_var"])
+            # Higher score = more similar: minus the distance the method trains with.
+            scores, uncertainty = gaussian_scores(queries, gallery, model.distance)
+            v = model.encode_text(tokenizer([without_attributes(c) for c in captions]))
+            vague = GaussianEmbedding(v["mean"], v["log_var"]).uncertainty()
         metrics = textreid.evaluate(
             scores=scores,
             query_pids=torch.as_tensor(data.test.caption_pids),
@@ -140,11 +159,18 @@ def main() -> None:
             return_ranks=True,
         )
         print(metrics.format_table("test t2i"))
+        counts = torch.tensor([len(attribute_words(c)) for c in captions])
+        print(
+            f"uncertainty {float(uncertainty.min()):.5f}-{float(uncertainty.max()):.5f}; "
+            f"correlation with the number of attribute words {correlation(uncertainty, counts):+.2f}; "
+            f"attribute words removed: higher for {float((vague > uncertainty).float().mean()):.0%} "
+            "of the captions"
+        )
         assert metrics.first_positive_ranks is not None
         order = uncertainty.argsort(descending=True).tolist()
         rows: list[dict[str, object]] = [
             {
-                "caption": data.test.captions[i],
+                "caption": captions[i],
                 "uncertainty": round(float(uncertainty[i]), 6),
                 "first_positive_rank": int(metrics.first_positive_ranks[i]),
             }
