@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
         "_registry",
         "_sources",
         "_token_math",
+        "_tokenizer_base",
         "_untrusted",
         "_version",
         "config",

@@ -29,16 +29,16 @@ import zlib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any, ClassVar, Literal, Protocol, overload
+from typing import Any, ClassVar, Protocol
 
 import ftfy
 import regex
-import torch
 from torch import Tensor
 
-from textreid._checks import check_choice, check_int, check_tensor
+from textreid._checks import check_int
 from textreid._io import atomic_write, parse_json_object, read_bounded
 from textreid._registry import Registry
+from textreid._tokenizer_base import BatchTokenizer, check_config, write_all
 from textreid.wordpiece import WordPieceTokenizer
 
 __all__ = ["CLIPTokenizer", "Tokenizer", "get_tokenizer", "list_tokenizers", "register_tokenizer"]
@@ -183,10 +183,6 @@ def _read_vocab(path: Path) -> list[str]:
     return [t for t in tokens if t is not None]
 
 
-def _write_all(f: IO[bytes], data: bytes) -> None:
-    f.write(data)
-
-
 def _clip_vocab(merges: Sequence[tuple[str, str]]) -> list[str]:
     symbols = list(_byte_encoder().values())
     return [*symbols, *(s + _EOW for s in symbols), *(a + b for a, b in merges), _SOT, _EOT]
@@ -231,7 +227,7 @@ class Tokenizer(Protocol):
         ...
 
 
-class CLIPTokenizer:
+class CLIPTokenizer(BatchTokenizer):
     """OpenAI CLIP's byte-level BPE tokenizer, with an optional IRRA ``<|mask|>`` token.
 
     Calling the tokenizer turns captions into ``LongTensor[B, L]`` rows
@@ -276,6 +272,7 @@ class CLIPTokenizer:
         'a woman in a red coat'
     """
 
+    _fn: ClassVar[str] = _FN
     config_type: ClassVar[str] = _CONFIG_TYPE
     """The ``"type"`` of :meth:`to_config`, this class's name in :func:`get_tokenizer`."""
     file_names: ClassVar[tuple[str, ...]] = (_HF_VOCAB, _HF_MERGES)
@@ -447,7 +444,7 @@ class CLIPTokenizer:
         out = Path(directory)
         paths = []
         for name, data in self.vocabulary_files().items():
-            atomic_write(out / name, functools.partial(_write_all, data=data))
+            atomic_write(out / name, functools.partial(write_all, data=data))
             paths.append(str(out / name))
         return paths[0], paths[1]
 
@@ -490,12 +487,7 @@ class CLIPTokenizer:
             ValueError: unknown keys or type, or files listed without a folder.
         """
         fn = f"{_FN}.from_config"
-        if not isinstance(config, Mapping):
-            raise TypeError(f"{fn}: config must be a mapping, got {type(config).__name__}")
-        unknown = sorted(set(config) - set(_CONFIG_KEYS))
-        if unknown:
-            raise ValueError(f"{fn}: unknown tokenizer config keys {unknown}")
-        check_choice(config.get("type"), "config['type']", fn, (_CONFIG_TYPE,))
+        config = check_config(config, fn, _CONFIG_TYPE, _CONFIG_KEYS)
         files = config.get("files", [])
         context_length = config.get("context_length", 77)
         mask_token = config.get("mask_token")
@@ -508,11 +500,6 @@ class CLIPTokenizer:
         return cls.from_hf_files(folder, context_length=context_length, mask_token=mask_token)
 
     # -- properties ------------------------------------------------------------------------
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of token ids (49,408 for CLIP, with or without the mask token)."""
-        return len(self._decoder)
 
     @property
     def sot_token_id(self) -> int:
@@ -534,10 +521,6 @@ class CLIPTokenizer:
         """Id of the mask token (49405), or ``None`` when the tokenizer has none."""
         return self._mask_id
 
-    def get_vocab(self) -> dict[str, int]:
-        """A copy of the vocabulary, token -> id."""
-        return dict(self._encoder)
-
     def __repr__(self) -> str:
         return (
             f"{_FN}(vocab_size={self.vocab_size}, context_length={self.context_length}, "
@@ -553,9 +536,6 @@ class CLIPTokenizer:
         if not isinstance(text, str):
             raise TypeError(f"{_FN}.clean: text must be a str, got {type(text).__name__}")
         return _clean(text)
-
-    def _init_cache(self) -> None:
-        self._word_ids = functools.lru_cache(maxsize=self._cache_size)(self._encode_word)
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
         special = self._specials.get(word)
@@ -584,95 +564,8 @@ class CLIPTokenizer:
             raise TypeError(f"{_FN}.encode: text must be a str, got {type(text).__name__}")
         return self._encode_clean(_clean(text))
 
-    @overload
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        context_length: int | None = ...,
-        truncate: bool = ...,
-        return_truncated: Literal[False] = ...,
-    ) -> Tensor: ...
-
-    @overload
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        context_length: int | None = ...,
-        truncate: bool = ...,
-        return_truncated: Literal[True],
-    ) -> tuple[Tensor, Tensor]: ...
-
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        context_length: int | None = None,
-        truncate: bool = True,
-        return_truncated: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Tokenise captions into a zero-padded ``LongTensor[B, L]``.
-
-        Args:
-            texts: one caption or a sequence of ``B`` captions (a single str gives ``B = 1``).
-            context_length: ``L``; ``None`` uses the tokenizer's ``context_length``.
-            truncate: when a caption needs more than ``L`` tokens, keep its first ``L`` and
-                put ``eot`` at position ``L - 1`` (OpenAI/open_clip/IRRA behaviour).
-                ``False`` raises instead.
-            return_truncated: also return a ``BoolTensor[B]``, True for the captions that
-                were cut (``mask.sum()`` counts them).
-
-        Returns:
-            ``ids[B, L]`` (int64), or ``(ids, truncated[B])`` with ``return_truncated=True``.
-
-        Raises:
-            TypeError: ``texts`` is not a str or a sequence of str.
-            ValueError: ``context_length < 2``, or a caption is too long with
-                ``truncate=False`` (the message names its index and token count).
-        """
-        items = self._as_list(texts)
-        length = (
-            self.context_length
-            if context_length is None
-            else check_int(context_length, "context_length", _FN, min_value=2)
-        )
-        sot, eot = self._sot, self._eot
-        rows: list[list[int]] = []
-        cut: list[bool] = []
-        for i, text in enumerate(items):
-            ids = [sot, *self._encode_clean(_clean(text)), eot]
-            too_long = len(ids) > length
-            if too_long:
-                if not truncate:
-                    raise ValueError(
-                        f"{_FN}: caption {i} has {len(ids)} tokens > context_length {length}; "
-                        "shorten it or pass truncate=True"
-                    )
-                ids = ids[:length]
-                ids[-1] = eot
-            else:
-                ids.extend([0] * (length - len(ids)))
-            rows.append(ids)
-            cut.append(too_long)
-        tokens = torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
-        if return_truncated:
-            return tokens, torch.tensor(cut, dtype=torch.bool)
-        return tokens
-
-    @staticmethod
-    def _as_list(texts: object) -> list[str]:
-        if isinstance(texts, str):
-            return [texts]
-        if not isinstance(texts, Sequence):
-            raise TypeError(
-                f"{_FN}: texts must be a str or a sequence of str, got {type(texts).__name__}"
-            )
-        items = list(texts)
-        for i, text in enumerate(items):
-            if not isinstance(text, str):
-                raise TypeError(f"{_FN}: texts[{i}] must be a str, got {type(text).__name__}")
-        return items
+    def _row_ids(self) -> tuple[int, int, int]:
+        return self._sot, self._eot, 0
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -718,54 +611,6 @@ class CLIPTokenizer:
                 buf.extend(b" ")
         flush()
         return "".join(parts).strip()
-
-    def batch_decode(
-        self, ids: Tensor | Sequence[Sequence[int]], *, skip_special_tokens: bool = True
-    ) -> list[str]:
-        """:meth:`decode` for each row of ``ids[B, L]``."""
-        if isinstance(ids, Tensor):
-            check_tensor(
-                ids,
-                "ids",
-                f"{_FN}.batch_decode",
-                ndim=2,
-                kind="int",
-                dims="(B, L)",
-                allow_empty=True,
-            )
-        return [self.decode(row, skip_special_tokens=skip_special_tokens) for row in ids]
-
-    def _id_list(self, ids: object, name: str, fn: str) -> list[int]:
-        if isinstance(ids, Tensor):
-            check_tensor(ids, name, fn, ndim=1, kind="int", dims="(L,)", allow_empty=True)
-            seq: list[int] = ids.tolist()
-        elif isinstance(ids, Sequence) and not isinstance(ids, (str, bytes)):
-            seq = list(ids)
-            for i, idx in enumerate(seq):
-                if isinstance(idx, bool) or not isinstance(idx, int):
-                    raise TypeError(f"{fn}: {name}[{i}] must be an int, got {type(idx).__name__}")
-        else:
-            raise TypeError(
-                f"{fn}: {name} must be a 1-D integer tensor or a sequence of int, "
-                f"got {type(ids).__name__}"
-            )
-        bad = [idx for idx in seq if not 0 <= idx < len(self._decoder)]
-        if bad:
-            raise ValueError(
-                f"{fn}: {name} holds {bad[0]}, outside the vocabulary [0, {len(self._decoder)})"
-            )
-        return seq
-
-    # -- pickling (DataLoader workers) -----------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_word_ids"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_cache()
 
 
 _TOKENIZERS: Registry[type[Tokenizer]] = Registry("tokenizer type", arg="cls")

@@ -29,14 +29,14 @@ import os
 import unicodedata
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, ClassVar, Literal, overload
+from typing import Any, ClassVar
 
 import regex
-import torch
 from torch import Tensor
 
-from textreid._checks import check_choice, check_int, check_tensor
+from textreid._checks import check_int
 from textreid._io import atomic_write, read_bounded
+from textreid._tokenizer_base import BatchTokenizer, check_config, write_all
 
 __all__ = ["WordPieceTokenizer"]
 
@@ -172,11 +172,7 @@ def _read_vocab_txt(data: bytes, source: str) -> list[str]:
     return lines
 
 
-def _write_all(f: IO[bytes], data: bytes) -> None:
-    f.write(data)
-
-
-class WordPieceTokenizer:
+class WordPieceTokenizer(BatchTokenizer):
     """BERT's WordPiece tokenizer (``bert-base-uncased`` and its kin) from a ``vocab.txt``.
 
     Calling the tokenizer turns captions into ``LongTensor[B, L]`` rows
@@ -216,6 +212,7 @@ class WordPieceTokenizer:
         'a woman in a red coat.'
     """
 
+    _fn: ClassVar[str] = _FN
     config_type: ClassVar[str] = _CONFIG_TYPE
     """The ``"type"`` of :meth:`to_config`."""
     file_names: ClassVar[tuple[str, ...]] = (_VOCAB,)
@@ -270,7 +267,7 @@ class WordPieceTokenizer:
             The path of ``vocab.txt``, in a 1-tuple (as transformers returns it).
         """
         target = Path(directory) / _VOCAB
-        atomic_write(target, functools.partial(_write_all, data=self.vocabulary_files()[_VOCAB]))
+        atomic_write(target, functools.partial(write_all, data=self.vocabulary_files()[_VOCAB]))
         return (str(target),)
 
     def to_config(self) -> dict[str, Any]:
@@ -296,12 +293,7 @@ class WordPieceTokenizer:
                 ``folder``.
         """
         fn = f"{_FN}.from_config"
-        if not isinstance(config, Mapping):
-            raise TypeError(f"{fn}: config must be a mapping, got {type(config).__name__}")
-        unknown = sorted(set(config) - set(_CONFIG_KEYS))
-        if unknown:
-            raise ValueError(f"{fn}: unknown tokenizer config keys {unknown}")
-        check_choice(config.get("type"), "config['type']", fn, (_CONFIG_TYPE,))
+        config = check_config(config, fn, _CONFIG_TYPE, _CONFIG_KEYS)
         files = config.get("files")
         if files != [_VOCAB]:
             raise ValueError(f"{fn}: files must be {[_VOCAB]}, got {files!r}")
@@ -314,11 +306,6 @@ class WordPieceTokenizer:
         )
 
     # -- properties ------------------------------------------------------------------------
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of token ids (30,522 for ``bert-base-uncased``)."""
-        return len(self._decoder)
 
     @property
     def cls_token_id(self) -> int:
@@ -345,10 +332,6 @@ class WordPieceTokenizer:
         """Id of ``[MASK]``, or ``None`` when the vocabulary has none."""
         return self._special_ids.get(_MASK)
 
-    def get_vocab(self) -> dict[str, int]:
-        """A copy of the vocabulary, token -> id."""
-        return dict(self._encoder)
-
     def __repr__(self) -> str:
         return (
             f"{_FN}(vocab_size={self.vocab_size}, context_length={self.context_length}, "
@@ -356,9 +339,6 @@ class WordPieceTokenizer:
         )
 
     # -- encoding --------------------------------------------------------------------------
-
-    def _init_cache(self) -> None:
-        self._word_ids = functools.lru_cache(maxsize=self._cache_size)(self._encode_word)
 
     def _encode_word(self, word: str) -> tuple[int, ...]:
         """Greedy longest-match-first WordPiece ids of one basic word."""
@@ -398,80 +378,8 @@ class WordPieceTokenizer:
                 ids.extend(self._word_ids(word))
         return ids
 
-    @overload
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        context_length: int | None = ...,
-        truncate: bool = ...,
-        return_truncated: Literal[False] = ...,
-    ) -> Tensor: ...
-
-    @overload
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        context_length: int | None = ...,
-        truncate: bool = ...,
-        return_truncated: Literal[True],
-    ) -> tuple[Tensor, Tensor]: ...
-
-    def __call__(
-        self,
-        texts: str | Sequence[str],
-        *,
-        context_length: int | None = None,
-        truncate: bool = True,
-        return_truncated: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
-        """Tokenise captions into a ``LongTensor[B, L]`` padded with the ``[PAD]`` id.
-
-        Args:
-            texts: one caption or a sequence of ``B`` captions (a single str gives ``B = 1``).
-            context_length: ``L``; ``None`` uses the tokenizer's ``context_length``.
-            truncate: when a caption needs more than ``L`` tokens, keep ``[CLS]``, its first
-                ``L - 2`` pieces and ``[SEP]`` (transformers' ``truncation=True``).
-                ``False`` raises instead.
-            return_truncated: also return a ``BoolTensor[B]``, True for the captions that
-                were cut.
-
-        Returns:
-            ``ids[B, L]`` (int64), or ``(ids, truncated[B])`` with ``return_truncated=True``.
-
-        Raises:
-            TypeError: ``texts`` is not a str or a sequence of str.
-            ValueError: ``context_length < 2``, or a caption is too long with
-                ``truncate=False`` (the message names its index and token count).
-        """
-        items = _as_list(texts)
-        length = (
-            self.context_length
-            if context_length is None
-            else check_int(context_length, "context_length", _FN, min_value=2)
-        )
-        cls, sep, pad = self.cls_token_id, self.sep_token_id, self.pad_token_id
-        rows: list[list[int]] = []
-        cut: list[bool] = []
-        for i, text in enumerate(items):
-            ids = [cls, *self.encode(text), sep]
-            too_long = len(ids) > length
-            if too_long:
-                if not truncate:
-                    raise ValueError(
-                        f"{_FN}: caption {i} has {len(ids)} tokens > context_length {length}; "
-                        "shorten it or pass truncate=True"
-                    )
-                ids = [*ids[: length - 1], sep]
-            else:
-                ids.extend([pad] * (length - len(ids)))
-            rows.append(ids)
-            cut.append(too_long)
-        tokens = torch.tensor(rows, dtype=torch.long).reshape(len(rows), length)
-        if return_truncated:
-            return tokens, torch.tensor(cut, dtype=torch.bool)
-        return tokens
+    def _row_ids(self) -> tuple[int, int, int]:
+        return self.cls_token_id, self.sep_token_id, self.pad_token_id
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -490,68 +398,9 @@ class WordPieceTokenizer:
             TypeError: ``ids`` is not a 1-D integer tensor or a sequence of ints.
             ValueError: an id is outside ``[0, vocab_size)``.
         """
-        fn = f"{_FN}.decode"
-        if isinstance(ids, Tensor):
-            check_tensor(ids, "ids", fn, ndim=1, kind="int", dims="(L,)", allow_empty=True)
-            seq: list[int] = ids.tolist()
-        elif isinstance(ids, Sequence) and not isinstance(ids, (str, bytes)):
-            seq = list(ids)
-            for i, idx in enumerate(seq):
-                if isinstance(idx, bool) or not isinstance(idx, int):
-                    raise TypeError(f"{fn}: ids[{i}] must be an int, got {type(idx).__name__}")
-        else:
-            raise TypeError(
-                f"{fn}: ids must be a 1-D integer tensor or a sequence of int, "
-                f"got {type(ids).__name__}"
-            )
-        bad = [idx for idx in seq if not 0 <= idx < len(self._decoder)]
-        if bad:
-            raise ValueError(
-                f"{fn}: ids holds {bad[0]}, outside the vocabulary [0, {len(self._decoder)})"
-            )
+        seq = self._id_list(ids, "ids", f"{_FN}.decode")
         skipped = (
             {i for s, i in self._special_ids.items() if s != _UNK} if skip_special_tokens else set()
         )
         tokens = [self._decoder[idx] for idx in seq if idx not in skipped]
         return " ".join(tokens).replace(" " + _CONTINUATION, "").strip()
-
-    def batch_decode(
-        self, ids: Tensor | Sequence[Sequence[int]], *, skip_special_tokens: bool = True
-    ) -> list[str]:
-        """:meth:`decode` for each row of ``ids[B, L]``."""
-        if isinstance(ids, Tensor):
-            check_tensor(
-                ids,
-                "ids",
-                f"{_FN}.batch_decode",
-                ndim=2,
-                kind="int",
-                dims="(B, L)",
-                allow_empty=True,
-            )
-        return [self.decode(row, skip_special_tokens=skip_special_tokens) for row in ids]
-
-    # -- pickling (DataLoader workers) -----------------------------------------------------
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_word_ids"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_cache()
-
-
-def _as_list(texts: object) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence):
-        raise TypeError(
-            f"{_FN}: texts must be a str or a sequence of str, got {type(texts).__name__}"
-        )
-    items = list(texts)
-    for i, text in enumerate(items):
-        if not isinstance(text, str):
-            raise TypeError(f"{_FN}: texts[{i}] must be a str, got {type(text).__name__}")
-    return items
