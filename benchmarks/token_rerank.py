@@ -11,7 +11,7 @@ median of ``--repeats`` runs over the whole test split, tokens already encoded a
 
 Run by hand, e.g.::
 
-    python benchmarks/token_rerank.py --data /tmp/synth --run /tmp/tiny-fmfa --threads 1
+    python benchmarks/token_rerank.py --data synth-data --run runs/tiny-fmfa --threads 1
 """
 
 from __future__ import annotations
