@@ -218,7 +218,22 @@ def _token_head_from_config(config: object, fn: str) -> SparseTokenSimilarity:
     )
 
 
-class CLIPRetrievalModel(RetrievalModel):
+class _CLIPBacked(RetrievalModel):
+    """A retrieval model around a CLIP dual encoder, whose config fixes the input sizes."""
+
+    encoder: CLIPDualEncoder
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        h, w = self.encoder.config.vision.image_size
+        return (h, w)
+
+    @property
+    def context_length(self) -> int:
+        return self.encoder.config.text.context_length
+
+
+class CLIPRetrievalModel(_CLIPBacked):
     """A CLIP dual encoder scored by cosine: IRRA, FMFA, zero-shot CLIP (``clip-dual-encoder``).
 
     Features: ``global`` ``[B, D]``, the L2-normalised projected features. With
@@ -338,15 +353,6 @@ class CLIPRetrievalModel(RetrievalModel):
         encoder = CLIPDualEncoder(CLIPConfig.from_dict(clip))
         token_head = None if head is None else _token_head_from_config(head, f"{fn}: token_head")
         return cls(encoder, token_features=tokens, token_head=token_head)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        h, w = self.encoder.config.vision.image_size
-        return (h, w)
-
-    @property
-    def context_length(self) -> int:
-        return self.encoder.config.text.context_length
 
     def weights_module(self) -> nn.Module:
         return self.encoder
@@ -522,7 +528,7 @@ def _head_from_config(config: object, dim: int, fn: str) -> GaussianHead:
     )
 
 
-class UCAGaussianModel(RetrievalModel):
+class UCAGaussianModel(_CLIPBacked):
     """CLIP with UCA's Gaussian heads, scored by a Gaussian distance (``uca-gaussian``).
 
     Features: ``mean`` ``[B, D]``, the L2-normalised CLIP feature (UCA's mean, see
@@ -599,17 +605,8 @@ class UCAGaussianModel(RetrievalModel):
             distance=c["distance"],
         )
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        h, w = self.encoder.config.vision.image_size
-        return (h, w)
 
-    @property
-    def context_length(self) -> int:
-        return self.encoder.config.text.context_length
-
-
-class CMRPartsModel(RetrievalModel):
+class CMRPartsModel(_CLIPBacked):
     """CLIP with the part-query decoder, global + part similarity fused (``cmr-parts``).
 
     Features: ``global`` ``[B, D]`` (L2-normalised CLIP features), ``parts`` ``[B, K, D]``
@@ -707,15 +704,6 @@ class CMRPartsModel(RetrievalModel):
         )
         scorer = _scorer_of_kind(c["scorer"], PartScorer, f"{fn}: scorer")
         return cls(encoder, decoder, scorer=scorer)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        h, w = self.encoder.config.vision.image_size
-        return (h, w)
-
-    @property
-    def context_length(self) -> int:
-        return self.encoder.config.text.context_length
 
 
 _S = TypeVar("_S", bound=Scorer)
