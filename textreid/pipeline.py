@@ -9,6 +9,7 @@ Used by the ``textreid`` command (``train``, ``eval``, ``demo``) and usable from
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -311,6 +312,11 @@ def train_recipe(
     progress: bool = True,
     select_on_test: bool = False,
     seed: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    amp: str | None = None,
+    verbosity: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train a recipe on a benchmark, select the best epoch on val, test it, save it.
 
@@ -330,23 +336,50 @@ def train_recipe(
         seed: the one seed of the run, default the recipe's ``trainer.seed``. It seeds the
             model's initialisation, the data order and the augmentations (workers included),
             so two runs with the same arguments on the same machine give identical weights.
+        batch_size: override the recipe's training batch size (``data.batch_size``).
+        lr: override the recipe's base learning rate (``trainer.lr``).
+        amp: override the recipe's precision (``trainer.amp``: ``"auto"``, ``"none"``,
+            ``"bf16"`` or ``"fp16"``).
+        verbosity: override ``trainer.verbosity`` (0 quiet, 1 a line per epoch, 2 also a line
+            every ``log_every`` updates).
+        overrides: any other recipe settings, as dotted keys (``{"trainer.lr": 1e-4,
+            "data.batch_size": 32, "method_kwargs.temperature": 0.05}``) or nested mappings
+            (``{"trainer": {"lr": 1e-4}}``), e.g. read from a JSON or TOML file. Applied
+            before the keyword overrides above, which win. Changing ``trainer.epochs`` alone
+            shortens the warmup as ``epochs`` does.
 
     Returns:
         A :class:`TrainResult`.
+
+    Raises:
+        ValueError: an unknown key in ``overrides`` (the message lists the valid ones), a
+            value of the wrong type, or a setting the recipe's configs refuse.
     """
-    if isinstance(recipe, str):
-        recipe = get_recipe(recipe)
+    base = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    changes = _Overrides("train_recipe")
+    changes.read(overrides or {})
+    keywords = {
+        "trainer.output_dir": os.fspath(output_dir),
+        "trainer.progress": progress,
+        "trainer.epochs": epochs,
+        "trainer.device": device,
+        "trainer.seed": seed,
+        "trainer.lr": lr,
+        "trainer.amp": amp,
+        "trainer.verbosity": verbosity,
+        "data.batch_size": batch_size,
+    }
+    for key, value in keywords.items():
+        if value is not None:
+            changes.put(key.split("."), value, fixed_ok=True)
+    trainer_changes = changes.tree["trainer"]
+    new_epochs = trainer_changes.get("epochs")
+    if isinstance(new_epochs, int) and "warmup_epochs" not in trainer_changes:
+        # A shorter run keeps at least one epoch after the warmup.
+        warmup = min(base.trainer.warmup_epochs, max(new_epochs - 1, 0))
+        trainer_changes["warmup_epochs"] = warmup
+    recipe = changes.applied_to(base)
     trainer_cfg = recipe.trainer
-    changes: dict[str, Any] = {"output_dir": os.fspath(output_dir), "progress": progress}
-    if epochs is not None:
-        changes["epochs"] = epochs
-        changes["warmup_epochs"] = min(trainer_cfg.warmup_epochs, max(epochs - 1, 0))
-    if device is not None:
-        changes["device"] = device
-    if seed is not None:
-        changes["seed"] = seed
-    trainer_cfg = _replace(trainer_cfg, **changes)
-    recipe = recipe.replace(trainer=trainer_cfg)
 
     init_distributed()  # no-op outside torchrun; the loader needs the rank to shard
     # The model is built before the Trainer seeds its fresh run, so it is seeded here: the
@@ -404,7 +437,112 @@ def train_recipe(
     return TrainResult(recipe, fit, val_metrics, test_metrics, retriever_dir, retriever)
 
 
-def _replace(obj: Any, **changes: Any) -> Any:
-    import dataclasses
+#: Recipe settings an override cannot change, and the argument that sets them instead.
+_FIXED = {
+    "name": "the recipe argument",
+    "trainer.output_dir": "output_dir",
+    "trainer.progress": "progress",
+}
 
-    return dataclasses.replace(obj, **changes)
+
+class _Overrides:
+    """Dotted keys (``"trainer.lr"``) and nested mappings merged into one nested dict."""
+
+    def __init__(self, fn: str) -> None:
+        self.fn = fn
+        self.tree: dict[str, Any] = {}
+
+    def read(self, overrides: Mapping[str, Any]) -> None:
+        if not isinstance(overrides, Mapping):
+            raise TypeError(
+                f"{self.fn}: overrides must be a mapping, got {type(overrides).__name__}"
+            )
+        for key, value in overrides.items():
+            if not isinstance(key, str) or "" in key.split("."):
+                raise ValueError(
+                    f"{self.fn}: override key {key!r} is not a dotted name like 'trainer.lr'"
+                )
+            self.put(key.split("."), value, fixed_ok=False)
+
+    def put(self, path: list[str], value: Any, *, fixed_ok: bool) -> None:
+        dotted = ".".join(path)
+        if not fixed_ok and dotted in _FIXED:
+            raise ValueError(
+                f"{self.fn}: {dotted!r} cannot be overridden; set it with {_FIXED[dotted]}"
+            )
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                self.put([*path, str(key)], item, fixed_ok=fixed_ok)
+            return
+        node = self.tree
+        for depth, part in enumerate(path[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                where = ".".join(path[: depth + 1])
+                raise ValueError(
+                    f"{self.fn}: overrides set {where!r} both to a value and to a table"
+                )
+        if isinstance(node.get(path[-1]), dict):
+            raise ValueError(f"{self.fn}: overrides set {dotted!r} both to a value and to a table")
+        node[path[-1]] = value
+
+    def applied_to(self, recipe: Recipe) -> Recipe:
+        """``recipe`` with every override applied."""
+        out: Recipe = _merged(recipe, self.tree, "", self.fn)
+        return out
+
+
+def _merged(current: Any, changes: dict[str, Any], where: str, fn: str) -> Any:
+    """``current`` (a dataclass or a dict) with the nested ``changes`` applied, each
+    dataclass rebuilt once so that its checks see the final values together."""
+    if isinstance(current, dict):
+        return {
+            **current,
+            **{k: _value(current.get(k), v, f"{where}{k}", fn) for k, v in changes.items()},
+        }
+    fields = sorted(f.name for f in dataclasses.fields(current) if f.init)
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        valid = ", ".join(f for f in fields if f"{where}{f}" not in _FIXED)
+        under = f"under {where[:-1]!r}" if where else "at the top level"
+        raise ValueError(
+            f"{fn}: unknown override key {where + unknown[0]!r}; valid keys {under}: {valid}"
+        )
+    new = {k: _value(getattr(current, k), v, f"{where}{k}", fn) for k, v in changes.items()}
+    return dataclasses.replace(current, **new)
+
+
+def _value(current: Any, value: Any, key: str, fn: str) -> Any:
+    """``value`` checked against the type of the setting it replaces (a JSON/TOML list
+    becomes a tuple where the setting is one; an int becomes a float where it is one)."""
+    table = dataclasses.is_dataclass(current) or isinstance(current, dict)
+    if isinstance(value, dict):
+        if table:
+            return _merged(current, value, f"{key}.", fn)
+        if current is not None:
+            raise ValueError(
+                f"{fn}: override {key!r} must be {type(current).__name__}, got a table"
+            )
+        return value
+    if table:
+        raise ValueError(
+            f"{fn}: override {key!r} must be a table of {type(current).__name__} settings, "
+            f"got {type(value).__name__} {value!r:.60}"
+        )
+    if current is None:
+        return value
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(current) is not type(value):
+        raise ValueError(
+            f"{fn}: override {key!r} must be {type(current).__name__} (like "
+            f"{current!r:.60}), got {type(value).__name__} {value!r:.60}"
+        )
+    if isinstance(current, tuple) and current and len(value) != len(current):
+        raise ValueError(
+            f"{fn}: override {key!r} must have {len(current)} entries like {current!r:.60}, "
+            f"got {len(value)}"
+        )
+    return value
