@@ -25,6 +25,7 @@ from textreid.training.trainer import (
     FitResult,
     Trainer,
     TrainerConfig,
+    TrainingInterrupted,
     seed_everything,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "ParamRule",
     "Trainer",
     "TrainerConfig",
+    "TrainingInterrupted",
     "barrier",
     "build_optimizer",
     "build_param_groups",

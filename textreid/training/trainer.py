@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import random
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -34,9 +33,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm.auto import tqdm
 
 from textreid._checks import check_choice, check_int, check_positive, reads_are_free
+from textreid.training._progress import ProgressPrinter
 from textreid.training.checkpoint import (
     atomic_write,
     capture_rng_state,
@@ -53,15 +52,43 @@ from textreid.training.distributed import broadcast_object, init_distributed
 from textreid.training.optim import OPTIMIZERS, OptimizerName, ParamRule, build_optimizer
 from textreid.training.schedule import SCHEDULES, ScheduleName, build_scheduler
 
-__all__ = ["Callback", "EvaluateFn", "FitResult", "Trainer", "TrainerConfig", "seed_everything"]
+__all__ = [
+    "Callback",
+    "EvaluateFn",
+    "FitResult",
+    "Trainer",
+    "TrainerConfig",
+    "TrainingInterrupted",
+    "seed_everything",
+]
 
 _log = logging.getLogger("textreid.training")
 
 EvaluateFn = Callable[[nn.Module], Mapping[str, float]]
 """``evaluate_fn(method) -> {"R1": 73.4, "mAP": 66.1, ...}`` on a validation split."""
 
-_AMP = ("none", "bf16", "fp16")
+_AMP = ("auto", "none", "bf16", "fp16")
 _UNITS = ("epoch", "step")
+# Settings that only shape output or bookkeeping (and the seed, which only seeds fresh
+# runs): a resumed run may change them freely.
+_RESUME_FREE = frozenset(
+    {
+        "output_dir",
+        "progress",
+        "verbosity",
+        "heartbeat_s",
+        "tensorboard",
+        "device",
+        "log_every",
+        "checkpoint_every",
+        "keep_last",
+        "eval_every",
+        "find_unused_parameters",
+        "seed",
+    }
+)
+# Changes the saved optimizer state or schedule position cannot be carried over to.
+_RESUME_FATAL = frozenset({"optimizer", "param_rules", "schedule_unit"})
 _MODES = ("max", "min")
 
 
@@ -90,7 +117,11 @@ class TrainerConfig:
         grad_accum_steps: micro-batches per optimizer update; the loss of each micro-batch is
             divided by the size of its group, so the update equals a full-batch mean loss.
         grad_clip_norm: clip the global gradient L2 norm to this value (``None`` = off).
-        amp: ``"none"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast + GradScaler).
+        amp: ``"none"``, ``"bf16"`` (autocast), ``"fp16"`` (autocast + GradScaler) or
+            ``"auto"``: decided once the device is known, bf16 on a CUDA device that supports
+            it, else fp16 on CUDA, ``"none"`` on CPU and MPS (:attr:`Trainer.amp` says which).
+            Steps the GradScaler skips (overflowing fp16 gradients) are counted in the epoch
+            line, ``metrics.jsonl`` (``skipped_steps``) and :attr:`FitResult.skipped_steps`.
         seed: seeds torch, numpy and ``random`` at the start of a fresh run (``seed + rank``).
         output_dir: checkpoints (``checkpoints/``), ``metrics.jsonl``, ``best.safetensors``.
         checkpoint_every: save a resumable checkpoint every this many epochs (and at the end).
@@ -99,7 +130,15 @@ class TrainerConfig:
         eval_every: run ``evaluate_fn`` every this many epochs (and after the last one).
         select_metric: key of ``evaluate_fn``'s result selecting ``best.safetensors``.
         select_mode: ``"max"`` (higher is better, e.g. R1) or ``"min"``.
-        progress: show tqdm bars (only on rank 0 and when stderr is a terminal).
+        progress: allow tqdm bars (shown only on rank 0, when stderr is a terminal or in a
+            Jupyter kernel, and at ``verbosity >= 1``).
+        verbosity: what rank 0 writes to stderr besides warnings and errors: 0 only the final
+            line (selected epoch and why); 1 also one line per epoch (losses, lr, validation
+            metrics, time, ETA, skipped steps) and, where no bar shows, a heartbeat line every
+            ``heartbeat_s`` seconds inside an epoch; 2 also a line every ``log_every`` updates.
+        heartbeat_s: seconds between in-epoch heartbeat lines where no bar is shown (a log
+            file, ``progress=False``); ``None`` turns them off. Each one reads the running
+            loss from the device once.
         deterministic: ``torch.use_deterministic_algorithms(True)`` during ``fit`` and no
             cuDNN autotuning.
         device: e.g. ``"cuda:0"``; default ``cuda:LOCAL_RANK`` when CUDA is available, else CPU.
@@ -121,7 +160,7 @@ class TrainerConfig:
     schedule_unit: Literal["epoch", "step"] = "epoch"
     grad_accum_steps: int = 1
     grad_clip_norm: float | None = None
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "none"
     seed: int = 0
     output_dir: str = "runs/textreid"
     checkpoint_every: int = 1
@@ -131,6 +170,8 @@ class TrainerConfig:
     select_metric: str = "R1"
     select_mode: Literal["max", "min"] = "max"
     progress: bool = True
+    verbosity: int = 1
+    heartbeat_s: float | None = 30.0
     deterministic: bool = False
     device: str | None = None
     find_unused_parameters: bool = False
@@ -143,6 +184,10 @@ class TrainerConfig:
         check_int(self.eval_every, "eval_every", fn, min_value=1)
         check_int(self.warmup_epochs, "warmup_epochs", fn, min_value=0)
         check_int(self.seed, "seed", fn, min_value=0)
+        check_int(self.verbosity, "verbosity", fn, min_value=0)
+        check_choice(self.verbosity, "verbosity", fn, (0, 1, 2))
+        if self.heartbeat_s is not None:
+            check_positive(self.heartbeat_s, "heartbeat_s", fn)
         if self.warmup_epochs >= self.epochs:
             raise ValueError(
                 f"{fn}: warmup_epochs ({self.warmup_epochs}) must be smaller than epochs "
@@ -214,6 +259,8 @@ class FitResult:
         last_metrics: the last evaluation's metrics (empty without evaluation).
         best_path: ``best.safetensors`` when written.
         last_checkpoint: the newest resumable checkpoint written.
+        skipped_steps: optimizer steps the fp16 GradScaler skipped because gradients
+            overflowed (including those before a resume); 0 without fp16.
     """
 
     epochs_completed: int
@@ -223,6 +270,36 @@ class FitResult:
     last_metrics: dict[str, float]
     best_path: Path | None
     last_checkpoint: Path | None
+    skipped_steps: int = 0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (``KeyboardInterrupt``) during :meth:`Trainer.fit`, after clean-up.
+
+    Nothing is left half-written: checkpoints and ``best.safetensors`` are published
+    atomically, ``metrics.jsonl`` and TensorBoard files are flushed and closed. The message
+    names the last complete checkpoint and how to resume. Being a ``KeyboardInterrupt``,
+    it stops code that only expects Ctrl-C just the same.
+
+    Attributes:
+        output_dir: the run's output folder.
+        last_checkpoint: the newest complete checkpoint there (``None``: nothing to resume).
+        epoch: epochs completed when interrupted.
+    """
+
+    def __init__(self, output_dir: Path, last_checkpoint: Path | None, epoch: int) -> None:
+        self.output_dir = output_dir
+        self.last_checkpoint = last_checkpoint
+        self.epoch = epoch
+        if last_checkpoint is None:
+            how = "no checkpoint was written yet, so there is nothing to resume: run again"
+        else:
+            how = (
+                f"last complete checkpoint: {last_checkpoint}; resume with "
+                "Trainer.fit(resume=True) (train_recipe(..., resume=True)) or by running the "
+                "same `textreid train` command with --resume"
+            )
+        super().__init__(f"training interrupted after {epoch} complete epoch(s); {how}")
 
 
 class Callback:
@@ -326,6 +403,8 @@ class Trainer:
         epoch: completed epochs. global_step: completed optimizer updates.
         best_value, best_epoch: best ``select_metric`` so far and its (1-based) epoch.
         stop_training: set to ``True`` to stop after the current epoch.
+        amp: the precision in use, ``config.amp`` with ``"auto"`` decided for the device.
+        skipped_steps: optimizer steps skipped by the GradScaler so far.
 
     Raises:
         TypeError: when ``method`` is not a module, ``config`` not a TrainerConfig or the
@@ -402,7 +481,8 @@ class Trainer:
             warmup_start_factor=config.warmup_start_factor,
             schedule=config.schedule,
         )
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.amp = _resolve_amp(config.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.epoch = 0
@@ -413,8 +493,12 @@ class Trainer:
         self.stop_training = False
         self._elapsed = 0.0
         self._t0 = 0.0
+        self.skipped_steps = 0
         self._log: _MetricsLog | None = None
         self._last_checkpoint: Path | None = None
+        self._progress: ProgressPrinter | None = None
+        # Device-side count of this epoch's skipped steps: read once, at the epoch's end.
+        self._skipped_epoch: Tensor | None = None
 
     @property
     def is_main_process(self) -> bool:
@@ -437,10 +521,17 @@ class Trainer:
                 ``output_dir/checkpoints`` (a fresh run when there is none); a path continues
                 from that file.
 
+        Resuming with a changed configuration warns, naming each old and new value; the new
+        epochs, learning rate, schedule and optimizer hyper-parameters apply from the next
+        epoch. Changes that cannot carry the saved state over (optimizer, ``param_rules``,
+        ``schedule_unit``, fewer ``epochs`` than already done) raise ``ValueError``.
+
         Raises:
             ValueError: when a fresh run would overwrite checkpoints, or a checkpoint is
-                corrupt or does not fit the method/optimizer (the message names the file).
+                corrupt, does not fit the method/optimizer or the configuration changed in a
+                way it cannot follow (the message names the file).
             FileNotFoundError: when ``resume`` is a path that does not exist.
+            TrainingInterrupted: on Ctrl-C, once nothing half-written remains.
         """
         cfg = self.config
         self.stop_training = False
@@ -454,6 +545,13 @@ class Trainer:
             resumed = self._resume(resume)
             if not resumed:
                 seed_everything(cfg.seed + self.rank)
+            self._progress = ProgressPrinter(
+                enabled=self.is_main_process,
+                verbosity=cfg.verbosity,
+                bars=cfg.progress,
+                heartbeat_s=cfg.heartbeat_s,
+                epochs=cfg.epochs,
+            )
             if self.is_main_process:
                 self._log = _MetricsLog(
                     self.output_dir,
@@ -473,16 +571,45 @@ class Trainer:
                 last_metrics=dict(self.last_metrics),
                 best_path=self.best_path if self.best_epoch is not None else None,
                 last_checkpoint=self._last_checkpoint,
+                skipped_steps=self.skipped_steps,
             )
+            self._final_line(result)
             for cb in self.callbacks:
                 cb.on_fit_end(self, result)
             return result
+        except KeyboardInterrupt:
+            # Checkpoints and best weights are published atomically, so what is on disk is
+            # complete; the open logs are flushed and closed before anyone reads the message.
+            self._close_log()
+            newest = list_checkpoints(self.checkpoint_dir)
+            raise TrainingInterrupted(
+                self.output_dir, newest[0][1] if newest else None, self.epoch
+            ) from None
         finally:
-            if self._log is not None:
-                self._log.close()
-                self._log = None
+            self._close_log()
             torch.use_deterministic_algorithms(prev_deterministic)
             torch.backends.cudnn.benchmark = prev_benchmark
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _final_line(self, result: FitResult) -> None:
+        assert self._progress is not None
+        self._progress.final_line(
+            epoch=self.epoch,
+            stopped_early=self.epoch < self.config.epochs,
+            metric=self.config.select_metric,
+            mode=self.config.select_mode,
+            best_value=self.best_value,
+            best_epoch=self.best_epoch,
+            best_path=None if result.best_path is None else os.fspath(result.best_path),
+            evaluated=self.evaluate_fn is not None,
+            last_checkpoint=(
+                None if result.last_checkpoint is None else os.fspath(result.last_checkpoint)
+            ),
+        )
 
     # ------------------------------------------------------------------ epoch
 
@@ -497,16 +624,15 @@ class Trainer:
         epoch_sums: dict[str, Tensor] = {}
         window_count = epoch_count = 0
         lr = self._base_lr()
-        bar = tqdm(
-            self.train_loader,
-            total=n,
-            desc=f"epoch {e + 1}/{cfg.epochs}",
-            disable=not (cfg.progress and self.is_main_process and sys.stderr.isatty()),
-            leave=False,
-            dynamic_ncols=True,
+        progress = self._progress
+        assert progress is not None
+        self._skipped_epoch = (
+            torch.zeros((), dtype=torch.int64, device=self.device)
+            if self.scaler.is_enabled()
+            else None
         )
         grad_norm: Tensor | None = None
-        for i, batch in enumerate(bar):
+        for i, batch in enumerate(progress.bar(self.train_loader, n, e + 1)):
             group_start = i - i % accum
             group_size = min(accum, n - group_start)
             last_micro = i - group_start == group_size - 1
@@ -529,18 +655,35 @@ class Trainer:
                 record.update(self._mean_over_ranks(window, window_count, latest=latest))
                 record["time"] = time.perf_counter() - self._t0
                 window, window_count = {}, 0
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}")
                 self._write(record)
+                progress.step_line(record)
                 for cb in self.callbacks:
                     cb.on_log(self, record)
-        bar.close()
+            if progress.heartbeat_due():
+                # One read every heartbeat_s seconds at most; rank 0 only, no collective.
+                loss = epoch_sums["loss"] / epoch_count
+                progress.heartbeat(e + 1, i + 1, n, float(loss))
         if cfg.schedule_unit == "epoch":
             self.scheduler.step()
         self.epoch = e + 1
         record = {"epoch": self.epoch, "step": self.global_step, "lr": lr}
-        record.update(
-            {f"epoch_{k}": v for k, v in self._mean_over_ranks(epoch_sums, epoch_count).items()}
-        )
+        # Every rank's scaler sees the same all-reduced gradients, so the count is the same
+        # on every rank and travels with the loss means in their single transfer.
+        latest = {} if self._skipped_epoch is None else {"skipped_steps": self._skipped_epoch}
+        means = self._mean_over_ranks(epoch_sums, epoch_count, latest=latest)
+        skipped = None if self._skipped_epoch is None else int(means.pop("skipped_steps"))
+        record.update({f"epoch_{k}": v for k, v in means.items()})
+        if skipped is not None:
+            record["skipped_steps"] = skipped
+            self.skipped_steps += skipped
+            if skipped == self.updates_per_epoch and self.is_main_process:
+                warnings.warn(
+                    f"Trainer: the GradScaler skipped all {skipped} optimizer steps of epoch "
+                    f"{self.epoch}: every float16 gradient overflowed (inf/NaN), so the weights "
+                    "did not change; use amp='bf16' or 'none', or a lower learning rate",
+                    UserWarning,
+                    stacklevel=2,
+                )
         if self.evaluate_fn is not None and (
             self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs
         ):
@@ -553,6 +696,7 @@ class Trainer:
         self._write(record)
         if self.epoch % cfg.checkpoint_every == 0 or self.epoch == cfg.epochs:
             self._save_checkpoint()
+        progress.epoch_line(record, self.updates_per_epoch, skipped)
         for cb in self.callbacks:
             cb.on_epoch_end(self, record)
 
@@ -594,8 +738,21 @@ class Trainer:
             grad_norm = nn.utils.clip_grad_norm_(
                 self.method.parameters(), self.config.grad_clip_norm
             )
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self._skipped_epoch is None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            # The scaler backs its scale off exactly when it skips the step; comparing the
+            # scale tensors on the device counts skips without making the host wait (the
+            # public get_scale() would read the scale back every step).
+            before = self.scaler._get_scale_async()
+            assert before is not None
+            before = before.clone()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            after = self.scaler._get_scale_async()
+            assert after is not None
+            self._skipped_epoch += after < before
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
 
@@ -710,6 +867,7 @@ class Trainer:
                 "best_epoch": self.best_epoch,
                 "last_metrics": dict(self.last_metrics),
                 "elapsed": self._elapsed,
+                "skipped_steps": self.skipped_steps,
                 "world_size": self.world_size,
                 "rng": all_rng,
                 "config": self.config.to_dict(),
@@ -743,11 +901,57 @@ class Trainer:
         _log.info("resumed from %s (epoch %d, step %d)", path, self.epoch, self.global_step)
         return True
 
+    def _config_changes(self, path: Path, ckpt: Mapping[str, Any]) -> bool:
+        """Compare the checkpoint's configuration with this one: warn about each change that
+        the resumed run follows, raise for those it cannot; True when anything changed that
+        the optimizer or the schedule must take over."""
+        saved = ckpt.get("config")
+        if not isinstance(saved, Mapping):
+            return False
+        fn = "Trainer.fit"
+        current = self.config.to_dict()
+        diffs = {
+            k: (saved[k], current[k])
+            for k in sorted(current)
+            if k in saved and k not in _RESUME_FREE and saved[k] != current[k]
+        }
+        done = int(ckpt["epoch"])
+        if self.config.epochs < done:
+            raise ValueError(
+                f"{fn}: checkpoint {path} has already completed {done} epochs but epochs is "
+                f"{self.config.epochs}; pass epochs >= {done} to continue that run"
+            )
+        fatal = {k: v for k, v in diffs.items() if k in _RESUME_FATAL}
+        if fatal:
+            listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in fatal.items())
+            raise ValueError(
+                f"{fn}: checkpoint {path} was written with other settings the saved optimizer "
+                f"and schedule state cannot follow ({listed}); resume with the old values or "
+                "start a fresh run in another output_dir"
+            )
+        if diffs:
+            listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in diffs.items())
+            warnings.warn(
+                f"{fn}: resuming {path} with changed settings: {listed}; the new values apply "
+                f"from epoch {done + 1}, so the run differs from one trained with them "
+                "throughout",
+                UserWarning,
+                stacklevel=4,
+            )
+        return bool(diffs)
+
     def _load_state(self, path: Path, ckpt: dict[str, Any]) -> None:
         required = ("model", "optimizer", "scheduler", "scaler", "epoch", "global_step", "rng")
         missing = [k for k in required if k not in ckpt]
         if missing:
             raise ValueError(f"Trainer.fit: checkpoint {path} lacks {missing}")
+        changed = self._config_changes(path, ckpt)
+        # The optimizer and scheduler states carry the hyper-parameters they were saved with;
+        # the ones of this configuration are put back after loading.
+        fresh_groups = [
+            {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+        ]
+        fresh_factors = [dict(vars(f)) for f in self.scheduler.lr_lambdas]
         try:
             self.method.load_state_dict(ckpt["model"], strict=True)
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -756,6 +960,20 @@ class Trainer:
                 f"Trainer.fit: checkpoint {path} does not fit this method/optimizer: {e}"
             ) from e
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if changed:
+            for group, fresh in zip(self.optimizer.param_groups, fresh_groups, strict=True):
+                group.update(fresh)
+            for factor, state in zip(self.scheduler.lr_lambdas, fresh_factors, strict=True):
+                vars(factor).update(state)
+            self.scheduler.base_lrs = [g["initial_lr"] for g in self.optimizer.param_groups]
+            t = self.scheduler.last_epoch
+            for group, base, factor in zip(
+                self.optimizer.param_groups,
+                self.scheduler.base_lrs,
+                self.scheduler.lr_lambdas,
+                strict=True,
+            ):
+                group["lr"] = base * factor(t)
         if ckpt["scaler"] and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch = int(ckpt["epoch"])
@@ -764,6 +982,7 @@ class Trainer:
         self.best_epoch = ckpt.get("best_epoch")
         self.last_metrics = dict(ckpt.get("last_metrics", {}))
         self._elapsed = float(ckpt.get("elapsed", 0.0))
+        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         rng = ckpt["rng"]
         if len(rng) == self.world_size:
             restore_rng_state(rng[self.rank], self.train_loader)
@@ -776,6 +995,17 @@ class Trainer:
                 stacklevel=3,
             )
             seed_everything(self.config.seed + self.rank + 1000 * self.epoch)
+
+
+def _resolve_amp(amp: str, device: torch.device) -> Literal["none", "bf16", "fp16"]:
+    if amp == "auto":
+        if device.type != "cuda":
+            return "none"
+        # Native bfloat16 arithmetic starts with compute capability 8.0 (Ampere).
+        return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+    if amp == "bf16":
+        return "bf16"
+    return "fp16" if amp == "fp16" else "none"
 
 
 def _unpack_output(out: object) -> tuple[Tensor, dict[str, Tensor]]:
