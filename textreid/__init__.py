@@ -6,16 +6,63 @@ The most used names are importable from here; the subpackages hold the rest:
 :mod:`textreid.testing`.
 """
 
-from textreid import data, heads, losses, models, retrieval, training
-from textreid._checks import eager_checks
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
 from textreid._version import __version__
-from textreid.config import CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
-from textreid.data import build_dataset, list_datasets, write_synthpedes
-from textreid.hub import ModelCard, Retriever
-from textreid.models import CLIPDualEncoder, create_model, list_models, load_clip, register_model
-from textreid.retrieval import GalleryIndex, RetrievalMetrics, SearchResult, evaluate, topk_search
-from textreid.tokenization import CLIPTokenizer
-from textreid.wordpiece import WordPieceTokenizer
+
+if TYPE_CHECKING:
+    from textreid import data, heads, losses, models, retrieval, training
+    from textreid._checks import eager_checks
+    from textreid.config import CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
+    from textreid.data import build_dataset, list_datasets, write_synthpedes
+    from textreid.hub import ModelCard, Retriever
+    from textreid.models import (
+        CLIPDualEncoder,
+        create_model,
+        list_models,
+        load_clip,
+        register_model,
+    )
+    from textreid.retrieval import (
+        GalleryIndex,
+        RetrievalMetrics,
+        SearchResult,
+        evaluate,
+        topk_search,
+    )
+    from textreid.tokenization import CLIPTokenizer
+    from textreid.wordpiece import WordPieceTokenizer
+
+# Imported on first use (PEP 562), so that ``import textreid.cli`` and ``textreid --help``
+# do not pay for importing torch. Name -> the module that defines it.
+_LAZY = {
+    "eager_checks": "textreid._checks",
+    "CLIPConfig": "textreid.config",
+    "PreprocessConfig": "textreid.config",
+    "TextConfig": "textreid.config",
+    "VisionConfig": "textreid.config",
+    "build_dataset": "textreid.data",
+    "list_datasets": "textreid.data",
+    "write_synthpedes": "textreid.data",
+    "ModelCard": "textreid.hub",
+    "Retriever": "textreid.hub",
+    "CLIPDualEncoder": "textreid.models",
+    "create_model": "textreid.models",
+    "list_models": "textreid.models",
+    "load_clip": "textreid.models",
+    "register_model": "textreid.models",
+    "GalleryIndex": "textreid.retrieval",
+    "RetrievalMetrics": "textreid.retrieval",
+    "SearchResult": "textreid.retrieval",
+    "evaluate": "textreid.retrieval",
+    "topk_search": "textreid.retrieval",
+    "CLIPTokenizer": "textreid.tokenization",
+    "WordPieceTokenizer": "textreid.wordpiece",
+}
 
 __all__ = [
     "CLIPConfig",
@@ -48,3 +95,20 @@ __all__ = [
     "training",
     "write_synthpedes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+        # Every subpackage, as when this module imported them all (``textreid.hub.X`` after
+        # a bare ``import textreid``).
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
