@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from textreid._checks import require
-from textreid._numerics import compute_dtype
+from textreid._numerics import compute_dtype, float32_region
 
 __all__: list[str] = []
 
@@ -132,15 +132,14 @@ def distance_matrix(
     at a time, in the compute dtype with clamped log-variances; with ``check`` an overflowing
     result raises (:func:`refuse_overflow`, naming ``fn``)."""
     block = BLOCKS[distance]
-    dt = compute_dtype(mean_x)
-    mx, my = mean_x.to(dt), mean_y.to(dt)
-    lx = log_var_x.to(dt).clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND)
-    ly = log_var_y.to(dt).clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND)
-    n = mx.shape[0]
-    step = n if chunk_size is None else chunk_size
-    out = torch.cat(
-        [block(mx[i : i + step], lx[i : i + step], my, ly) for i in range(0, n, step)], dim=0
-    )
+    with float32_region(mean_x, log_var_x, mean_y, log_var_y) as (mx, lx, my, ly):
+        lx = lx.clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND)
+        ly = ly.clamp(-LOG_VAR_BOUND, LOG_VAR_BOUND)
+        n = mx.shape[0]
+        step = n if chunk_size is None else chunk_size
+        out = torch.cat(
+            [block(mx[i : i + step], lx[i : i + step], my, ly) for i in range(0, n, step)], dim=0
+        )
     return refuse_overflow(fn, out, "distances", check)
 
 
@@ -154,6 +153,7 @@ def sample_logits(
     """
     dtype = compute_dtype(xs, ys)
     (bx, k, d), (by, k2, _) = xs.shape, ys.shape
-    sq = _sq_euclid(xs.reshape(bx * k, d).to(dtype), ys.reshape(by * k2, d).to(dtype))
-    dist = (sq + PCME_SQRT_EPS).sqrt().reshape(bx, k, by, k2).permute(0, 2, 1, 3)
-    return -negative_scale * dist.reshape(bx, by, k * k2) + shift
+    with float32_region(xs, ys):
+        sq = _sq_euclid(xs.reshape(bx * k, d).to(dtype), ys.reshape(by * k2, d).to(dtype))
+        dist = (sq + PCME_SQRT_EPS).sqrt().reshape(bx, k, by, k2).permute(0, 2, 1, 3)
+        return -negative_scale * dist.reshape(bx, by, k * k2) + shift

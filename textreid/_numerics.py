@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from numbers import Real
 
 import torch
@@ -34,6 +36,43 @@ def compute_dtype(*tensors: Tensor) -> torch.dtype:
     for t in tensors:
         dtype = torch.promote_types(dtype, t.dtype)
     return dtype
+
+
+def _autocast_exists(device_type: str) -> bool:
+    available = getattr(torch.amp, "is_autocast_available", None)
+    if available is None:  # torch < 2.4 has autocast on these two only
+        return device_type in ("cpu", "cuda")
+    return bool(available(device_type))
+
+
+@contextmanager
+def float32_region(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
+    """Run a numerically sensitive block outside autocast; yields ``tensors`` upcast.
+
+    Autocast decides per operation: under ``torch.autocast(dtype=float16)`` a matrix product
+    runs in float16 even when its inputs were just upcast to float32, so casting inside a loss
+    is not enough. This region turns autocast off for the device types of ``tensors`` and
+    yields them with float16/bfloat16 ones upcast to float32 (float32 and float64 unchanged,
+    like :func:`compute_dtype`); everything inside then runs in the dtype it is given. Every
+    loss and head runs its similarities, logits, softmax / log-sum-exp, logs, norms and
+    Gaussian distances in such a region (the pair-loss bases do it for their subclasses).
+
+    A caller that keeps the given half tensors (so that :func:`l2_normalize` floors the norm
+    for the dtype the gradient lands in) ignores the yielded copies and casts to its compute
+    dtype itself.
+
+    Args:
+        tensors: the inputs of the block (at least one; their device types are the ones
+            whose autocast is turned off).
+
+    Yields:
+        ``tensors``, half precision upcast to float32.
+    """
+    with ExitStack() as stack:
+        for device_type in dict.fromkeys(t.device.type for t in tensors):
+            if _autocast_exists(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield tuple(t.to(compute_dtype(t)) if t.is_floating_point() else t for t in tensors)
 
 
 def check_temperature(value: object, name: str, fn: str) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from textreid._numerics import compute_dtype, l2_normalize, pow2_scale
+from textreid._numerics import compute_dtype, float32_region, l2_normalize, pow2_scale
 
 __all__: list[str] = []
 
@@ -26,6 +26,13 @@ def sparse_aggregate(
     threshold: float | None,
 ) -> Tensor:
     """:func:`textreid.heads.sparse_aggregate` without checks."""
+    with float32_region(text_tokens, image_tokens):
+        return _sparse_aggregate(text_tokens, image_tokens, image_mask, threshold)
+
+
+def _sparse_aggregate(
+    text_tokens: Tensor, image_tokens: Tensor, image_mask: Tensor | None, threshold: float | None
+) -> Tensor:
     dt = compute_dtype(text_tokens)
     t = text_tokens.to(dt)
     img = image_tokens.to(dt)
@@ -66,6 +73,17 @@ def maxsim_logsumexp(
     temperature: float,
 ) -> Tensor:
     """:func:`textreid.heads.maxsim_logsumexp` without checks."""
+    with float32_region(x_tokens, c_tokens):
+        return _maxsim_logsumexp(x_tokens, c_tokens, x_mask, c_mask, temperature)
+
+
+def _maxsim_logsumexp(
+    x_tokens: Tensor,
+    c_tokens: Tensor,
+    x_mask: Tensor | None,
+    c_mask: Tensor | None,
+    temperature: float,
+) -> Tensor:
     dt = compute_dtype(x_tokens)
     x = l2_normalize(x_tokens, dtype=dt)
     c = l2_normalize(c_tokens, dtype=dt)

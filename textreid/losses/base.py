@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from textreid._checks import Reduction, check_choice, check_positive, check_reduction
+from textreid._numerics import float32_region
 from textreid.heads.gaussian import GaussianEmbedding
 from textreid.losses._common import (
     DirectionalLosses,
@@ -305,10 +306,13 @@ class PairLoss(_ScaledLoss, abc.ABC):
             name,
         )
         self.check_batch(batch)
-        # The one call of every pair loss's formula: a numerics rule for all of them (the
-        # compute dtype, running outside autocast) belongs here, not in each loss.
-        rows = self.compute_loss(batch)
-        return reduce_directional(rows, self.reduction, name, half=self.halve_mean)
+        # The one call of every pair loss's formula, so the numerics rule is kept here for all
+        # of them: outside autocast (which would recast the similarity products to half after
+        # the loss upcast its inputs), in batch.dtype. The features stay as given, so that
+        # their normalisation floors the norm for the dtype their gradient lands in.
+        with float32_region(image_feats, text_feats):
+            rows = self.compute_loss(batch)
+            return reduce_directional(rows, self.reduction, name, half=self.halve_mean)
 
     def check_batch(self, batch: PairBatch) -> None:
         """Checks of a validated call that only this loss needs (none by default)."""
@@ -497,11 +501,13 @@ class GaussianPairLoss(_ScaledLoss, abc.ABC):
             img, txt, ip, tp, scale, zs_v, zs_t, labels, image.mean.dtype, name
         )
         self.check_batch(batch)
-        out = reduce_directional(self.compute_loss(batch), self.reduction, name)
-        if isinstance(out, Tensor):
-            term = self.batch_term(batch)
-            if term is not None:
-                out = out + term
+        # As PairLoss: the distances, logits and softmaxes of every subclass outside autocast.
+        with float32_region(img.mean, txt.mean):
+            out = reduce_directional(self.compute_loss(batch), self.reduction, name)
+            if isinstance(out, Tensor):
+                term = self.batch_term(batch)
+                if term is not None:
+                    out = out + term
         return checked_loss(name, out, finite)
 
     def _points(

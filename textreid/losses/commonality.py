@@ -19,7 +19,7 @@ from textreid._checks import (
     check_tensor,
     resolve_pids,
 )
-from textreid._numerics import compute_dtype, l2_normalize
+from textreid._numerics import compute_dtype, float32_region, l2_normalize
 from textreid.losses._common import DirectionalLosses, reduce_directional
 
 __all__ = ["CommonalityMarginRankingLoss", "part_commonality"]
@@ -71,14 +71,15 @@ def _part_commonality(
     image_parts: Tensor, text_parts: Tensor, image_pids: Tensor, text_pids: Tensor
 ) -> Tensor:
     dtype = compute_dtype(image_parts, text_parts)
-    s = torch.einsum(
-        "ikd,jkd->kij",
-        l2_normalize(image_parts.detach(), dtype=dtype),
-        l2_normalize(text_parts.detach(), dtype=dtype),
-    )
-    neg = image_pids[:, None] != text_pids[None, :]
-    n = neg.sum().clamp(min=1)
-    return ((s * neg).sum(dim=(1, 2)) / n).clamp(0.0, 1.0)
+    with float32_region(image_parts, text_parts):
+        s = torch.einsum(
+            "ikd,jkd->kij",
+            l2_normalize(image_parts.detach(), dtype=dtype),
+            l2_normalize(text_parts.detach(), dtype=dtype),
+        )
+        neg = image_pids[:, None] != text_pids[None, :]
+        n = neg.sum().clamp(min=1)
+        return ((s * neg).sum(dim=(1, 2)) / n).clamp(0.0, 1.0)
 
 
 class CommonalityMarginRankingLoss(nn.Module):
@@ -202,14 +203,17 @@ class CommonalityMarginRankingLoss(nn.Module):
         if commonality is None:
             commonality = _part_commonality(v, t, ip, tp)
         dtype = compute_dtype(v, t)
-        s = torch.einsum("ikd,jkd->kij", l2_normalize(v, dtype=dtype), l2_normalize(t, dtype=dtype))
-        m = self.margins(commonality.to(dtype))[:, None, None]
-        pos = s.diagonal(dim1=1, dim2=2)
-        neg = (ip[:, None] != tp[None, :])[None]
-        hinge_v = F.relu(m - pos[:, :, None] + s)
-        hinge_t = F.relu(m - pos[:, None, :] + s)
-        i2t = self._aggregate(hinge_v, neg, dim=2)
-        t2i = self._aggregate(hinge_t, neg, dim=1)
+        with float32_region(v, t):
+            s = torch.einsum(
+                "ikd,jkd->kij", l2_normalize(v, dtype=dtype), l2_normalize(t, dtype=dtype)
+            )
+            m = self.margins(commonality.to(dtype))[:, None, None]
+            pos = s.diagonal(dim1=1, dim2=2)
+            neg = (ip[:, None] != tp[None, :])[None]
+            hinge_v = F.relu(m - pos[:, :, None] + s)
+            hinge_t = F.relu(m - pos[:, None, :] + s)
+            i2t = self._aggregate(hinge_v, neg, dim=2)
+            t2i = self._aggregate(hinge_t, neg, dim=1)
         return reduce_directional(
             DirectionalLosses(i2t.mean(dim=0), t2i.mean(dim=0)), self.reduction, fn
         )
