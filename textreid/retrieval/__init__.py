@@ -7,6 +7,7 @@ index (a stable descending sort), everywhere.
 
 from __future__ import annotations
 
+from textreid.retrieval.distributed import sharded_evaluate, sharded_topk_search
 from textreid.retrieval.index import GalleryIndex
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
 from textreid.retrieval.rerank import k_reciprocal_rerank, rerank_topk
@@ -54,6 +55,8 @@ __all__ = [
     "register_scorer",
     "rerank_topk",
     "scorer_from_config",
+    "sharded_evaluate",
+    "sharded_topk_search",
     "slice_rows",
     "topk_search",
 ]

@@ -1,0 +1,131 @@
+"""Sharded exact retrieval: 2 and 3 gloo processes under torchrun agree with one process.
+
+The worker (``_distributed_worker.py``) shards seeded galleries unequally (one shard smaller
+than k, an empty one with 3 ranks, shards placed by explicit offsets in reverse rank order);
+the small-integer case has ties within and across shards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.retrieval._distributed_worker import K, cases
+from textreid.retrieval import GaussianScorer, evaluate, topk_search
+from textreid.retrieval.distributed import sharded_evaluate, sharded_topk_search
+
+
+def _run(world: int, out: Path) -> list[dict[str, Any]]:
+    worker = Path(__file__).with_name("_distributed_worker.py")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(world),
+           "--master-addr", "127.0.0.1", "--master-port", str(port), str(worker), str(out)]  # fmt: skip
+    # A new session lets a hung run be killed with its workers, not just the launcher.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, stderr[-3000:]
+    return [torch.load(f"{out}.{r}", weights_only=True) for r in range(world)]
+
+
+def _same_metrics(got: tuple[dict[str, Any], torch.Tensor], want: Any) -> None:
+    assert got[0] == want.to_dict()  # exact: every float equal
+    assert torch.equal(got[1], want.first_positive_ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_retrieval_equals_one_process(world: int, tmp_path: Path) -> None:
+    ranks = _run(world, tmp_path / "out")
+    c = cases()
+    t, r, s = c["ties"], c["rand"], c["gauss"]
+    ties = topk_search(t["q"], t["g"], K)
+    rand = topk_search(r["q"], r["g"], K, normalize=True, chunk_size=4)
+    q = {"mean": s["q_mean"], "log_var": s["q_log_var"]}
+    gal = {"mean": s["g_mean"], "log_var": s["g_log_var"]}
+    gauss = topk_search(q, gal, K, scorer=GaussianScorer())
+    # The ties really cross shards: some query has equal scores on both sides of row 3.
+    first_shard_scores = (t["q"] @ t["g"][:3].T).unsqueeze(2)
+    assert bool((first_shard_scores == (t["q"] @ t["g"][3:].T).unsqueeze(1)).any())
+    for out in ranks:
+        for key, want in (("ties_topk", ties), ("offset_topk", ties), ("rand_topk", rand)):
+            scores, indices = out[key]
+            assert torch.equal(indices, want.indices), key
+            assert torch.equal(scores, want.scores), key  # bit for bit
+        g_s, g_i, q_u, g_u = out["gauss_topk"]
+        assert torch.equal(g_i, gauss.indices)
+        torch.testing.assert_close(g_s, gauss.scores, rtol=1e-6, atol=1e-6)
+        assert torch.equal(q_u, gauss.query_uncertainty)
+        assert torch.equal(g_u, gauss.gallery_uncertainty)
+
+        kw: dict[str, Any] = {"return_ranks": True}
+        want = evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"],
+                        normalize=False, **kw)  # fmt: skip
+        _same_metrics(out["offset_eval"], want)
+        want = evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"],
+                        normalize=False, ks=(1, 5, 10), **kw)  # fmt: skip
+        _same_metrics(out["ties_eval"], want)
+        _same_metrics(
+            out["rand_eval"],
+            evaluate(r["q"], r["g"], query_pids=r["qp"], gallery_pids=r["gp"], **kw),
+        )
+        _same_metrics(
+            out["gauss_eval"],
+            evaluate(
+                q, gal, query_pids=s["qp"], gallery_pids=s["gp"], scorer=GaussianScorer(), **kw
+            ),
+        )
+    # Bad input on one rank stops every rank with an error (here: rank 1's NaN query, k that
+    # differs between ranks, k above the whole gallery, overlapping offsets).
+    for rank, out in enumerate(ranks):
+        nan, k_differs, k_large, nan_eval, overlap = out["errors"]
+        for msg, fn in ((nan, "sharded_topk_search"), (nan_eval, "sharded_evaluate")):
+            assert msg.startswith(fn), msg
+            assert ("non-finite" in msg) if rank == 1 else ("rank(s) [1]" in msg), msg
+        assert "k must be the same on every rank" in k_differs
+        assert "k must be an int in [1, Ng=23]" in k_large
+        assert "must tile rows [0, 23)" in overlap
+
+
+def test_one_process_without_group_is_plain_retrieval() -> None:
+    t = cases()["ties"]
+    got = sharded_topk_search(t["q"], t["g"], K)
+    want = topk_search(t["q"], t["g"], K)
+    assert torch.equal(got.indices, want.indices)
+    assert torch.equal(got.scores, want.scores)
+    m = sharded_evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"],
+                         normalize=False, return_ranks=True, query_block=7, chunk_size=5)  # fmt: skip
+    _same_metrics((m.to_dict(), m.first_positive_ranks),
+                  evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"],
+                           normalize=False, return_ranks=True))  # fmt: skip
+
+
+def test_bad_arguments_name_the_function() -> None:
+    t = cases()["ties"]
+    with pytest.raises(ValueError, match="sharded_topk_search: gallery_offset must be"):
+        sharded_topk_search(t["q"], t["g"], K, gallery_offset=-1)
+    with pytest.raises(ValueError, match="sharded_topk_search: k must be an int in"):
+        sharded_topk_search(t["q"], t["g"], 24)
+    with pytest.raises(TypeError, match="sharded_evaluate: group must be"):
+        sharded_evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"], group="x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="sharded_evaluate: gallery_pids has 22 entries"):
+        sharded_evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"][:22])
