@@ -102,6 +102,7 @@ def test_our_own_file_errors_keep_their_message(
     exc = FileExistsError("write_synthpedes: it already exists; pass overwrite=True")
     monkeypatch.setattr(textreid.data.synthetic, "write_synthpedes", _fail_with(exc))
     assert main(["synth", str(tmp_path / "out")]) == 2
+    # The remedy is spelled as the option to use, not as the Python argument.
     assert _one_error_line(capsys.readouterr().err) == (
-        "textreid synth: error: write_synthpedes: it already exists; pass overwrite=True"
+        "textreid synth: error: write_synthpedes: it already exists; pass --overwrite"
     )

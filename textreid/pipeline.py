@@ -52,6 +52,7 @@ from textreid.training.trainer import FitResult, Trainer, seed_everything
 __all__ = [
     "METHODS",
     "TrainResult",
+    "apply_overrides",
     "build_clip_encoder",
     "build_method",
     "build_tokenizer",
@@ -490,6 +491,24 @@ class _Overrides:
         """``recipe`` with every override applied."""
         out: Recipe = _merged(recipe, self.tree, "", self.fn)
         return out
+
+
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    """A copy of ``recipe`` with ``overrides`` applied, as :func:`train_recipe` applies them.
+
+    Args:
+        recipe: the recipe.
+        overrides: dotted keys (``{"trainer.lr": 1e-4}``) or nested mappings
+            (``{"trainer": {"lr": 1e-4}}``) naming recipe settings.
+
+    Raises:
+        ValueError: an unknown key (the message lists the valid ones), a value of the wrong
+            type, ``trainer.output_dir`` / ``trainer.progress`` / ``name`` (arguments of
+            :func:`train_recipe`), or a setting the recipe's configs refuse.
+    """
+    changes = _Overrides("apply_overrides")
+    changes.read(overrides)
+    return changes.applied_to(recipe)
 
 
 def _merged(current: Any, changes: dict[str, Any], where: str, fn: str) -> Any:

@@ -352,6 +352,8 @@ def read_cuhk_pedes(
     Raises:
         FileNotFoundError: ``reid_raw.json`` is missing; the message explains the
             ``caption_all.json`` confusion when only that file is present.
+        ValueError: the folder holds SynthPEDES (same layout, with ``synthpedes.json``) and
+            ``name`` is ``"cuhk-pedes"``.
     """
     folder = _dataset_dir(root, "CUHK-PEDES", ("reid_raw.json", "caption_all.json"))
     anno = folder / "reid_raw.json"
@@ -369,6 +371,12 @@ def read_cuhk_pedes(
             hint = f"; generate it first with `textreid synth {root}` (or write_synthpedes)"
         raise FileNotFoundError(
             f"read_{name.replace('-', '_')}: annotation file {anno} does not exist{hint}"
+        )
+    if name == "cuhk-pedes" and (folder / "synthpedes.json").is_file():
+        # Same file layout, so reading would succeed and train on the wrong benchmark.
+        raise ValueError(
+            f"read_cuhk_pedes: {folder} holds SynthPEDES (written by write_synthpedes: it has "
+            "synthpedes.json), not CUHK-PEDES; read it with dataset='synthpedes'"
         )
     return read_pedes_json(
         anno,
