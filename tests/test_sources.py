@@ -1,9 +1,11 @@
 """One Hub resolution for ``Retriever.from_pretrained`` and ``load_clip``: same names, same
-errors (the loopback FakeHub stands in for the Hub)."""
+errors; a local path is told from a Hub id before any network use (the loopback FakeHub
+stands in for the Hub)."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,23 @@ from textreid import Retriever
 from textreid._sources import Source, is_repo_id, resolve_source
 from textreid.models import load_clip
 from textreid.testing import FakeHub
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Every outgoing connection is refused and recorded; the test fails if any was tried
+    (recorded too, since a library may swallow the refusal)."""
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args[1:] or kwargs)
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    yield attempts
+    assert attempts == [], f"network access attempted: {attempts}"
 
 
 @pytest.mark.parametrize(
@@ -34,20 +53,62 @@ def test_repo_id_rule(text: str, ok: bool) -> None:
 
 
 def test_local_paths_win_and_never_touch_the_network(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[object]
 ) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("network access attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "org" / "name").mkdir(parents=True)
     (tmp_path / "org" / "weights.pt").write_bytes(b"")
     assert resolve_source("org/name", "f", files=False) == Source(folder=Path("org/name"))
     assert resolve_source("org/weights.pt", "f", files=True) == Source(file=Path("org/weights.pt"))
-    # A file is not a retriever source: the same spelling is then a repo id.
-    assert resolve_source("org/weights.pt", "f", files=False) == Source(repo_id="org/weights.pt")
+    # A file is not a retriever source, and never a repo id.
+    with pytest.raises(FileNotFoundError, match=r"^f: 'org/weights.pt' is a file \(.*\), not a"):
+        resolve_source("org/weights.pt", "f", files=False)
     assert resolve_source("hf-hub:org/name", "f", files=False) == Source(repo_id="org/name")
+    # A dot is not a file extension: this stays a Hub id.
+    assert resolve_source("Qwen/Qwen2.5-7B", "f", files=False) == Source(repo_id="Qwen/Qwen2.5-7B")
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("runs/retriever", "'runs' is a local folder (write hf-hub:runs/retriever for the Hub)"),
+        ("./retriever", "it starts like a path"),
+        ("~/textreid-missing-folder", "it starts like a path"),
+        ("runs/retriever/best", "it has more slashes than owner/name"),
+        ("runs/retriever/", "it has more slashes than owner/name"),
+        ("org/model.safetensors", "it ends with a file extension"),
+        ("runs\\retriever", "it holds a path separator"),
+    ],
+)
+@pytest.mark.parametrize("load", [Retriever.from_pretrained, load_clip])
+def test_a_missing_path_is_a_local_error_before_any_network_use(
+    name: str,
+    why: str,
+    load: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_network: list[object],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "other").mkdir(parents=True)
+    fn = "load_clip" if load is load_clip else "Retriever.from_pretrained"
+    what = "file or folder" if load is load_clip else "folder"
+    looked = Path(name).expanduser().absolute()
+    with pytest.raises(FileNotFoundError) as info:
+        load(name)  # type: ignore[operator]
+    message = str(info.value)
+    assert message.startswith(f"{fn}: no such {what} {name!r} (looked for {looked}")
+    assert f"; taken as a local path because {why};" in message
+    assert "a Hub id has the form owner/name" in message
+
+
+def test_the_error_lists_the_folder_the_path_was_looked_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[object]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "retriever-v2").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"runs holds: retriever-v2\)"):
+        Retriever.from_pretrained("runs/retriever")
 
 
 @pytest.mark.parametrize("files", [True, False])
@@ -56,9 +117,9 @@ def test_names_that_are_nothing_are_refused_the_same_way(files: bool) -> None:
         ValueError, match=r"^f: 'not a repo' is not a valid hub repo id 'org/name'$"
     ):
         resolve_source("hf-hub:not a repo", "f", files=files)
-    what = "is not an existing file or folder" if files else "is neither an existing folder nor"
-    with pytest.raises(FileNotFoundError, match=rf"^f: './missing/x/y' {what}.*'hf-hub:org/name'"):
-        resolve_source("./missing/x/y", "f", files=files)
+    what = "file or folder" if files else "folder"
+    with pytest.raises(FileNotFoundError, match=rf"^f: no such {what} 'not-a-repo' \(looked for"):
+        resolve_source("not-a-repo", "f", files=files)
 
 
 def test_both_loaders_report_a_missing_repository_alike(tmp_path: Path) -> None:
@@ -70,8 +131,9 @@ def test_both_loaders_report_a_missing_repository_alike(tmp_path: Path) -> None:
         ):
             with pytest.raises(
                 FileNotFoundError,
-                match=rf"^{fn}: repository 'org/absent' was not found on the hub; check the "
-                "name, or pass token= for a private repository$",
+                match=rf"^{fn}: repository 'org/absent' was not found on the hub "
+                rf"\({hub.endpoint}\), and there is no local folder .*org/absent; check the id, "
+                r"or for a private repository log in with `hf auth login` \(or pass token=\)$",
             ):
                 load("org/absent", **kw)  # type: ignore[operator]
             with pytest.raises(ValueError, match=rf"^{fn}: 'bad repo' is not a valid hub repo id"):

@@ -4,7 +4,9 @@
 ``127.0.0.1`` answering the two requests ``huggingface_hub.hf_hub_download`` makes
 (``HEAD`` and ``GET /{repo}/resolve/{revision}/{file}``) with the headers the client needs
 (``X-Repo-Commit``, ``ETag``) and Hub-style 404s. A real socket, not a mocked HTTP client,
-so it keeps working when ``huggingface_hub`` changes its HTTP stack.
+so it keeps working when ``huggingface_hub`` changes its HTTP stack. ``hub.offline()`` refuses
+connections for a block (an unreachable Hub) and ``hub.failing(503)`` answers every request
+with an error status (a Hub that is down), to test what a user sees then.
 
 Example::
 
@@ -21,10 +23,12 @@ Uses only the standard library (no pytest import), so it is safe to import anywh
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -80,6 +84,8 @@ class FakeHub:
         self.requests: list[RecordedRequest] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
+        self._failure: int | None = None
 
     # -- repository content -------------------------------------------------------------
     def add_repo(
@@ -140,21 +146,26 @@ class FakeHub:
     # -- server ---------------------------------------------------------------------------
     @property
     def endpoint(self) -> str:
-        if self._server is None:
+        if not self._port:
             raise RuntimeError("FakeHub: not started; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        name = host.decode() if isinstance(host, bytes) else host
-        return f"http://{name}:{port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._port}"
 
     def start(self) -> FakeHub:
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer((self._host, 0), handler)
+        # The port of a previous start is reused, so an endpoint stays valid across offline().
+        self._server = ThreadingHTTPServer((self._host, self._port), handler)
         self._server.daemon_threads = True
+        self._port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self._close()
+        self._port = 0
+
+    def _close(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -162,6 +173,32 @@ class FakeHub:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    @contextlib.contextmanager
+    def offline(self) -> Iterator[None]:
+        """Refuse connections inside the block, as an unreachable Hub does; the same
+        :attr:`endpoint` answers again after it."""
+        if self._server is None:
+            raise RuntimeError("FakeHub.offline: not started; use it as a context manager")
+        self._close()
+        try:
+            yield
+        finally:
+            self.start()
+
+    @contextlib.contextmanager
+    def failing(self, status: int = 503) -> Iterator[None]:
+        """Answer every request inside the block with HTTP ``status`` (recorded in
+        :attr:`requests`), as a Hub that is down or rate-limiting does."""
+        if not 400 <= status <= 599:
+            raise ValueError(
+                f"FakeHub.failing: status must be an HTTP error (4xx/5xx), got {status}"
+            )
+        self._failure = status
+        try:
+            yield
+        finally:
+            self._failure = None
 
     def __enter__(self) -> FakeHub:
         return self.start()
@@ -193,6 +230,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def _answer(self, send_body: bool) -> None:
             path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
             hub._record(self.command, path, {k.lower(): v for k, v in self.headers.items()})
+            if hub._failure is not None:
+                self._error(hub._failure, "", "the fake hub is failing", None, send_body)
+                return
             parts = path.strip("/").split("/")
             # Accept both "{org}/{name}/resolve/..." and "models/{org}/{name}/resolve/...".
             if parts and parts[0] == "models":
@@ -232,7 +272,8 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         ) -> None:
             body = message.encode()
             self.send_response(status)
-            self.send_header("X-Error-Code", code)
+            if code:
+                self.send_header("X-Error-Code", code)
             self.send_header("X-Error-Message", message)
             if commit is not None:
                 self.send_header("X-Repo-Commit", commit)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from textreid._io import MAX_CONFIG_BYTES, read_json_object, resolve_in_folder
-from textreid._sources import hub_download, hub_options, resolve_source
+from textreid._sources import HubRepo, hub_options, resolve_source
 from textreid._untrusted import torch_load_weights_only
 from textreid.config import CLIPConfig
 from textreid.models.clip import CLIPDualEncoder
@@ -223,8 +223,10 @@ def _from_folder(folder: Path) -> tuple[dict[str, Tensor], CLIPConfig | None]:
 
 
 def _from_hub(repo_id: str, hub: dict[str, Any]) -> tuple[dict[str, Tensor], CLIPConfig | None]:
+    repo = HubRepo(repo_id, hub, _FN)
+
     def get(name: str) -> Path | None:
-        return hub_download(repo_id, name, hub, _FN, required=False)
+        return repo.get(name, required=False)
 
     where = f"hub repo {repo_id!r} (revision {hub['revision'] or 'main'}"
     where += f", cache_dir {hub['cache_dir']})" if hub["cache_dir"] else ")"
