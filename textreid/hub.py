@@ -67,7 +67,8 @@ from textreid._io import (
 )
 from textreid._sources import (
     HUB_PREFIX,
-    hub_download,
+    HubConnectionError,
+    HubRepo,
     hub_options,
     is_repo_id,
     resolve_source,
@@ -102,7 +103,7 @@ from textreid.tokenization import CLIPTokenizer, Tokenizer, get_tokenizer, list_
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["HUB_FORMAT_VERSION", "ModelCard", "Retriever"]
+__all__ = ["HUB_FORMAT_VERSION", "HubConnectionError", "ModelCard", "Retriever"]
 
 HUB_FORMAT_VERSION = 2
 # Format version 1 knew one architecture, under this name.
@@ -234,6 +235,11 @@ class _Source:
         resolved = resolve_source(name_or_path, fn, files=False)
         self.folder = resolved.folder
         self.repo_id = resolved.repo_id or ""
+        self._repo = HubRepo(self.repo_id, hub, fn) if resolved.repo_id else None
+
+    @property
+    def unreachable(self) -> bool:
+        return self._repo is not None and self._repo.unreachable
 
     def describe(self) -> str:
         return str(self.folder) if self.folder is not None else f"hub repo {self.repo_id!r}"
@@ -249,7 +255,8 @@ class _Source:
                 f"{self.fn}: {self.folder} has no file {filename!r}; a saved retriever "
                 f"folder holds {_CONFIG} and {_WEIGHTS} (write one with save_pretrained)"
             )
-        return hub_download(self.repo_id, filename, self.hub, self.fn, required=required)
+        assert self._repo is not None
+        return self._repo.get(filename, required=required)
 
     def reading(self) -> contextlib.AbstractContextManager[bool]:
         """Hold a local folder's lock shared while its files are read; yield whether held."""
@@ -677,7 +684,9 @@ class Retriever:
         size = image_size or (384, 128)
         # The "hf-hub:" prefix keeps load_clip from taking a same-named local path instead.
         target = source.folder if source.folder is not None else HUB_PREFIX + source.repo_id
-        model = load_clip(target, image_size=size, **(hub if source.folder is None else {}))
+        # A Hub found unreachable for config.json is not asked again for the weights.
+        hub_kw = {**hub, "local_files_only": True} if source.unreachable else hub
+        model = load_clip(target, image_size=size, **(hub_kw if source.folder is None else {}))
         tokenizer: CLIPTokenizer | None = None
         vocab = source.get(_TOKENIZER_FILES[0], required=False)
         merges = source.get(_TOKENIZER_FILES[1], required=False)
