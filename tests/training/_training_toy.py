@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from textreid.losses.combine import LossOutput
+from textreid.training import TrainerConfig
 
 DIM_IN, VOCAB, LEN = 6, 20, 5
 
@@ -91,3 +95,22 @@ def recall_at_1(method: nn.Module, data: ToyData) -> dict[str, float]:
     g = method.encode_image(data.images)  # type: ignore[operator]
     top = (q @ g.T).argmax(dim=1)
     return {"R1": 100.0 * float((data.pids[top] == data.pids).float().mean())}
+
+
+def toy_config(tmp_path: Path, **kw: Any) -> TrainerConfig:
+    """Plain SGD at a constant rate, a metrics line per update, no bars, no TensorBoard."""
+    base: dict[str, Any] = {
+        "epochs": 2,
+        "lr": 0.05,
+        "weight_decay": 0.0,
+        "optimizer": "sgd",
+        "momentum": 0.0,
+        "warmup_epochs": 0,
+        "schedule": "constant",
+        "output_dir": str(tmp_path),
+        "progress": False,
+        "log_every": 1,
+        "tensorboard": False,
+    }
+    base.update(kw)
+    return TrainerConfig(**base)

@@ -9,29 +9,12 @@ from typing import Any
 import pytest
 import torch
 from _training_toy import ToyData, ToyMethod, make_loader, recall_at_1
+from _training_toy import toy_config as _config
 from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from textreid.losses.combine import LossOutput
 from textreid.training import Callback, ParamRule, Trainer, TrainerConfig, lr_at
-
-
-def _config(tmp_path: Path, **kw: Any) -> TrainerConfig:
-    base: dict[str, Any] = {
-        "epochs": 2,
-        "lr": 0.05,
-        "weight_decay": 0.0,
-        "optimizer": "sgd",
-        "momentum": 0.0,
-        "warmup_epochs": 0,
-        "schedule": "constant",
-        "output_dir": str(tmp_path),
-        "progress": False,
-        "log_every": 1,
-        "tensorboard": False,
-    }
-    base.update(kw)
-    return TrainerConfig(**base)
 
 
 def _params(m: nn.Module) -> dict[str, torch.Tensor]:
