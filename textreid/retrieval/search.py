@@ -83,10 +83,16 @@ class SearchResult(_Hits):
         query_uncertainty: ``[Nq]`` uncertainty of each query, or ``None`` (cosine and part
             scorers have none).
         gallery_uncertainty: ``[Nq, K]`` uncertainty of each hit, or ``None``.
+        gallery_ids: ``[Nq][K]`` ids of the hits, or ``None``; filled by
+            :meth:`textreid.Retriever.search` when the gallery has ids.
+        gallery_paths: ``[Nq][K]`` image paths of the hits, or ``None``; filled by
+            :meth:`textreid.Retriever.search` when the gallery knows its paths.
     """
 
     query_uncertainty: Tensor | None
     gallery_uncertainty: Tensor | None
+    gallery_ids: list[list[int]] | None
+    gallery_paths: list[list[str]] | None
 
     def __new__(
         cls,
@@ -94,23 +100,34 @@ class SearchResult(_Hits):
         indices: Tensor,
         query_uncertainty: Tensor | None = None,
         gallery_uncertainty: Tensor | None = None,
+        gallery_ids: list[list[int]] | None = None,
+        gallery_paths: list[list[str]] | None = None,
     ) -> SearchResult:
         self = super().__new__(cls, scores, indices)
         self.query_uncertainty = query_uncertainty
         self.gallery_uncertainty = gallery_uncertainty
+        self.gallery_ids = gallery_ids
+        self.gallery_paths = gallery_paths
         return self
 
     def __getnewargs__(self) -> tuple[Any, ...]:
-        return (*self, self.query_uncertainty, self.gallery_uncertainty)
+        return (
+            *self,
+            self.query_uncertainty,
+            self.gallery_uncertainty,
+            self.gallery_ids,
+            self.gallery_paths,
+        )
 
     def __repr__(self) -> str:
-        base = f"SearchResult(scores={self.scores!r}, indices={self.indices!r}"
-        if self.query_uncertainty is None and self.gallery_uncertainty is None:
-            return base + ")"
-        return (
-            f"{base}, query_uncertainty={self.query_uncertainty!r}, "
-            f"gallery_uncertainty={self.gallery_uncertainty!r})"
-        )
+        extra = {
+            "query_uncertainty": self.query_uncertainty,
+            "gallery_uncertainty": self.gallery_uncertainty,
+            "gallery_ids": self.gallery_ids,
+            "gallery_paths": self.gallery_paths,
+        }
+        shown = "".join(f", {k}={v!r}" for k, v in extra.items() if v is not None)
+        return f"SearchResult(scores={self.scores!r}, indices={self.indices!r}{shown})"
 
 
 class Reranker(Protocol):
