@@ -28,6 +28,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import reprlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,10 +44,19 @@ from textreid._checks import (
     check_features,
     check_format_version,
     check_ids,
+    check_int,
     check_same_width,
     check_tensor,
 )
-from textreid._io import atomic_path, open_regular, parse_json_object, read_json_object
+from textreid._io import (
+    MAX_CONFIG_BYTES,
+    atomic_path,
+    atomic_write,
+    folder_lock,
+    open_regular,
+    parse_json_object,
+    read_json_object,
+)
 from textreid.retrieval.scorers import (
     Features,
     Scorer,
@@ -60,7 +70,7 @@ from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK
 from textreid.retrieval.search import Reranker, Screen, SearchResult, topk_search
 from textreid.retrieval.token_rerank import TokenReranker
 
-__all__ = ["GalleryIndex"]
+__all__ = ["SHARDED_MANIFEST", "GalleryIndex", "ShardedIndexWriter"]
 
 FORMAT_VERSION = 3
 # Format version 2: one file with global features only, written when nothing newer is needed.
@@ -771,9 +781,18 @@ class GalleryIndex:
             ValueError: the index is empty, or a path cannot be encoded as UTF-8 (a lone
                 surrogate).
         """
+        out = Path(directory)
+        self._write(out / _FILE, "GalleryIndex.save")
+        if (out / _V1_META).is_file():
+            for stale in (_V1_META, _V1_TENSORS):
+                with contextlib.suppress(OSError):
+                    (out / stale).unlink()
+        return out
+
+    def _write(self, path: Path, fn: str) -> None:
+        """Write the index as one file at ``path``, renamed into place when complete."""
         from safetensors.torch import save_file
 
-        fn = "GalleryIndex.save"
         feats = {key: t.detach().cpu().contiguous() for key, t in self.feature_map.items()}
         metadata = {"format": _FORMAT}
         if set(feats) == {"global"} and self._scorer is None and self._fingerprint is None:
@@ -791,14 +810,9 @@ class GalleryIndex:
             tensors["ids"] = self._ids.cpu().contiguous()
         if self._paths is not None:
             tensors["path_bytes"], tensors["path_offsets"] = _encode_paths(self._paths, fn)
-        out = Path(directory)
-        with atomic_path(out / _FILE) as tmp:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-        if (out / _V1_META).is_file():
-            for stale in (_V1_META, _V1_TENSORS):
-                with contextlib.suppress(OSError):
-                    (out / stale).unlink()
-        return out
 
     @classmethod
     def load(
@@ -808,10 +822,12 @@ class GalleryIndex:
         mmap: bool = True,
         device: torch.device | str | None = None,
     ) -> GalleryIndex:
-        """Open an index written by :meth:`save` (or by textreid 0.1).
+        """Open an index written by :meth:`save` (or by textreid 0.1), or a whole sharded index.
 
         Args:
-            directory: the folder, or the ``gallery_index.safetensors`` file itself.
+            directory: the folder, or the ``gallery_index.safetensors`` file itself. A folder
+                with a sharded index's manifest loads all its shards (:meth:`load_shard` with
+                one process).
             mmap: map the features from the file (copy-on-write: the file is never written)
                 instead of reading them; rows are paged in when a search touches them.
             device: move features and ids there (this reads them); default keep them on CPU.
@@ -827,12 +843,21 @@ class GalleryIndex:
         """
         fn = _LOAD
         path = Path(directory)
+        if path.is_dir() and (path / SHARDED_MANIFEST).exists():
+            return cls.load_shard(path, 0, 1, mmap=mmap, device=device)[0]
         if path.is_dir() and not (path / _FILE).exists() and (path / _V1_META).exists():
             source = path / _V1_META
             feats, ids, paths, scorer, fingerprint = _load_v1(path, mmap, fn)
         else:
             source = path / _FILE if path.is_dir() else path
             feats, ids, paths, scorer, fingerprint = _load_file(source, mmap, fn)
+        return cls._loaded((feats, ids, paths, scorer, fingerprint), source, device)
+
+    @classmethod
+    def _loaded(
+        cls, loaded: _Loaded, source: Path, device: torch.device | str | None
+    ) -> GalleryIndex:
+        feats, ids, paths, scorer, fingerprint = loaded
         if device is not None:
             feats = {key: t.to(device) for key, t in feats.items()}
             ids = None if ids is None else ids.to(device)
@@ -840,3 +865,365 @@ class GalleryIndex:
         index._features, index._ids, index._paths = feats, ids, paths
         index._source = source
         return index
+
+    @classmethod
+    def load_shard(
+        cls,
+        directory: str | os.PathLike[str],
+        rank: int,
+        world_size: int,
+        *,
+        mmap: bool = True,
+        device: torch.device | str | None = None,
+    ) -> tuple[GalleryIndex, int]:
+        """Open the part of a sharded index (:meth:`save_sharded`, ``textreid index``) that
+        belongs to ``rank`` of ``world_size`` processes.
+
+        The shard files are split into ``world_size`` contiguous runs of (nearly) equal
+        length; ``rank`` gets one run and the global index of its first row, ready for
+        :func:`~textreid.retrieval.sharded_topk_search` (``gallery_offset=``). With one
+        shard file per rank the features stay memory-mapped; several are concatenated in
+        memory. A rank left without a shard (more ranks than shards) gets an index of no
+        rows with the features' names and widths.
+
+        Args:
+            directory: the sharded index folder.
+            rank: this process's rank, ``0 <= rank < world_size``.
+            world_size: the number of processes.
+            mmap: map the features from the files (as :meth:`load`).
+            device: move features and ids there (as :meth:`load`).
+
+        Returns:
+            ``(index, offset)``: this rank's rows and the global index of the first one.
+
+        Raises:
+            FileNotFoundError: a missing folder, manifest or shard file.
+            ValueError: ``rank`` / ``world_size`` out of range; a manifest or shard file that
+                is corrupt, of another size than the manifest lists, or whose features, ids,
+                paths, scorer or fingerprint differ from the first shard's; and the errors of
+                :meth:`load` for each file.
+        """
+        fn = "GalleryIndex.load_shard"
+        check_int(world_size, "world_size", fn, min_value=1)
+        check_int(rank, "rank", fn, min_value=0)
+        if rank >= world_size:
+            raise ValueError(f"{fn}: rank must be below world_size={world_size}, got {rank}")
+        loaded, offset, source = _load_sharded(Path(directory), rank, world_size, mmap, fn)
+        return cls._loaded(loaded, source, device), offset
+
+    def save_sharded(
+        self, directory: str | os.PathLike[str], *, shard_size: int, resume: bool = False
+    ) -> Path:
+        """Write the index as shard files of ``shard_size`` rows plus a manifest (written
+        last), for :meth:`load_shard`; see :class:`ShardedIndexWriter`.
+
+        Returns:
+            The directory.
+
+        Raises:
+            ValueError: the index is empty, a bad ``shard_size``; the errors of :meth:`save`.
+        """
+        feats = self.feature_map
+        writer = ShardedIndexWriter(
+            directory,
+            rows=len(self),
+            shard_size=shard_size,
+            key=f"in-memory index of {len(self)} rows",
+            scorer=self._scorer,
+            model_fingerprint=self._fingerprint,
+            resume=resume,
+        )
+        for i in writer.pending():
+            a, b = writer.bounds(i)
+            writer.write_shard(
+                i,
+                {key: t[a:b] for key, t in feats.items()},
+                None if self._ids is None else self._ids[a:b],
+                None if self._paths is None else self._paths[a:b],
+            )
+        return writer.finish()
+
+
+# A sharded index: a folder of index files, each a whole index in the format above, and a
+# manifest naming them, renamed into place last.
+_SHARDED_FORMAT = "textreid.ShardedGalleryIndex"
+_SHARDED_VERSION = 1
+SHARDED_MANIFEST = "sharded_index.json"
+"""The manifest of a sharded index folder (written last: its presence means complete)."""
+_PLAN = "sharded_index.plan.json"
+_SHARD_NAME = re.compile(r"shard-(\d{5})-of-(\d{5})\.safetensors")
+_MAX_SHARDS = 99_999
+# Each shard entry is a few dozen bytes.
+_MAX_SHARDED_MANIFEST_BYTES = 16 << 20
+
+
+def _shard_file(number: int, count: int) -> str:
+    return f"shard-{number:05d}-of-{count:05d}.safetensors"
+
+
+def _read_manifest(folder: Path, fn: str) -> list[tuple[str, int, int]]:
+    """``(file, rows, bytes)`` of every shard listed by the manifest of ``folder``."""
+    path = folder / SHARDED_MANIFEST
+    raw = read_json_object(path, max_bytes=_MAX_SHARDED_MANIFEST_BYTES, fn=fn)
+    with _reading(path, fn):
+        if raw.get("format") != _SHARDED_FORMAT:
+            raise _Corrupt(f"it lacks format={_SHARDED_FORMAT!r}")
+        check_format_version(raw.get("format_version"), _SHARDED_VERSION, str(path), fn)
+        shards = raw.get("shards")
+        if not isinstance(shards, list) or not 1 <= len(shards) <= _MAX_SHARDS:
+            raise _Corrupt(f"its shards must be a list of 1 to {_MAX_SHARDS} entries")
+        out = []
+        for i, entry in enumerate(shards):
+            name = entry.get("file") if isinstance(entry, dict) else None
+            rows = entry.get("rows") if isinstance(entry, dict) else None
+            size = entry.get("bytes") if isinstance(entry, dict) else None
+            if not (
+                name == _shard_file(i, len(shards))
+                and isinstance(rows, int)
+                and isinstance(size, int)
+                and _is_int(rows)
+                and _is_int(size)
+                and rows > 0
+                and size > 0
+            ):
+                raise _Corrupt(
+                    f"shard entry {i} is {_brief(entry)}; expected file "
+                    f"{_shard_file(i, len(shards))!r} with positive integer rows and bytes"
+                )
+            out.append((_shard_file(i, len(shards)), rows, size))
+        return out
+
+
+def _load_sharded(
+    folder: Path, rank: int, world_size: int, mmap: bool, fn: str
+) -> tuple[_Loaded, int, Path]:
+    """The shards of ``rank``, concatenated, and the global index of their first row."""
+    shards = _read_manifest(folder, fn)
+    lo, hi = rank * len(shards) // world_size, (rank + 1) * len(shards) // world_size
+    offset = sum(rows for _, rows, _ in shards[:lo])
+    parts: list[_Loaded] = []
+    # A rank without a shard gets none of the rows of the first one: the right names,
+    # dtypes and widths for a collective search.
+    for name, rows, size in shards[lo:hi] if hi > lo else shards[:1]:
+        path = folder / name
+        if not path.exists():
+            raise FileNotFoundError(f"{fn}: {path} is missing; the sharded index is incomplete")
+        with _reading(path, fn):
+            found = path.stat().st_size
+            if found != size:
+                raise _Corrupt(
+                    f"the manifest lists {size} bytes but the file has {found}; it is not the "
+                    "shard that was written with this manifest"
+                )
+            loaded = _load_file(path, mmap, fn)
+            if num_rows(loaded[0]) != rows:
+                raise _Corrupt(f"it has {num_rows(loaded[0])} rows; the manifest lists {rows}")
+        parts.append(loaded)
+    feats, ids, paths, scorer, fingerprint = parts[0]
+    for i, (f, i_, p, sc, fp) in enumerate(parts[1:], 1):
+        if (
+            set(f) != set(feats)
+            or (i_ is None) != (ids is None)
+            or (p is None) != (paths is None)
+            or sc != scorer
+            or fp != fingerprint
+        ):
+            raise ValueError(
+                f"{fn}: {folder / shards[lo + i][0]} does not hold the same features, ids, "
+                f"paths, scorer and model fingerprint as {folder / shards[lo][0]}; the sharded "
+                "index is corrupt"
+            )
+    if hi == lo:
+        feats = {key: t[:0] for key, t in feats.items()}
+        ids = None if ids is None else ids[:0]
+        paths = None if paths is None else []
+    elif len(parts) > 1:
+        feats = {key: torch.cat([part[0][key] for part in parts]) for key in feats}
+        if ids is not None:
+            ids = torch.cat([part[1] for part in parts if part[1] is not None])
+        if paths is not None:
+            paths = [q for part in parts if part[2] is not None for q in part[2]]
+    return (feats, ids, paths, scorer, fingerprint), offset, folder / SHARDED_MANIFEST
+
+
+class ShardedIndexWriter:
+    """Writes a gallery index of ``rows`` rows as shard files, one shard at a time, resumably.
+
+    Shard ``i`` holds rows ``i * shard_size`` to ``(i + 1) * shard_size`` (the last one the
+    rest) as one index file (the single-file format of :class:`GalleryIndex`), renamed into
+    place when complete. :meth:`finish` writes the manifest last, so a folder is a complete
+    index exactly when it has one. A plan file written first records what is being indexed
+    (``key``: e.g. a digest of the image list) and how; a writer opened later on the same
+    folder with the same plan and ``resume=True`` skips the shards already written (after
+    checking each one), so a crash costs at most the shard being written.
+
+    Args:
+        directory: the index folder (created).
+        rows: rows of the whole index.
+        shard_size: rows per shard.
+        key: what the rows are, e.g. a SHA-256 of the image paths; a resumed writer must
+            have the same.
+        scorer: the scorer of the features, written into every shard.
+        model_fingerprint: the fingerprint of the model that encodes them.
+        resume: keep the shards of an earlier writer with the same plan. ``False``, or a
+            folder without a plan, starts over: shard files, plan and manifest of an
+            earlier writer are removed first.
+
+    Raises:
+        TypeError: a ``scorer`` that is not a :class:`~textreid.retrieval.Scorer`, a
+            fingerprint that is not a str.
+        ValueError: ``rows`` or ``shard_size`` not positive, more than 99,999 shards, a
+            ``resume=True`` on a folder whose plan differs (the message names what differs).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        rows: int,
+        shard_size: int,
+        key: str,
+        scorer: Scorer | None = None,
+        model_fingerprint: str | None = None,
+        resume: bool = True,
+    ) -> None:
+        fn = "ShardedIndexWriter"
+        check_int(rows, "rows", fn, min_value=1)
+        check_int(shard_size, "shard_size", fn, min_value=1)
+        self._count = -(-rows // shard_size)
+        if self._count > _MAX_SHARDS:
+            raise ValueError(
+                f"{fn}: {rows} rows in shards of {shard_size} make {self._count} shards, more "
+                f"than {_MAX_SHARDS}; use a larger shard_size"
+            )
+        self._dir = Path(directory)
+        self._rows, self._shard_size = rows, shard_size
+        self._scorer = None if scorer is None else check_scorer(scorer, fn)
+        self._fingerprint = _check_fingerprint(model_fingerprint, fn)
+        plan = {
+            "format": _SHARDED_FORMAT + ".plan",
+            "rows": rows,
+            "shard_size": shard_size,
+            "key": key,
+            "scorer": None if scorer is None else scorer.to_config(),
+            "model_fingerprint": model_fingerprint,
+        }
+        self._dir.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self._dir):
+            old = None
+            if resume and (self._dir / _PLAN).is_file():
+                old = read_json_object(self._dir / _PLAN, max_bytes=MAX_CONFIG_BYTES, fn=fn)
+            if old is not None and old != plan:
+                differ = sorted(k for k in plan.keys() | old.keys() if plan.get(k) != old.get(k))
+                raise ValueError(
+                    f"{fn}: {self._dir} holds a partial index written with another plan "
+                    f"(differing: {', '.join(differ)}); pass resume=False to start over, or "
+                    "write to another folder"
+                )
+            if old is None:
+                self._clear()
+                atomic_write(self._dir / _PLAN, lambda f: f.write(json.dumps(plan).encode()))
+
+    def _clear(self) -> None:
+        """Remove an earlier writer's manifest, plan and shard files (nothing else)."""
+        for path in self._dir.iterdir():
+            if path.name in (SHARDED_MANIFEST, _PLAN) or _SHARD_NAME.fullmatch(path.name):
+                path.unlink()
+
+    @property
+    def directory(self) -> Path:
+        """The index folder."""
+        return self._dir
+
+    def bounds(self, number: int) -> tuple[int, int]:
+        """Rows ``(start, stop)`` of shard ``number``."""
+        start = number * self._shard_size
+        return start, min(start + self._shard_size, self._rows)
+
+    def pending(self) -> list[int]:
+        """The shards still to write, in order (a shard file that does not read back as this
+        plan's shard, e.g. one of another version, is pending again)."""
+        out = []
+        for i in range(self._count):
+            path = self._dir / _shard_file(i, self._count)
+            start, stop = self.bounds(i)
+            try:
+                feats, _, _, scorer, fingerprint = _load_file(path, True, "ShardedIndexWriter")
+            except (OSError, ValueError):
+                out.append(i)
+                continue
+            if (
+                num_rows(feats) != stop - start
+                or scorer != self._scorer
+                or fingerprint != self._fingerprint
+            ):
+                out.append(i)
+        return out
+
+    def write_shard(
+        self,
+        number: int,
+        features: Tensor | Features,
+        ids: Tensor | None = None,
+        paths: Sequence[str | os.PathLike[str]] | None = None,
+    ) -> Path:
+        """Write shard ``number`` (its file appears only when complete).
+
+        Returns:
+            The shard's file.
+
+        Raises:
+            ValueError: a shard number out of range, features whose row count is not the
+                shard's; the errors of :class:`GalleryIndex`.
+        """
+        fn = "ShardedIndexWriter.write_shard"
+        check_int(number, "number", fn, min_value=0)
+        if number >= self._count:
+            raise ValueError(f"{fn}: number must be below {self._count} shards, got {number}")
+        index = GalleryIndex(
+            features, ids, paths, scorer=self._scorer, model_fingerprint=self._fingerprint
+        )
+        start, stop = self.bounds(number)
+        if len(index) != stop - start:
+            raise ValueError(
+                f"{fn}: shard {number} holds rows {start} to {stop}, {stop - start} rows, but "
+                f"features has {len(index)}"
+            )
+        path = self._dir / _shard_file(number, self._count)
+        index._write(path, fn)
+        return path
+
+    def finish(self) -> Path:
+        """Write the manifest, making the folder a complete index.
+
+        Returns:
+            The index folder, for :meth:`GalleryIndex.load` / :meth:`GalleryIndex.load_shard`.
+
+        Raises:
+            ValueError: shards are missing (the message lists them).
+        """
+        missing = self.pending()
+        if missing:
+            raise ValueError(
+                f"ShardedIndexWriter.finish: shard(s) {missing[:10]} of {self._count} are not "
+                "written yet"
+            )
+        shards = []
+        for i in range(self._count):
+            name = _shard_file(i, self._count)
+            start, stop = self.bounds(i)
+            shards.append(
+                {"file": name, "rows": stop - start, "bytes": (self._dir / name).stat().st_size}
+            )
+        manifest = {
+            "format": _SHARDED_FORMAT,
+            "format_version": _SHARDED_VERSION,
+            "rows": self._rows,
+            "shards": shards,
+        }
+        with folder_lock(self._dir):
+            atomic_write(
+                self._dir / SHARDED_MANIFEST,
+                lambda f: f.write(json.dumps(manifest, indent=1).encode() + b"\n"),
+            )
+        return self._dir
