@@ -42,7 +42,7 @@ LAYERS: list[set[str]] = [
     {"methods"},
     {"recipes"},
     {"convert"},
-    {"pipeline"},
+    {"pipeline", "indexing"},
     {"visualize"},
     {"cli"},
     # The package facade and the test helpers may use anything.

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -46,7 +47,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 import torch
 from torch import Tensor
@@ -65,6 +66,7 @@ from textreid._io import (
     read_bounded,
     resolve_in_folder,
 )
+from textreid._progress import Progress
 from textreid._sources import (
     HUB_PREFIX,
     HubConnectionError,
@@ -79,7 +81,7 @@ from textreid.data.transforms import build_transforms
 from textreid.heads.token_similarity import SparseTokenSimilarity
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.load import load_clip, load_state_dict_strict
-from textreid.retrieval.index import GalleryIndex
+from textreid.retrieval.index import GalleryIndex, ShardedIndexWriter
 from textreid.retrieval.models import (
     CLIPRetrievalModel,
     RetrievalModel,
@@ -952,6 +954,36 @@ class Retriever:
         )
         return self._public(feats)
 
+    @overload
+    def index_images(
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | str | os.PathLike[str],
+        *,
+        ids: Sequence[int] | Tensor | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+        store_tokens: bool = True,
+        token_dtype: torch.dtype | None = None,
+        out: None = None,
+        shard_size: int = 100_000,
+        resume: bool = True,
+    ) -> GalleryIndex: ...
+
+    @overload
+    def index_images(
+        self,
+        images: Sequence[str | os.PathLike[str] | Image.Image | Tensor] | str | os.PathLike[str],
+        *,
+        ids: Sequence[int] | Tensor | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+        store_tokens: bool = True,
+        token_dtype: torch.dtype | None = None,
+        out: str | os.PathLike[str],
+        shard_size: int = 100_000,
+        resume: bool = True,
+    ) -> Path: ...
+
     @torch.no_grad()
     def index_images(
         self,
@@ -962,14 +994,27 @@ class Retriever:
         progress: bool = False,
         store_tokens: bool = True,
         token_dtype: torch.dtype | None = None,
-    ) -> GalleryIndex:
-        """Encode images into a :class:`~textreid.retrieval.GalleryIndex`.
+        out: str | os.PathLike[str] | None = None,
+        shard_size: int = 100_000,
+        resume: bool = True,
+    ) -> GalleryIndex | Path:
+        """Encode images into a :class:`~textreid.retrieval.GalleryIndex`, in memory or, with
+        ``out=``, as a sharded index folder written shard by shard.
 
         ``images`` may be a folder: every image file in it (sorted, recursively) is indexed
         and its path recorded. The index keeps every feature the scorer reads, the scorer's
         config and :attr:`model_fingerprint`, so that :meth:`search` refuses it with another
         model; and, when the model emits them (:meth:`token_reranker`), the image tokens
         that token re-ranking reads.
+
+        With ``out=``, the images are encoded ``shard_size`` at a time and each shard is
+        written to ``out`` as soon as it is complete (:class:`~textreid.retrieval.index.
+        ShardedIndexWriter`), so memory holds one shard and a crash loses at most the shard
+        being encoded: the same call again (``resume=True``) skips the shards written. Open
+        the result with :meth:`GalleryIndex.load <textreid.retrieval.GalleryIndex.load>`, or
+        per process with :meth:`GalleryIndex.load_shard
+        <textreid.retrieval.GalleryIndex.load_shard>` for
+        :func:`~textreid.retrieval.sharded_topk_search`.
 
         Tokens cost ``Ng x P x D`` numbers, ``P`` times the global features: at ViT-B/16 and
         384 x 128 (``P = 192`` patches, ``D = 512``) 384 KiB per image in float32, 39 GB for
@@ -978,18 +1023,30 @@ class Retriever:
         re-computes them for the candidates instead (``gallery_images=``).
 
         Args:
-            images: a folder, or paths, PIL images or tensors as for :meth:`encode_images`.
+            images: a folder, or paths, PIL images or tensors as for :meth:`encode_images`
+                (paths only with ``out=``: they say what a resumed run is indexing).
             ids: one integer id per image (e.g. person ids), optional.
             batch_size: images per forward pass.
-            progress: show a progress bar.
+            progress: report progress (a bar on a terminal; with ``out=`` elsewhere a line
+                every 30 seconds).
             store_tokens: keep the image tokens, when the model emits them.
             token_dtype: store the tokens as ``torch.float16`` or ``torch.bfloat16`` (default:
                 float32, as encoded).
+            out: write a sharded index to this folder and return its path.
+            shard_size: images per shard file, with ``out=``.
+            resume: with ``out=``, keep the shards an interrupted run with the same images,
+                ids, model and settings wrote; ``False`` starts over.
+
+        Returns:
+            The :class:`~textreid.retrieval.GalleryIndex`; with ``out=`` the index folder.
 
         Raises:
             FileNotFoundError: ``images`` names a path that is not a folder, or a missing image.
-            ValueError: a folder without images, or a ``token_dtype`` other than float32,
-                float16 or bfloat16; and the errors of :meth:`encode_images`.
+            TypeError: ``out=`` with images that are not paths.
+            ValueError: a folder without images, ids of another length than the images, a
+                ``token_dtype`` other than float32, float16 or bfloat16, a ``shard_size``
+                below 1, ``out=`` on a partial index of other images or settings with
+                ``resume=True``; and the errors of :meth:`encode_images`.
         """
         fn = "Retriever.index_images"
         check_choice(store_tokens, "store_tokens", fn, (True, False))
@@ -1012,6 +1069,11 @@ class Retriever:
         items = list(images)
         if all(isinstance(x, (str, os.PathLike)) for x in items):
             paths = [os.fspath(x) for x in items]  # type: ignore[arg-type]
+        id_tensor = torch.as_tensor(ids, dtype=torch.long) if ids is not None else None
+        if id_tensor is not None and id_tensor.shape != (len(items),):
+            raise ValueError(
+                f"{fn}: ids has shape {tuple(id_tensor.shape)} but there are {len(items)} images"
+            )
 
         def stored(f: dict[str, Tensor]) -> dict[str, Tensor]:
             # Cast batch by batch: float32 tokens of the whole gallery never sit in memory.
@@ -1020,16 +1082,56 @@ class Retriever:
                 f["tokens"] = f["tokens"].to(token_dtype)
             return f
 
-        batches = self._image_feature_batches(items, batch_size, progress)
-        feats = cat_rows([stored(f) for f in batches], fn="Retriever.encode_images")
-        id_tensor = torch.as_tensor(ids, dtype=torch.long) if ids is not None else None
-        return GalleryIndex(
-            feats,
-            ids=id_tensor,
-            paths=paths,
+        if out is None:
+            batches = self._image_feature_batches(items, batch_size, progress)
+            feats = cat_rows([stored(f) for f in batches], fn="Retriever.encode_images")
+            return GalleryIndex(
+                feats,
+                ids=id_tensor,
+                paths=paths,
+                scorer=self.scorer,
+                model_fingerprint=self.model_fingerprint,
+            )
+        if paths is None:
+            raise TypeError(
+                f"{fn}: out= indexes image files (a folder or a list of paths); PIL images and "
+                "tensors cannot be resumed: index them in memory (without out=)"
+            )
+        check_positive(batch_size, "batch_size", fn)
+        # What is indexed and how: a resumed run must match it to keep earlier shards.
+        plan = hashlib.sha256()
+        plan.update(f"{store_tokens} {token_dtype}\n".encode())
+        plan.update("\0".join(paths).encode("utf-8", "surrogatepass"))
+        if id_tensor is not None:
+            plan.update(id_tensor.numpy().tobytes())
+        writer = ShardedIndexWriter(
+            out,
+            rows=len(paths),
+            shard_size=shard_size,
+            key=plan.hexdigest(),
             scorer=self.scorer,
             model_fingerprint=self.model_fingerprint,
+            resume=resume,
         )
+        todo = writer.pending()
+        left = sum(b - a for a, b in map(writer.bounds, todo))
+        report = Progress(
+            len(paths), "index images", unit="images", initial=len(paths) - left, enabled=progress
+        )
+        with report:
+            for i in todo:
+                a, b = writer.bounds(i)
+                parts = []
+                for f in self._image_feature_batches(paths[a:b], batch_size, False):
+                    parts.append(stored(f))
+                    report.update(num_rows(f))
+                writer.write_shard(
+                    i,
+                    cat_rows(parts, fn="Retriever.encode_images"),
+                    None if id_tensor is None else id_tensor[a:b],
+                    paths[a:b],
+                )
+        return writer.finish()
 
     def token_reranker(
         self,

@@ -1,0 +1,94 @@
+"""Progress of long jobs: a tqdm bar on an interactive terminal, else a line every so often.
+
+Logs of batch jobs (a cluster's job output, ``nohup``) get no carriage-return bars, only a
+plain line every ``every`` seconds and one at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from types import TracebackType
+from typing import IO, Any
+
+__all__: list[str] = []
+
+
+class Progress:
+    """Counts ``total`` items done.
+
+    Args:
+        total: items to do.
+        desc: what is being done, e.g. ``"index images"``.
+        unit: the items' name.
+        initial: items already done (e.g. by an earlier, resumed run).
+        enabled: report at all.
+        every: seconds between two lines when the stream is not a terminal.
+        stream: where to report (default ``sys.stderr``).
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        *,
+        unit: str = "it",
+        initial: int = 0,
+        enabled: bool = True,
+        every: float = 30.0,
+        stream: IO[str] | None = None,
+    ) -> None:
+        self._stream = sys.stderr if stream is None else stream
+        self._total, self._done, self._start_done = total, initial, initial
+        self._desc, self._unit, self._every = desc, unit, every
+        self._enabled = enabled
+        self._bar: Any = None
+        self._t0 = self._last = time.monotonic()
+        if enabled and getattr(self._stream, "isatty", lambda: False)():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self._stream)
+
+    def update(self, n: int) -> None:
+        """Count ``n`` more items done."""
+        self._done += n
+        if self._bar is not None:
+            self._bar.update(n)
+        elif self._enabled and time.monotonic() - self._last >= self._every:
+            self._line()
+
+    def _line(self) -> None:
+        now = time.monotonic()
+        self._last = now
+        rate = (self._done - self._start_done) / max(now - self._t0, 1e-9)
+        left = (self._total - self._done) / rate if rate > 0 else float("nan")
+        eta = (
+            f", about {left / 60:.1f} min left" if left == left and self._done < self._total else ""
+        )
+        pct = 100.0 * self._done / max(self._total, 1)
+        print(
+            f"{self._desc}: {self._done:,}/{self._total:,} {self._unit} ({pct:.1f}%), "
+            f"{rate:.1f} {self._unit}/s{eta}",
+            file=self._stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        """End the bar, or write the last line."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elif self._enabled:
+            self._enabled = False
+            self._line()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
