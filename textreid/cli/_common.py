@@ -143,14 +143,32 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
 
 
 def training_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments of :func:`textreid.pipeline.train_recipe` the shared options set."""
+    """The keyword arguments of :func:`textreid.pipeline.train_recipe` the shared options set.
+
+    The ``--config`` file is read and checked against ``--recipe`` here, before any work.
+
+    Raises:
+        ValueError: unknown recipe, or a ``--config`` file that cannot be parsed or names a
+            setting the recipe does not have (the message names the file).
+    """
+    overrides = None
+    if args.config is not None:
+        from textreid.pipeline import apply_overrides
+        from textreid.recipes import get_recipe
+
+        overrides = read_config(args.config)
+        recipe = get_recipe(args.recipe)
+        try:
+            apply_overrides(recipe, overrides)
+        except ValueError as exc:
+            raise ValueError(f"--config {args.config}: {exc}") from None
     return {
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
         "amp": args.amp,
         "verbosity": args.verbosity,
-        "overrides": read_config(args.config) if args.config is not None else None,
+        "overrides": overrides,
         "device": args.device,
         "resume": args.resume,
         "progress": not args.no_progress,

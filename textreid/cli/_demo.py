@@ -46,12 +46,11 @@ def add(new: NewParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from textreid.data.synthetic import write_synthpedes
-    from textreid.pipeline import apply_overrides, train_recipe
+    from textreid.pipeline import train_recipe
     from textreid.recipes import get_recipe
 
+    get_recipe(args.recipe)  # a misspelt name fails now, not after the dataset is written
     settings = training_kwargs(args)
-    # A bad recipe name or --config key fails now, not after the dataset is written.
-    apply_overrides(get_recipe(args.recipe), settings["overrides"] or {})
     out = Path(args.out)
     data_root = out / "synthpedes"
     start = time.perf_counter()
