@@ -99,7 +99,8 @@ def test_help_shows_the_defaults(command: str, capsys: pytest.CaptureFixture[str
     if command in ("demo", "train"):
         for option in ("--batch-size", "--lr", "--epochs", "--amp", "--config", "--seed"):
             assert option in out
-        assert "--quiet" in out and "--verbose" in out
+        assert "--quiet" in out
+        assert "--verbose" in out
     if command == "demo":
         assert "output folder (default: demo-run)" in out
 
@@ -164,7 +165,8 @@ def test_train_options_reach_train_recipe(fake_train: _Recorder) -> None:
     assert fake_train.calls[1][1]["verbosity"] == 2
     assert main(TRAIN) == 0
     defaults = fake_train.calls[2][1]
-    assert defaults["verbosity"] is None and defaults["overrides"] is None  # the recipe's own
+    assert defaults["verbosity"] is None
+    assert defaults["overrides"] is None
 
 
 def test_demo_shares_the_training_options(
@@ -244,7 +246,8 @@ def test_apply_overrides_dotted_and_nested() -> None:
             "method_kwargs.temperature": 0.05,
         },
     )
-    assert out.trainer.lr == 1.0 and isinstance(out.trainer.lr, float)
+    assert out.trainer.lr == 1.0
+    assert isinstance(out.trainer.lr, float)
     assert out.trainer.betas == (0.8, 0.9)
     assert out.data.image_size == (64, 32)
     assert out.method_kwargs == {**recipe.method_kwargs, "temperature": 0.05}
@@ -372,7 +375,8 @@ def test_value_error_from_the_library_names_the_option(
     assert main(TRAIN) == 2
     line = _one_line(capsys.readouterr().err)
     assert line.startswith("textreid train: error: Trainer.fit: ")
-    assert "pass --resume to continue" in line and "another --output" in line
+    assert "pass --resume to continue" in line
+    assert "another --output" in line
     assert "resume=True" not in line
 
 
