@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
         "_gaussian_math",
         "_io",
         "_numerics",
+        "_progress",
         "_registry",
         "_sources",
         "_token_math",
