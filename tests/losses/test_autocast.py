@@ -333,3 +333,18 @@ def test_float32_features_under_autocast_match_float32(name: str, dtype: torch.d
     ref = _run(case, xr, None, None)
     _backward(got, ref)
     _compare(case, dtype, got, ref, x, xr)
+
+
+@pytest.mark.parametrize("loss", [losses.SDMLoss(), losses.ASDMLoss(), losses.CMPMLoss()])
+def test_epsilon_floor_of_an_unmatched_row_survives_float16(loss: nn.Module) -> None:
+    """A row without any match is compared with the epsilon floor (1e-8), which float16
+    flushes to zero: log(0) would make the row, and the loss, infinite."""
+    assert torch.tensor(1e-8, dtype=torch.float16) == 0  # why it must not be computed in half
+    g = torch.Generator().manual_seed(1)
+    x = {k: v.half().float() for k, v in _feats(g, "image", "text").items()}
+    ids = {"image_pids": torch.arange(B), "text_pids": torch.arange(B) + 1}  # image 0 unmatched
+    ref = loss(x["image"], x["text"], **ids)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = loss(x["image"].half(), x["text"].half(), **ids)
+    assert torch.isfinite(got)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)

@@ -211,13 +211,14 @@ class UCAMethod(DualEncoderMethod):
         )
         return image, text
 
+    # The variance heads' projections run in half under autocast; the embedding is float32.
     def _image_gaussian(self, feats: Tensor, tokens: Tensor) -> GaussianEmbedding:
-        log_var = self.image_head(tokens.float()).log_var
+        log_var = self.image_head(tokens.float()).log_var.float()
         return GaussianEmbedding(F.normalize(feats.float(), dim=-1), log_var)
 
     def _text_gaussian(self, ids: Tensor, feats: Tensor, tokens: Tensor) -> GaussianEmbedding:
         mask = caption_key_mask(ids, type(self).__name__)
-        log_var = self.text_head(tokens.float(), key_mask=mask).log_var
+        log_var = self.text_head(tokens.float(), key_mask=mask).log_var.float()
         return GaussianEmbedding(F.normalize(feats.float(), dim=-1), log_var)
 
     def forward(self, batch: dict[str, Tensor]) -> LossOutput:
