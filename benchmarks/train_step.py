@@ -29,6 +29,7 @@ SIZES = {
     # name: (vision width, layers, heads, text width, text layers, text heads, embed dim, patch)
     "ViT-B/16": (768, 12, 12, 512, 12, 8, 512, 16),
     "small": (256, 4, 4, 256, 4, 4, 256, 16),
+    "tiny": (64, 1, 2, 64, 1, 2, 64, 16),  # checks code paths only (gpu_suite --smoke)
 }
 
 
