@@ -1008,8 +1008,8 @@ class Retriever:
         that token re-ranking reads.
 
         With ``out=``, the images are encoded ``shard_size`` at a time and each shard is
-        written to ``out`` as soon as it is complete (:class:`~textreid.retrieval.index.
-        ShardedIndexWriter`), so memory holds one shard and a crash loses at most the shard
+        written to ``out`` as soon as it is complete
+        (:class:`~textreid.retrieval.ShardedIndexWriter`), so memory holds one shard and a crash loses at most the shard
         being encoded: the same call again (``resume=True``) skips the shards written. Open
         the result with :meth:`GalleryIndex.load <textreid.retrieval.GalleryIndex.load>`, or
         per process with :meth:`GalleryIndex.load_shard

@@ -8,7 +8,7 @@ index (a stable descending sort), everywhere.
 from __future__ import annotations
 
 from textreid.retrieval.distributed import sharded_evaluate, sharded_topk_search
-from textreid.retrieval.index import GalleryIndex
+from textreid.retrieval.index import GalleryIndex, ShardedIndexWriter
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
 from textreid.retrieval.rerank import k_reciprocal_rerank, rerank_topk
 from textreid.retrieval.scorers import (
@@ -42,6 +42,7 @@ __all__ = [
     "ScoreChunk",
     "Scorer",
     "SearchResult",
+    "ShardedIndexWriter",
     "TokenFusion",
     "TokenReranker",
     "as_features",
