@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from PIL import Image
 
 from textreid import Retriever
+from textreid._progress import Progress
 from textreid.indexing import index_folder
 from textreid.models import create_model
 from textreid.retrieval import GalleryIndex
@@ -49,7 +51,7 @@ def test_sharded_index_equals_the_in_memory_one(tmp_path: Path) -> None:
     assert got.model_fingerprint == r.model_fingerprint
     for key, t in want.feature_map.items():
         torch.testing.assert_close(got.feature_map[key], t, rtol=1e-5, atol=1e-6)
-    with pytest.raises(TypeError, match="Retriever.index_images: out= indexes image files"):
+    with pytest.raises(TypeError, match=r"Retriever\.index_images: out= indexes image files"):
         r.index_images([torch.rand(3, *SIZE)], out=tmp_path / "t")
     with pytest.raises(ValueError, match="ids has shape \\(2,\\) but there are 7 images"):
         r.index_images(images, ids=[1, 2], out=tmp_path / "t")
@@ -110,8 +112,27 @@ def test_index_folder_reads_a_folder_or_a_list_file(
     out = index_folder(str(model), listing, tmp_path / "b", progress=False, device="cpu")
     assert GalleryIndex.load(out).paths == [str(images[3]), str(images[1])]
     assert capsys.readouterr().err == ""
-    with pytest.raises(FileNotFoundError, match="index_folder: .*missing does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"index_folder: .*missing does not exist"):
         index_folder(str(model), tmp_path / "missing", tmp_path / "c")
     (tmp_path / "empty.txt").write_text("\n")
-    with pytest.raises(ValueError, match="index_folder: .*empty.txt lists no image paths"):
+    with pytest.raises(ValueError, match=r"index_folder: .*empty\.txt lists no image paths"):
         index_folder(str(model), tmp_path / "empty.txt", tmp_path / "c")
+
+
+def test_progress_writes_lines_when_not_a_terminal() -> None:
+    stream = io.StringIO()
+    with Progress(10, "index images", unit="images", initial=4, every=0.0, stream=stream) as p:
+        p.update(3)
+        p.update(3)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [
+        "index images: 7/10 images",
+        "index images: 10/10 images",
+        "index images: 10/10 images",
+    ]
+    assert "min left" in lines[0]
+    assert "min left" not in lines[-1]
+    quiet = io.StringIO()
+    with Progress(5, "x", enabled=False, every=0.0, stream=quiet) as p:
+        p.update(5)
+    assert quiet.getvalue() == ""
