@@ -320,7 +320,7 @@ def test_hub_downloads_are_checked_against_the_manifest(
     files["config.json"] = files["config.json"].replace(b"writer 1.0", b"writer 2.0")
     with FakeHub() as fake:
         fake.add_repo("org/mixed", files)
-        with pytest.raises(ValueError, match=r"hub repo 'org/mixed': config\.json has"):
+        with pytest.raises(ValueError, match=r"hf-hub:org/mixed: config\.json has"):
             Retriever.from_pretrained("org/mixed", endpoint=fake.endpoint, cache_dir=tmp_path / "c")
     assert len(sleeps) == 5  # the hub may be mid-push: retried
 

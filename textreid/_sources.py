@@ -104,7 +104,7 @@ def _missing_path(text: str, path: Path, fn: str, files: bool, why: str | None) 
     message = f"{fn}: no such {what} {text!r} (looked for {path.absolute()}"
     parent = path.absolute().parent
     if parent.is_dir():
-        names = sorted(p.name for p in parent.iterdir())
+        names = sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))
         shown = ", ".join(names[:_LISTED]) + (", ..." if len(names) > _LISTED else "")
         message += f"; {parent} holds: {shown or 'nothing'}"
     message += ")"

@@ -37,6 +37,7 @@ requested image size.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -44,6 +45,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +54,13 @@ from typing import TYPE_CHECKING, Any, Protocol, overload
 import torch
 from torch import Tensor
 
-from textreid._checks import check_choice, check_format_version, check_positive, check_tensor
+from textreid._checks import (
+    check_choice,
+    check_format_version,
+    check_int,
+    check_positive,
+    check_tensor,
+)
 from textreid._io import (
     LOCK_NAME,
     MANIFEST,
@@ -117,11 +125,15 @@ _TOKENIZER_FILES = ("vocab.json", "merges.txt")
 # What a model emits for token re-ranking beside its scorer's features.
 _TOKEN_KEYS = ("tokens", "token_mask")
 _TOKEN_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Precisions of inference (Retriever(dtype=...)).
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Images per forward pass when re-computing the candidates' tokens.
 _IMAGE_BATCH = 64
 # Waits between attempts while the files read disagree with the manifest (a save in flight).
 _RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+# The description every card had by default up to textreid 0.2, trained or not.
+_OLD_DEFAULT_DESCRIPTION = "A text-to-image person retrieval model trained with textreid."
 _TEXTREID_BIB = (
     "@software{textreid,\n  title = {textreid: text-to-image person retrieval in PyTorch},\n"
     f"  version = {{{__version__}}},\n  year = {{2026}}\n}}"
@@ -146,25 +158,39 @@ class _HubApi(Protocol):
 
 @dataclass
 class ModelCard:
-    """What the generated ``README.md`` says about a model.
+    """What the generated ``README.md`` says about a model, and what happened to it.
+
+    A card says whether textreid trained the model: the default (``trained=False``) is a
+    model built from a config or given as is (random initialisation, or weights trained
+    elsewhere), ``base_model`` naming the weights it started from when known.
+    :func:`textreid.pipeline.train_recipe` fills the training run: recipe, dataset,
+    epochs, seed and the test metrics.
 
     Attributes:
-        description: one paragraph on what the model is.
+        description: one paragraph on what the model is (default: derived from the fields).
         recipe: the training recipe name (e.g. ``"irra"``).
         dataset: the training dataset (e.g. ``"CUHK-PEDES"``).
-        metrics: text-to-image metrics in percent, e.g. ``{"R1": 73.4, "mAP": 66.1}``.
+        metrics: text-to-image test metrics in percent, e.g. ``{"R1": 73.4, "mAP": 66.1}``.
         citation: BibTeX of the method's paper(s).
         license: SPDX id of the weights' license.
         tags: extra Hub tags.
+        trained: whether textreid trained the model (recipe, dataset, epochs, seed say how).
+        epochs: epochs trained.
+        seed: the training run's seed.
+        base_model: the weights the model was initialised from (a Hub id or a path).
     """
 
-    description: str = "A text-to-image person retrieval model trained with textreid."
+    description: str | None = None
     recipe: str | None = None
     dataset: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     citation: str | None = None
     license: str = "mit"
     tags: list[str] = field(default_factory=list)
+    trained: bool = False
+    epochs: int | None = None
+    seed: int | None = None
+    base_model: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -175,15 +201,57 @@ class ModelCard:
             "citation": self.citation,
             "license": self.license,
             "tags": list(self.tags),
+            "trained": self.trained,
+            "epochs": self.epochs,
+            "seed": self.seed,
+            "base_model": self.base_model,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelCard:
-        known = {"description", "recipe", "dataset", "metrics", "citation", "license", "tags"}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"ModelCard.from_dict: unknown keys {unknown}")
-        return cls(**dict(data))
+        values = dict(data)
+        if "trained" not in values:
+            # Cards of textreid <= 0.2 had no flag; a training run always set the recipe.
+            values["trained"] = values.get("recipe") is not None
+            if values.get("description") == _OLD_DEFAULT_DESCRIPTION:
+                values["description"] = None
+        return cls(**values)
+
+    def summary(self) -> str:
+        """One phrase on what happened to the model, e.g. ``"trained: recipe 'irra' on
+        CUHK-PEDES, 60 epochs, seed 1"`` or ``"untrained"``."""
+        if not self.trained:
+            return "untrained" + (f" (from {self.base_model})" if self.base_model else "")
+        details = self._run_details()
+        return f"trained: {details}" if details else "trained"
+
+    def _run_details(self) -> str:
+        head = f"recipe {self.recipe!r}" if self.recipe else ""
+        if self.dataset:
+            head = f"{head} on {self.dataset}".strip()
+        epochs = f"{self.epochs} epochs" if self.epochs is not None else ""
+        seed = f"seed {self.seed}" if self.seed is not None else ""
+        return ", ".join(p for p in (head, epochs, seed) if p)
+
+    def _default_description(self) -> str:
+        if self.trained:
+            details = self._run_details()
+            return "A text-to-image person retrieval model trained with textreid" + (
+                f" ({details})." if details else "."
+            )
+        origin = (
+            f"initialised from {self.base_model} and not fine-tuned by textreid"
+            if self.base_model
+            else "built from its config (random initialisation) or given to textreid as is"
+        )
+        return (
+            f"A text-to-image person retrieval model {origin}. textreid did not train it, and "
+            "its retrieval quality has not been measured."
+        )
 
     def render(self, repo_hint: str = "path/or/org-name") -> str:
         """The model card as Markdown with Hub YAML front matter."""
@@ -192,17 +260,25 @@ class ModelCard:
         lines += [f"- {t}" for t in tags]
         if self.dataset:
             lines += ["datasets:", f"- {self.dataset}"]
-        lines += ["---", "", "# textreid retriever", "", self.description, ""]
-        if self.recipe or self.dataset:
-            lines += ["## Training", ""]
-            if self.recipe:
-                lines.append(f"- Recipe: `{self.recipe}`")
-            if self.dataset:
-                lines.append(f"- Dataset: {self.dataset}")
-            lines.append("")
+        if self.base_model:
+            lines.append(f"base_model: {self.base_model}")
+        description = self.description or self._default_description()
+        lines += ["---", "", "# textreid retriever", "", description, "", "## Training", ""]
+        if self.trained:
+            rows = [
+                ("Recipe", f"`{self.recipe}`" if self.recipe else None),
+                ("Dataset", self.dataset),
+                ("Epochs", self.epochs),
+                ("Seed", self.seed),
+                ("Initialised from", self.base_model),
+            ]
+            lines += [f"- {name}: {value}" for name, value in rows if value is not None]
+        else:
+            lines.append("Not trained by textreid: no recipe, dataset or metrics to report.")
+        lines.append("")
         if self.metrics:
             names = list(self.metrics)
-            lines += ["## Text-to-image retrieval (%)", ""]
+            lines += ["## Text-to-image retrieval (%, test split)", ""]
             lines.append("| " + " | ".join(names) + " |")
             lines.append("|" + "---|" * len(names))
             lines.append("| " + " | ".join(f"{self.metrics[n]:.2f}" for n in names) + " |")
@@ -244,7 +320,11 @@ class _Source:
         return self._repo is not None and self._repo.unreachable
 
     def describe(self) -> str:
-        return str(self.folder) if self.folder is not None else f"hub repo {self.repo_id!r}"
+        """The folder, or the Hub id with its revision when one was asked for."""
+        if self.folder is not None:
+            return str(self.folder)
+        revision = self.hub.get("revision")
+        return HUB_PREFIX + self.repo_id + (f"@{revision}" if revision else "")
 
     def get(self, filename: str, *, required: bool = True) -> Path | None:
         if self.folder is not None:
@@ -403,16 +483,25 @@ class Retriever:
         scorer: how searches score (default ``model.scorer()``); it must be of the model's
             scorer kind, e.g. a :class:`~textreid.retrieval.scorers.GaussianScorer` with
             another distance for a Gaussian model.
+        dtype: the precision of inference: ``torch.float32`` (default), ``torch.float16`` or
+            ``torch.bfloat16``. The encoder (the model's ``encoder``, the bulk of the weights
+            and compute) is cast to it and runs in it; heads that compute in float32 by
+            design (Gaussian heads, part decoders) stay float32; the features come back in
+            ``dtype``, and search scores are accumulated and returned in float32. Half
+            precision halves the memory of the encoder and the gallery features; the top-k
+            matches float32 wherever scores differ by more than the half-precision rounding.
 
     Attributes:
         retrieval_model: the :class:`~textreid.retrieval.models.RetrievalModel`.
         scorer: the default scorer of :meth:`search`.
+        source: where :meth:`from_pretrained` loaded the retriever from (a folder or a Hub
+            repo id), ``None`` for one built in code.
 
     Raises:
         TypeError: ``model`` or ``scorer`` of the wrong type.
         ValueError: ``preprocess.image_size`` differs from the model's input size, the
-            tokenizer's context length from the model's, or ``scorer`` is of another kind
-            than the model's.
+            tokenizer's context length from the model's, ``scorer`` is of another kind
+            than the model's, or ``dtype`` is not float32, float16 or bfloat16.
     """
 
     def __init__(
@@ -424,8 +513,10 @@ class Retriever:
         card: ModelCard | None = None,
         device: str | torch.device | None = None,
         scorer: Scorer | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         fn = "Retriever"
+        _check_dtype(dtype, fn)
         if isinstance(model, CLIPDualEncoder):
             model = CLIPRetrievalModel(model)
         if not isinstance(model, RetrievalModel):
@@ -460,7 +551,14 @@ class Retriever:
         self.device = _resolve_device(device)
         self.retrieval_model = model.to(self.device).eval()
         self.scorer = scorer
+        self.source: str | None = None
         self._fingerprint: str | None = None
+        # A model handed over in half precision keeps running in it.
+        self._dtype = next(
+            (p.dtype for p in _encoder(model).parameters() if p.dtype in _DTYPES), torch.float32
+        )
+        if dtype is not None:
+            self.to(dtype=dtype)
         self._transform = build_transforms(
             preprocess.image_size,
             train=False,
@@ -480,6 +578,20 @@ class Retriever:
     def architecture(self) -> str:
         """The retrieval model's architecture name (as in ``config.json``)."""
         return self.retrieval_model.architecture
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the weights, the encoders and the features they return."""
+        return self._dtype
+
+    def __repr__(self) -> str:
+        source = repr(self.source) if self.source is not None else "None (built in code)"
+        return (
+            f"Retriever(architecture={self.architecture!r}, "
+            f"embed_dim={_embed_dim(self.retrieval_model)}, "
+            f"scorer={self.scorer.kind!r}, device={self.device}, dtype={self.dtype}, "
+            f"source={source}, {self.card.summary()})"
+        )
 
     @property
     def model_fingerprint(self) -> str:
@@ -525,7 +637,8 @@ class Retriever:
             endpoint: Hub endpoint URL (e.g. a mirror or :class:`~textreid.testing.FakeHub`).
             token: Hub token for private repositories.
             device: where the model runs.
-            dtype: cast the weights (e.g. ``torch.float16`` on GPU); default float32.
+            dtype: the precision of inference, ``torch.float16`` or ``torch.bfloat16``
+                for half precision (see :class:`Retriever`); default float32.
             image_size: only for CLIP repositories: the input ``(H, W)``.
             scorer: score searches with this instead of the saved scorer; it must be of the
                 saved scorer's kind (e.g. a ``GaussianScorer`` with another distance).
@@ -540,6 +653,7 @@ class Retriever:
                 ``textreid_manifest.json`` after a few retries.
         """
         fn = "Retriever.from_pretrained"
+        _check_dtype(dtype, fn)
         hub = hub_options(
             revision=revision,
             cache_dir=cache_dir,
@@ -568,8 +682,9 @@ class Retriever:
                         ) from None
             time.sleep(_RETRY_DELAYS_S[attempt])
             attempt += 1
+        retriever.source = source.describe()
         if dtype is not None:
-            retriever.model.to(dtype=dtype)
+            retriever.to(dtype=dtype)
         return retriever
 
     @classmethod
@@ -701,6 +816,7 @@ class Retriever:
         card = ModelCard(
             description=f"CLIP weights from {os.fspath(name_or_path)}, not fine-tuned for "
             "person retrieval (zero-shot).",
+            base_model=source.repo_id or os.fspath(name_or_path),
         )
         preprocess = PreprocessConfig(image_size=size, interpolation="bicubic")
         return cls(model, tokenizer, preprocess, card=card, device=device)
@@ -820,11 +936,33 @@ class Retriever:
             )
 
     # -- encoding and search ---------------------------------------------------------------
-    def to(self, device: str | torch.device) -> Retriever:
-        """Move the model; returns ``self``."""
-        self.device = torch.device(device)
-        self.retrieval_model.to(self.device)
+    def to(
+        self, device: str | torch.device | None = None, *, dtype: torch.dtype | None = None
+    ) -> Retriever:
+        """Move the model to ``device`` and/or cast it to ``dtype`` (float32, float16 or
+        bfloat16, see :class:`Retriever`); returns ``self``.
+
+        The :attr:`model_fingerprint` stays that of the float32 weights, so an index built
+        in one precision is searched by the same model in another.
+
+        Raises:
+            ValueError: a ``dtype`` other than float32, float16 or bfloat16.
+        """
+        _check_dtype(dtype, "Retriever.to")
+        if device is not None:
+            self.device = torch.device(device)
+            self.retrieval_model.to(self.device)
+        if dtype is not None and dtype != self._dtype:
+            if self._dtype == torch.float32:
+                self.model_fingerprint  # noqa: B018  (computed while the weights are exact)
+            _encoder(self.retrieval_model).to(dtype=dtype)
+            self._dtype = dtype
         return self
+
+    def _cast(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self._dtype == torch.float32:
+            return features
+        return {k: v.to(self._dtype) if v.is_floating_point() else v for k, v in features.items()}
 
     @staticmethod
     def _public(features: dict[str, Tensor]) -> Tensor | dict[str, Tensor]:
@@ -835,8 +973,8 @@ class Retriever:
     def encode_text_features(
         self, texts: str | Sequence[str], *, batch_size: int = 256, tokens: bool = True
     ) -> dict[str, Tensor]:
-        """Query features of captions, as the model's scorer reads them (float32, on the
-        model's device): ``{"global": [N, D]}`` (L2-normalised) for cosine models,
+        """Query features of captions, as the model's scorer reads them (in :attr:`dtype`, on
+        the model's device): ``{"global": [N, D]}`` (L2-normalised) for cosine models,
         ``{"mean", "log_var"}`` for Gaussian ones, ``{"global", "parts", ...}`` for parts;
         plus ``"tokens"`` ``[N, L, D]`` and ``"token_mask"`` ``[N, L]`` when the model emits
         them (for re-ranking) and ``tokens`` is True. ``tokens=False`` drops them batch by
@@ -849,13 +987,14 @@ class Retriever:
         out = []
         for start in range(0, len(items), batch_size):
             ids = self.tokenizer(items[start : start + batch_size]).to(self.device)
-            out.append(_keep_tokens(self.retrieval_model.encode_text(ids), tokens))
+            feats = self.retrieval_model.encode_text(ids)
+            out.append(self._cast(_keep_tokens(feats, tokens)))
         return cat_rows(out, fn=fn)
 
     def encode_text(
         self, texts: str | Sequence[str], *, batch_size: int = 256
     ) -> Tensor | dict[str, Tensor]:
-        """Caption embeddings: ``[N, D]`` L2-normalised (float32, on the model's device) for
+        """Caption embeddings: ``[N, D]`` L2-normalised (in :attr:`dtype`, on the model's device) for
         models with global features only (CLIP, IVT), else the features of
         :meth:`encode_text_features` (without tokens)."""
         return self._public(self.encode_text_features(texts, batch_size=batch_size, tokens=False))
@@ -913,9 +1052,8 @@ class Retriever:
 
             total = (len(items) + batch_size - 1) // batch_size
             batches = iter(tqdm(batches, total=total, desc="encode images", unit="batch"))
-        dtype = next(self.retrieval_model.parameters()).dtype
         for b in batches:
-            yield self.retrieval_model.encode_image(b.to(self.device, dtype))
+            yield self._cast(self.retrieval_model.encode_image(b.to(self.device, self._dtype)))
 
     @torch.no_grad()
     def encode_image_features(
@@ -1258,7 +1396,9 @@ class Retriever:
             gallery: a :class:`~textreid.retrieval.GalleryIndex` (as :meth:`index_images`
                 builds), gallery features (:meth:`encode_image_features`), or for cosine
                 models a ``[Ng, D]`` tensor of image embeddings.
-            k: hits per caption (the candidates a re-ranker re-scores).
+            k: hits per caption (the candidates a re-ranker re-scores). A ``k`` larger than
+                the gallery returns every item, with a ``UserWarning`` saying so (library
+                callers wanting an error use :func:`~textreid.retrieval.topk_search`).
             scorer: score with this instead of :attr:`scorer`; it must be of the same kind
                 (e.g. a ``GaussianScorer`` with another distance).
             rerank: ``True`` (:meth:`token_reranker`), a re-ranker (an object with
@@ -1268,19 +1408,23 @@ class Retriever:
                 stored ones; only with a ``TokenReranker``.
 
         Returns:
-            A :class:`~textreid.retrieval.SearchResult`; with a Gaussian scorer it carries
-            ``query_uncertainty`` ``[Nq]`` and ``gallery_uncertainty`` ``[Nq, k]``.
+            A :class:`~textreid.retrieval.SearchResult` (scores in float32 whatever
+            :attr:`dtype`); with a Gaussian scorer it carries ``query_uncertainty`` ``[Nq]``
+            and ``gallery_uncertainty`` ``[Nq, k]``. ``gallery_paths`` ``[Nq][k]`` is set
+            when the gallery knows its paths (an index built from files, or
+            ``gallery_images`` given as paths), ``gallery_ids`` when the index has ids.
 
         Raises:
             TypeError: a ``rerank`` that is not a re-ranker, ``gallery_images`` without a
-                ``TokenReranker``.
-            ValueError: a scorer of another kind; a gallery index built by another model
+                ``TokenReranker``, a ``k`` that is not an int.
+            ValueError: ``k < 1``, an empty gallery; a scorer of another kind; a gallery index built by another model
                 (the index is named with the remedy); token re-ranking with a model that emits
                 no tokens, or of a gallery without stored tokens and no ``gallery_images``
                 (the index is named, with the remedy); ``gallery_images`` whose length is not
                 the gallery's.
         """
         fn = "Retriever.search"
+        check_int(k, "k", fn, min_value=1)
         if scorer is None:
             scorer = self.scorer
         else:
@@ -1308,15 +1452,26 @@ class Retriever:
             self._token_head(fn)
             if gallery_images is None and "tokens" not in feats:
                 raise ValueError(_no_stored_tokens(fn, index, feats))
+        size = num_rows(feats)
+        if size == 0:
+            raise ValueError(f"{fn}: the gallery is empty; index some images first")
+        if k > size:
+            warnings.warn(
+                f"{fn}: k={k} is larger than the gallery ({size} items); returning all "
+                f"{size} hits per caption",
+                UserWarning,
+                stacklevel=2,
+            )
+            k = size
+        items = None if gallery_images is None else _image_items(gallery_images, fn)
+        if items is not None and len(items) != size:
+            raise ValueError(
+                f"{fn}: gallery_images has {len(items)} images but the gallery has "
+                f"{size} items; pass the gallery's images in index order"
+            )
         query = self.encode_text_features(text, tokens=reranker is not None)
-        if gallery_images is not None:
+        if items is not None:
             assert isinstance(reranker, TokenReranker)
-            items = _image_items(gallery_images, fn)
-            if len(items) != num_rows(feats):
-                raise ValueError(
-                    f"{fn}: gallery_images has {len(items)} images but the gallery has "
-                    f"{num_rows(feats)} items; pass the gallery's images in index order"
-                )
             recompute = self._tokens_of(items, _IMAGE_BATCH, fn)
             reranker.check(query, recompute, fn=fn)
             first = (
@@ -1324,10 +1479,53 @@ class Retriever:
                 if index is not None
                 else topk_search(query, feats, k, scorer=scorer)
             )
-            return reranker.rerank(first, query, recompute)
-        if index is not None:
-            return index.search(query, k, scorer=scorer, rerank=reranker)
-        return topk_search(query, feats, k, scorer=scorer, rerank=reranker)
+            result = reranker.rerank(first, query, recompute)
+        elif index is not None:
+            result = index.search(query, k, scorer=scorer, rerank=reranker)
+        else:
+            result = topk_search(query, feats, k, scorer=scorer, rerank=reranker)
+        return _named_hits(result, index, items)
+
+
+def _named_hits(
+    result: SearchResult, index: GalleryIndex | None, items: list[object] | None
+) -> SearchResult:
+    """``result`` with the gallery's paths and ids of each hit, where the gallery knows them."""
+    rows = result.indices.tolist()
+    paths: list[str] | None = None
+    if index is not None and index.paths is not None:
+        paths = index.paths
+    elif items is not None:
+        named = [os.fspath(x) for x in items if isinstance(x, (str, os.PathLike))]
+        paths = named if len(named) == len(items) else None
+    if paths is not None:
+        result.gallery_paths = [[paths[j] for j in row] for row in rows]
+    if index is not None and index.ids is not None:
+        result.gallery_ids = index.ids_of(result).tolist()
+    return result
+
+
+def _check_dtype(dtype: object, fn: str) -> None:
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(
+            f"{fn}: dtype must be None (float32) or one of {', '.join(map(str, _DTYPES))}, "
+            f"got {dtype!r}"
+        )
+
+
+def _encoder(model: RetrievalModel) -> torch.nn.Module:
+    """The module that :class:`Retriever`'s ``dtype`` casts: the model's ``encoder`` (every
+    built-in architecture has one), else the whole model."""
+    encoder = getattr(model, "encoder", None)
+    return encoder if isinstance(encoder, torch.nn.Module) else model
+
+
+def _embed_dim(model: RetrievalModel) -> int | None:
+    """The joint embedding width ``D``: the encoder config's ``embed_dim`` (CLIP-backed
+    models) or the encoder's ``width`` (single-stream models), when it has either."""
+    encoder = _encoder(model)
+    dim = getattr(getattr(encoder, "config", None), "embed_dim", getattr(encoder, "width", None))
+    return dim if isinstance(dim, int) else None
 
 
 def _image_items(images: object, fn: str) -> list[object]:

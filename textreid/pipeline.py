@@ -433,6 +433,10 @@ def train_recipe(
         dataset=data.name,
         metrics={k: float(v) for k, v in test_metrics.to_dict().items() if k[0] in "Rm"},
         citation=recipe.citation or None,
+        trained=True,
+        epochs=recipe.trainer.epochs,
+        seed=recipe.trainer.seed,
+        base_model=recipe.pretrained,
     )
     retriever_dir = retriever.save_pretrained(Path(output_dir) / "retriever")
     return TrainResult(recipe, fit, val_metrics, test_metrics, retriever_dir, retriever)
