@@ -364,6 +364,14 @@ def test_python_argument_names_become_options(message: str, expected: str) -> No
     assert _as_options(message, parser) == expected
 
 
+def test_output_dir_is_each_command_s_output_option() -> None:
+    commands = _subparsers(build_parser())
+    message = "choose another output_dir"
+    assert _as_options(message, commands["train"]) == "choose another --output"
+    assert _as_options(message, commands["demo"]) == "choose another --out"
+    assert _as_options(message, commands["eval"]) == message  # eval writes nothing
+
+
 def test_value_error_from_the_library_names_the_option(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,8 +18,8 @@ EXIT_INTERRUPTED = 130
 #: Exit status of an expected failure (bad argument, file, device), as argparse uses.
 EXIT_ERROR = 2
 
-#: Python argument names whose CLI option has another name.
-_ALIASES = {"overrides": "config", "output_dir": "output", "out": "out"}
+#: Python argument names whose CLI option has another name (the first the command has).
+_ALIASES = {"overrides": ("config",), "output_dir": ("output", "out")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,9 +119,11 @@ def _as_options(message: str, parser: argparse.ArgumentParser) -> str:
     for action in parser._actions:  # argparse exposes no public list
         if action.option_strings and action.dest != "help":
             options.setdefault(action.dest, action)
-    for python, dest in _ALIASES.items():
-        if dest in options:
-            options.setdefault(python, options[dest])
+    for python, dests in _ALIASES.items():
+        for dest in dests:
+            if dest in options:
+                options.setdefault(python, options[dest])
+                break
 
     def flag(action: argparse.Action) -> str:
         return max(action.option_strings, key=len)
