@@ -19,6 +19,7 @@ from textreid.retrieval.distributed import sharded_evaluate, sharded_topk_search
 # Tests import these to rebuild the same cases.
 SHARDS = {2: [3, 20], 3: [3, 0, 20]}  # unequal, one smaller than k, one empty (3 ranks)
 ALIGNED = {2: [8, 13], 3: [4, 8, 9]}  # whole chunks of 4 but the last one
+QUERY_SHARDS = {2: [25, 5], 3: [12, 0, 18]}  # each rank's own queries (none on one)
 K = 10
 
 
@@ -105,6 +106,17 @@ def main() -> None:
         return_ranks=True,
     )  # fmt: skip
     out["gauss_eval"] = _metrics(m)
+
+    # Every rank with its own queries (the ties case, 30 queries), its own gallery shard.
+    qa, qb = bounds(QUERY_SHARDS[world], rank)
+    a, b = bounds(SHARDS[world], rank)
+    res = sharded_topk_search(t["q"][qa:qb], t["g"][a:b], K, query_sharded=True)
+    out["qshard_topk"] = (res.scores, res.indices)
+    m = sharded_evaluate(
+        t["q"][qa:qb], t["g"][a:b], query_pids=t["qp"][qa:qb], gallery_pids=t["gp"][a:b],
+        normalize=False, return_ranks=True, query_sharded=True, query_block=8,
+    )  # fmt: skip
+    out["qshard_eval"] = _metrics(m)
 
     # Bad input on one rank is an error on every rank, not a hang.
     errors = []

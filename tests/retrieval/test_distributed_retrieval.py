@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 
-from tests.retrieval._distributed_worker import K, cases
+from tests.retrieval._distributed_worker import QUERY_SHARDS, K, bounds, cases
 from textreid.retrieval import GaussianScorer, evaluate, topk_search
 from textreid.retrieval.distributed import sharded_evaluate, sharded_topk_search
 
@@ -94,6 +94,17 @@ def test_sharded_retrieval_equals_one_process(world: int, tmp_path: Path) -> Non
                 q, gal, query_pids=s["qp"], gallery_pids=s["gp"], scorer=GaussianScorer(), **kw
             ),
         )
+    whole = evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"], normalize=False,
+                     return_ranks=True)  # fmt: skip
+    for rank, out in enumerate(ranks):  # each rank its own queries' hits and ranks
+        rows = slice(*bounds(QUERY_SHARDS[world], rank))
+        scores, indices = out["qshard_topk"]
+        assert torch.equal(indices, ties.indices[rows])
+        assert torch.equal(scores, ties.scores[rows])
+        got_metrics, got_ranks = out["qshard_eval"]
+        assert got_metrics == whole.to_dict()
+        assert whole.first_positive_ranks is not None
+        assert torch.equal(got_ranks, whole.first_positive_ranks[rows])
     # Bad input on one rank stops every rank with an error (here: rank 1's NaN query, k that
     # differs between ranks, k above the whole gallery, overlapping offsets).
     for rank, out in enumerate(ranks):

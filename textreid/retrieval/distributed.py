@@ -24,7 +24,8 @@ all of them rather than a hang.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -80,6 +81,11 @@ class _Group:
         out = [torch.empty_like(x) for _ in range(self.size)]
         dist.all_gather(out, x, group=self.group)
         return [o.to(t.device) for o in out]
+
+    def broadcast(self, t: Tensor, src: int) -> None:
+        """Fill ``t`` (on :attr:`device`) with rank ``src``'s, in place."""
+        if self.size > 1:
+            dist.broadcast(t, group=self.group, group_src=src)
 
     def all_reduce(self, t: Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> Tensor:
         if self.size == 1:
@@ -158,6 +164,66 @@ def _shard_rows(gallery: Tensor | Features, name: str, fn: str) -> tuple[dict[st
     return f, num_rows(f, name=name, fn=fn)
 
 
+def _query_rounds(
+    g: _Group, query: Tensor | Features, pids: Tensor | None, name: str, fn: str
+) -> Iterator[tuple[int, dict[str, Tensor], Tensor | None]]:
+    """Each rank's queries (and their ids) in turn, broadcast to every rank: ``(rank,
+    features, pids)``; ranks without queries are skipped."""
+    error: Exception | None = None
+    n = sig = 0
+    f: dict[str, Tensor] = {}
+    try:
+        f = as_features(query, name=name, fn=fn)
+        n = num_rows(f, name=name, fn=fn)
+        if pids is not None:
+            if n:
+                check_ids(pids, "query_pids", fn, n, name)
+            elif not isinstance(pids, Tensor) or pids.shape != (0,):
+                raise ValueError(f"{fn}: query_pids must be an empty [0] tensor for no queries, "
+                                 f"got {pids!r}")  # fmt: skip
+        sig = _signature(f)
+    except (TypeError, ValueError) as e:
+        error = e
+    table = g.agree(error, [n, sig], fn)
+    _same_on_all(table, [(1, f"feature names, dtypes and row shapes of {name}")], fn)
+    if int(table[:, 0].sum()) == 0:
+        raise ValueError(f"{fn}: no rank has queries")
+    device = next(iter(f.values())).device
+    for r in range(g.size):
+        rows = int(table[r, 0])
+        if not rows:
+            continue
+        if r == g.rank:
+            mine = {key: t.to(g.device).contiguous() for key, t in f.items()}
+            ids = None if pids is None else pids.to(g.device, torch.int64)
+        else:
+            mine = {
+                key: torch.empty((rows, *t.shape[1:]), dtype=t.dtype, device=g.device)
+                for key, t in f.items()
+            }
+            ids = None if pids is None else torch.empty(rows, dtype=torch.int64, device=g.device)
+        for key in sorted(mine):
+            g.broadcast(mine[key], r)
+        if ids is not None:
+            g.broadcast(ids, r)
+        yield (
+            r,
+            {key: t.to(device) for key, t in mine.items()},
+            None if ids is None else ids.to(device),
+        )
+
+
+def _same_on_all(table: Tensor, columns: list[tuple[int, str]], fn: str) -> None:
+    """Refuse (on every rank) a column of the agreed table that differs between ranks."""
+    for col, what in columns:
+        values = [int(v) for v in table[:, col]]
+        if len(set(values)) > 1:
+            raise ValueError(
+                f"{fn}: {what} must be the same on every rank, but rank(s) "
+                f"{[r for r, v in enumerate(values) if v != values[0]]} differ from rank 0"
+            )
+
+
 def _order(scores: Tensor, indices: Tensor) -> Tensor:
     """Column order putting each row best first: higher score, then lower index."""
     by_index = torch.sort(indices, dim=1, stable=True).indices
@@ -178,6 +244,7 @@ def sharded_topk_search(
     query_block: int = DEFAULT_QUERY_BLOCK,
     screen: Screen = "auto",
     check_finite: bool = True,
+    query_sharded: bool = False,
 ) -> SearchResult:
     """Exact top-``k`` over a gallery sharded across the ranks of a process group.
 
@@ -203,11 +270,16 @@ def sharded_topk_search(
         group: the process group (default: the default group; none initialised: one rank).
         normalize, scorer, chunk_size, query_block, screen, check_finite: as for
             :func:`~textreid.retrieval.topk_search`.
+        query_sharded: each rank passes its own queries (any number, none included) instead
+            of the same ones, and gets their hits. The ranks' queries are searched one rank
+            after the other: each is broadcast, searched on every shard and merged, so memory
+            holds one rank's queries at a time.
 
     Returns:
-        :class:`~textreid.retrieval.SearchResult`, the same on every rank, with ``indices``
-        global (``gallery_offset`` + local row); with a scorer that has an uncertainty also
-        ``query_uncertainty`` and ``gallery_uncertainty``.
+        :class:`~textreid.retrieval.SearchResult` with ``indices`` global (``gallery_offset``
+        + local row), the same on every rank (with ``query_sharded``: of this rank's
+        queries); with a scorer that has an uncertainty also ``query_uncertainty`` and
+        ``gallery_uncertainty``.
 
     Raises:
         TypeError: a ``group`` that is not a process group; the errors of
@@ -220,6 +292,46 @@ def sharded_topk_search(
     """
     fn = "sharded_topk_search"
     g = _Group(group, fn)
+    settings = _SearchSettings(normalize, scorer, chunk_size, query_block, screen, check_finite)
+    if not query_sharded:
+        return _topk_round(g, fn, query, gallery_shard, k, gallery_offset, settings)
+    mine: SearchResult | None = None
+    for r, q_r, _ in _query_rounds(g, query, None, "query", fn):
+        result = _topk_round(g, fn, q_r, gallery_shard, k, gallery_offset, settings)
+        if r == g.rank:
+            mine = result
+    if mine is not None:
+        return mine
+    # This rank has no queries: no hits, in the dtype its queries would have had.
+    q = as_features(query, name="query", fn=fn)
+    dtype = compute_dtype(*(t for t in q.values() if t.is_floating_point()))
+    device = next(iter(q.values())).device
+    return SearchResult(
+        torch.empty(0, k, dtype=dtype, device=device),
+        torch.empty(0, k, dtype=torch.int64, device=device),
+    )
+
+
+class _SearchSettings(NamedTuple):
+    normalize: bool
+    scorer: Scorer | None
+    chunk_size: int
+    query_block: int
+    screen: Screen
+    check_finite: bool
+
+
+def _topk_round(
+    g: _Group,
+    fn: str,
+    query: Tensor | Features,
+    gallery_shard: Tensor | Features,
+    k: int,
+    gallery_offset: int | None,
+    settings: _SearchSettings,
+) -> SearchResult:
+    """:func:`sharded_topk_search` of queries that every rank holds."""
+    normalize, scorer, chunk_size, query_block, screen, check_finite = settings
     error: Exception | None = None
     hits: SearchResult | None = None
     sig = nq = n = offset = dcode = 0
@@ -252,14 +364,12 @@ def sharded_topk_search(
     except (TypeError, ValueError) as e:
         error = e
     table = g.agree(error, [k if isinstance(k, int) else 0, nq, n, offset, sig, dcode, has_u], fn)
-    for col, what in ((0, "k"), (1, "the number of queries"), (4, "feature names, dtypes and "
-                                                                  "row shapes of gallery_shard")):  # fmt: skip
-        values = [int(v) for v in table[:, col]]
-        if len(set(values)) > 1:
-            raise ValueError(
-                f"{fn}: {what} must be the same on every rank, but rank(s) "
-                f"{[r for r, v in enumerate(values) if v != values[0]]} differ from rank 0"
-            )
+    _same_on_all(
+        table,
+        [(0, "k"), (1, "the number of queries"),
+         (4, "feature names, dtypes and row shapes of gallery_shard")],
+        fn,
+    )  # fmt: skip
     starts, total = _offsets(table, 2, 3, fn)
     if k > total:
         raise ValueError(
@@ -353,6 +463,7 @@ def sharded_evaluate(
     query_block: int = DEFAULT_QUERY_BLOCK,
     return_ranks: bool = False,
     check_finite: bool = True,
+    query_sharded: bool = False,
 ) -> RetrievalMetrics:
     """R@K, mAP and mINP over a gallery sharded across the ranks of a process group.
 
@@ -375,9 +486,14 @@ def sharded_evaluate(
         group: the process group (default: the default group; none initialised: one rank).
         ks, normalize, scorer, chunk_size, query_block, return_ranks, check_finite: as for
             :func:`~textreid.retrieval.evaluate`.
+        query_sharded: each rank passes its own queries and their ids (any number, none
+            included); the ranks' queries are evaluated one rank after the other, and the
+            metrics are those of all the queries together, in rank order.
 
     Returns:
-        :class:`~textreid.retrieval.RetrievalMetrics`, the same on every rank.
+        :class:`~textreid.retrieval.RetrievalMetrics`, the same on every rank (with
+        ``query_sharded`` and ``return_ranks``, ``first_positive_ranks`` of this rank's
+        queries).
 
     Raises:
         TypeError: a ``group`` that is not a process group, non-tensor or non-floating
@@ -391,6 +507,80 @@ def sharded_evaluate(
     """
     fn = "sharded_evaluate"
     g = _Group(group, fn)
+    settings = _EvalSettings(ks, normalize, scorer, chunk_size, query_block, return_ranks,
+                             check_finite)  # fmt: skip
+    if not query_sharded:
+        counts = _eval_round(
+            g, fn, query_feats, gallery_shard, query_pids, gallery_pids, gallery_offset, settings
+        )
+        own = slice(None)
+    else:
+        rounds = []
+        start = 0
+        for r, q_r, qp_r in _query_rounds(g, query_feats, query_pids, "query_feats", fn):
+            assert qp_r is not None  # pids were given
+            if r < g.rank:
+                start += qp_r.shape[0]
+            rounds.append(
+                _eval_round(g, fn, q_r, gallery_shard, qp_r, gallery_pids, gallery_offset, settings)
+            )
+        mine = query_pids.shape[0] if isinstance(query_pids, Tensor) else 0
+        own = slice(start, start + mine)
+        counts = _RankCounts(
+            torch.cat([c.first for c in rounds]),
+            torch.cat([c.ap for c in rounds]),
+            torch.cat([c.inp for c in rounds]),
+            torch.cat([c.num_pos for c in rounds]),
+            rounds[0].ks,
+        )
+    first, ap, inp, num_pos_all, ks_t = counts
+    nq = first.shape[0]
+    has_pos = num_pos_all > 0
+    n_valid = int(has_pos.sum())
+    denom = max(n_valid, 1)
+    recall = {v: 100.0 * float(((first <= v) & has_pos).sum()) / denom for v in ks_t}
+    return RetrievalMetrics(
+        recall=recall,
+        mAP=100.0 * float(ap.sum()) / denom,
+        mINP=100.0 * float(inp.sum()) / denom,
+        num_queries=nq,
+        num_queries_without_positive=nq - n_valid,
+        first_positive_ranks=first[own] if return_ranks else None,
+    )
+
+
+class _EvalSettings(NamedTuple):
+    ks: Iterable[int]
+    normalize: bool
+    scorer: Scorer | None
+    chunk_size: int
+    query_block: int
+    return_ranks: bool
+    check_finite: bool
+
+
+class _RankCounts(NamedTuple):
+    """Per query: first-positive rank, AP, INP (float64), positives; and the checked ks."""
+
+    first: Tensor
+    ap: Tensor
+    inp: Tensor
+    num_pos: Tensor
+    ks: tuple[int, ...]
+
+
+def _eval_round(
+    g: _Group,
+    fn: str,
+    query_feats: Tensor | Features,
+    gallery_shard: Tensor | Features,
+    query_pids: Tensor,
+    gallery_pids: Tensor,
+    gallery_offset: int | None,
+    settings: _EvalSettings,
+) -> _RankCounts:
+    """The counts of :func:`sharded_evaluate` for queries that every rank holds."""
+    ks, normalize, scorer, chunk_size, query_block, return_ranks, check_finite = settings
     error: Exception | None = None
     ks_t: tuple[int, ...] = ()
     nq = n = offset = sig = 0
@@ -429,16 +619,15 @@ def sharded_evaluate(
         sig = _signature(gf)
     except (TypeError, ValueError) as e:
         error = e
-    settings = zlib.crc32(repr((ks_t, query_block, scorer, return_ranks)).encode())
-    table = g.agree(error, [nq, n, offset, sig, settings], fn)
-    for col, what in ((0, "the number of queries"), (3, "feature names, dtypes and row shapes "
-                      "of gallery_shard"), (4, "ks, query_block, scorer and return_ranks")):  # fmt: skip
-        values = [int(v) for v in table[:, col]]
-        if len(set(values)) > 1:
-            raise ValueError(
-                f"{fn}: {what} must be the same on every rank, but rank(s) "
-                f"{[r for r, v in enumerate(values) if v != values[0]]} differ from rank 0"
-            )
+    agreed = zlib.crc32(repr((ks_t, query_block, scorer, return_ranks)).encode())
+    table = g.agree(error, [nq, n, offset, sig, agreed], fn)
+    _same_on_all(
+        table,
+        [(0, "the number of queries"),
+         (3, "feature names, dtypes and row shapes of gallery_shard"),
+         (4, "ks, query_block, scorer and return_ranks")],
+        fn,
+    )  # fmt: skip
     starts, total = _offsets(table, 1, 2, fn)
     if total == 0:
         raise ValueError(f"{fn}: the sharded gallery is empty on every rank")
@@ -503,15 +692,4 @@ def sharded_evaluate(
         first[q0 : q0 + b] = torch.where(has, ranks[:, 0], 0)
         num_pos_all[q0 : q0 + b] = num_pos
 
-    has_pos = num_pos_all > 0
-    n_valid = int(has_pos.sum())
-    denom = max(n_valid, 1)
-    recall = {v: 100.0 * float(((first <= v) & has_pos).sum()) / denom for v in ks_t}
-    return RetrievalMetrics(
-        recall=recall,
-        mAP=100.0 * float(ap.sum()) / denom,
-        mINP=100.0 * float(inp.sum()) / denom,
-        num_queries=nq,
-        num_queries_without_positive=nq - n_valid,
-        first_positive_ranks=first if return_ranks else None,
-    )
+    return _RankCounts(first, ap, inp, num_pos_all, ks_t)
