@@ -14,7 +14,10 @@ or smaller than ``k``.
   negatives of its shard ahead of each of them, and one ``all_reduce`` adds the counts. The
   metrics are those of :func:`~textreid.retrieval.evaluate` on the whole gallery.
 
-Only hits and counts cross the network, never the gallery. Collectives run on the device the
+With ``query_sharded=True`` each rank holds its own queries instead: they are taken one rank
+after the other (broadcast, then as above), and each rank gets its own queries' hits.
+
+Only queries, hits, the positives' scores and counts cross the network, never the gallery. Collectives run on the device the
 group's backend needs (the current CUDA device for NCCL, the CPU otherwise); results come
 back on the query's device, the same on every rank. Every rank checks its inputs before the
 first collective and the ranks agree on the outcome, so bad input on one rank is an error on
