@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,10 @@ def _loss_classes() -> list[type[nn.Module]]:
 @pytest.mark.parametrize(("package", "name"), _public_names())
 def test_public_name_has_a_docstring(package: str, name: str) -> None:
     obj = getattr(importlib.import_module(package), name)
-    if inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
+    # A type alias (``Features = Mapping[str, Tensor]``) is documented like a constant; Python
+    # 3.10 takes it for a class and would read the docstring of ``Mapping``.
+    alias = typing.get_origin(obj) is not None
+    if not alias and (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)):
         doc = inspect.getdoc(obj) or ""
         assert doc.strip(), f"{package}.{name} has no docstring"
         # The class docstring must be its own, not one inherited from a base class.
@@ -157,3 +161,33 @@ def test_readme_quick_start_is_quoted_verbatim_in_getting_started() -> None:
     page = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     for line in block.group(1).strip().splitlines():
         assert line in page, f"getting-started.md lacks the quick-start command {line!r}"
+
+
+MATHJAX = ROOT / "docs" / "javascripts" / "mathjax" / "tex-svg-full.js"
+MATHJAX_SHA256 = "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6"
+"""MathJax 3.2.2's es5/tex-svg-full.js, as docs/javascripts/mathjax/SOURCE.txt records."""
+
+
+def test_docs_load_nothing_from_another_site() -> None:
+    # Offline readers (and a site behind a firewall) see formulas: no script, style sheet or
+    # font comes from a CDN.
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    assert not re.findall(r"https?://\S+\.(?:js|css)\b", config)
+    assert re.search(r"^\s*font:\s*false\s*$", config, flags=re.MULTILINE), (
+        "mkdocs-material loads Google Fonts unless theme.font is false"
+    )
+    scripts = re.search(r"^extra_javascript:\n((?:\s+- .*\n)+)", config, flags=re.MULTILINE)
+    assert scripts is not None
+    for entry in re.findall(r"- (\S+)", scripts.group(1)):
+        assert (ROOT / "docs" / entry).is_file(), f"mkdocs.yml loads {entry}, not in docs/"
+    assert "javascripts/mathjax/tex-svg-full.js" in scripts.group(1)
+
+
+def test_vendored_mathjax_is_the_recorded_release() -> None:
+    import hashlib
+
+    digest = hashlib.sha256(MATHJAX.read_bytes()).hexdigest()
+    assert digest == MATHJAX_SHA256
+    source = (MATHJAX.parent / "SOURCE.txt").read_text(encoding="utf-8")
+    assert f"sha256 {digest}" in source
+    assert "Apache License" in (MATHJAX.parent / "LICENSE").read_text(encoding="utf-8")

@@ -14,6 +14,8 @@ import inspect
 import os
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -37,16 +39,63 @@ PACKAGES = [
 OPTIONAL = ["transformers", "faiss", "tensorboard", "open_clip", "timm", "torch.utils.tensorboard"]
 
 
+def _type_name(t: object) -> str:
+    """One spelling of a type on every Python and torch version.
+
+    ``repr`` of a typing alias changes across versions (``typing.Callable`` or
+    ``collections.abc.Callable``, ``Union[A, B]`` or ``A | B``, ``ForwardRef('A')`` for an
+    annotation of a named tuple).
+    """
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is None:
+        if t is None or t is type(None):
+            return "None"
+        if t is Ellipsis:
+            return "..."
+        if isinstance(t, str):
+            return t
+        if isinstance(t, typing.ForwardRef):
+            return t.__forward_arg__
+        if isinstance(t, list):  # the parameters of a Callable
+            return "[" + ", ".join(map(_type_name, t)) + "]"
+        if isinstance(t, type):
+            module = "" if t.__module__ == "builtins" else t.__module__ + "."
+            return module + t.__qualname__
+        return repr(t)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin is typing.Union or origin is types.UnionType:
+        return " | ".join(map(_type_name, args))
+    return f"{_type_name(origin)}[{', '.join(map(_type_name, args))}]"
+
+
 def _signature(obj: object) -> str:
     try:
-        return str(inspect.signature(obj))  # type: ignore[arg-type]
+        sig = inspect.signature(obj)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "(...)"
+    params = list(sig.parameters.values())
+    # A class without an __init__ of its own shows its base's: nn.Module's and Protocol's
+    # are (*args, **kwargs), annotated or not depending on the torch and Python version.
+    variadic = [inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD]
+    if [p.kind for p in params] == variadic and inspect.isclass(obj):
+        return "(*args, **kwargs)"
+    params = [
+        p if p.annotation is p.empty else p.replace(annotation=_type_name(p.annotation))
+        for p in params
+    ]
+    ret = sig.return_annotation
+    if ret is not sig.empty and ret is not None:  # a dataclass's __init__ returns None itself
+        ret = _type_name(ret)
+    return str(sig.replace(parameters=params, return_annotation=ret))
 
 
 def _describe(qualname: str, obj: object) -> list[str]:
     if inspect.ismodule(obj):
         return [f"{qualname}: module"]
+    # Before the class test: Python 3.10 takes ``Mapping[str, Tensor]`` for a class.
+    if typing.get_origin(obj) is not None:
+        return [f"{qualname}: alias {_type_name(obj)}"]
     if inspect.isclass(obj):
         if issubclass(obj, enum.Enum):
             return [f"{qualname}: enum {[m.name for m in obj]}"]
