@@ -101,7 +101,9 @@ def _demo_grid(retriever: object, data_root: Path, out: Path, seed: int) -> Path
     # These searches never re-rank: image tokens would only take memory.
     gallery = retriever.index_images(test.img_paths, ids=test.image_pids, store_tokens=False)
     queries = [test.captions[i] for i in rows]
-    hits = retriever.search(queries, gallery, k=min(5, test.num_images))
+    # The whole gallery ranked, five drawn: a row whose person is not in its top 5 says at
+    # which rank it comes.
+    hits = retriever.search(queries, gallery, k=test.num_images)
     return save_result_grid(
         queries,
         hits,
@@ -109,4 +111,5 @@ def _demo_grid(retriever: object, data_root: Path, out: Path, seed: int) -> Path
         out,
         query_pids=[test.caption_pids[i] for i in rows],
         gallery_pids=test.image_pids,
+        k=min(5, test.num_images),
     )
