@@ -409,11 +409,13 @@ def test_a_synthpedes_folder_is_not_read_as_cuhk_pedes(
     with pytest.raises(ValueError, match=r"holds SynthPEDES .* not CUHK-PEDES"):
         textreid.data.build_dataset("cuhk-pedes", tmp_path)
     assert textreid.data.build_dataset("synthpedes", tmp_path).name == "synthpedes"
+    # The reader of the format still reads it: SynthPEDES is in the CUHK-PEDES format.
+    assert textreid.data.read_cuhk_pedes(tmp_path).num_classes > 0
     # The CLI's default --dataset is cuhk-pedes: the error says which flag to give.
     argv = ["train", "--recipe", "tiny-irra", "--data", str(tmp_path)]
     assert main([*argv, "--output", str(tmp_path / "run")]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert line.startswith("textreid train: error: read_cuhk_pedes: ")
+    assert line.startswith("textreid train: error: build_dataset: ")
     assert line.endswith("read it with --dataset synthpedes")
 
 

@@ -352,8 +352,6 @@ def read_cuhk_pedes(
     Raises:
         FileNotFoundError: ``reid_raw.json`` is missing; the message explains the
             ``caption_all.json`` confusion when only that file is present.
-        ValueError: the folder holds SynthPEDES (same layout, with ``synthpedes.json``) and
-            ``name`` is ``"cuhk-pedes"``.
     """
     folder = _dataset_dir(root, "CUHK-PEDES", ("reid_raw.json", "caption_all.json"))
     anno = folder / "reid_raw.json"
@@ -371,12 +369,6 @@ def read_cuhk_pedes(
             hint = f"; generate it first with `textreid synth {root}` (or write_synthpedes)"
         raise FileNotFoundError(
             f"read_{name.replace('-', '_')}: annotation file {anno} does not exist{hint}"
-        )
-    if name == "cuhk-pedes" and (folder / "synthpedes.json").is_file():
-        # Same file layout, so reading would succeed and train on the wrong benchmark.
-        raise ValueError(
-            f"read_cuhk_pedes: {folder} holds SynthPEDES (written by write_synthpedes: it has "
-            "synthpedes.json), not CUHK-PEDES; read it with dataset='synthpedes'"
         )
     return read_pedes_json(
         anno,
@@ -504,12 +496,24 @@ def build_dataset(name: str, root: str | os.PathLike[str], **kwargs: Any) -> Ped
 
     Raises:
         ValueError: unknown name (the message lists the registered names and suggests the
-            closest).
+            closest), or ``"cuhk-pedes"`` given a SynthPEDES folder (same layout).
     """
     return _DATASETS.get(name, fn="build_dataset")(root, **kwargs)
 
 
-register_dataset("cuhk-pedes", read_cuhk_pedes)
+def _read_real_cuhk_pedes(root: str | os.PathLike[str], **kwargs: Any) -> PedesDataset:
+    """:func:`read_cuhk_pedes` for the name ``cuhk-pedes``, which refuses a SynthPEDES folder:
+    the layout is the same, so reading it would silently train on the wrong benchmark."""
+    folder = _dataset_dir(root, "CUHK-PEDES", ("reid_raw.json", "caption_all.json"))
+    if (folder / "synthpedes.json").is_file():
+        raise ValueError(
+            f"build_dataset: {folder} holds SynthPEDES (written by write_synthpedes: it has "
+            "synthpedes.json), not CUHK-PEDES; read it with dataset='synthpedes'"
+        )
+    return read_cuhk_pedes(root, **kwargs)
+
+
+register_dataset("cuhk-pedes", _read_real_cuhk_pedes)
 register_dataset("icfg-pedes", read_icfg_pedes)
 register_dataset("rstpreid", read_rstpreid)
 register_dataset("synthpedes", read_synthpedes)
