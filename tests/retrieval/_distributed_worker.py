@@ -1,12 +1,14 @@
-"""Run by ``torchrun --nproc_per_node N`` from test_distributed_retrieval.py (gloo, CPU).
+"""Run by ``torchrun --nproc_per_node 3`` from test_distributed_retrieval.py (gloo, CPU).
 
 Every rank builds the same seeded cases, keeps its shard of each gallery and runs the sharded
-search and metrics; each rank writes what it got to ``argv[1] + f".{rank}"``. The test
+search and metrics, once with the 3 processes and once with 2 of them (a subgroup); each rank
+writes ``{world size: what it got}`` to ``argv[1] + f".{rank}"``. The test
 compares them with one process on the whole gallery.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -59,17 +61,18 @@ def _metrics(m: RetrievalMetrics) -> tuple[dict[str, float | int], torch.Tensor 
     return m.to_dict(), m.first_positive_ranks
 
 
-def main() -> None:
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+def run(group: dist.ProcessGroup | None, rank: int, world: int) -> dict[str, Any]:
+    """Every case on the ranks of ``group``; what this rank got."""
+    search = functools.partial(sharded_topk_search, group=group)
+    metrics = functools.partial(sharded_evaluate, group=group)
     c = cases()
     out: dict[str, Any] = {}
 
     a, b = bounds(SHARDS[world], rank)
     t = c["ties"]
-    res = sharded_topk_search(t["q"], t["g"][a:b], K, normalize=False)
+    res = search(t["q"], t["g"][a:b], K, normalize=False)
     out["ties_topk"] = (res.scores, res.indices)
-    m = sharded_evaluate(
+    m = metrics(
         t["q"], t["g"][a:b], query_pids=t["qp"], gallery_pids=t["gp"][a:b],
         normalize=False, ks=(1, 5, 10), return_ranks=True, chunk_size=5, query_block=8,
     )  # fmt: skip
@@ -78,9 +81,9 @@ def main() -> None:
     # The same shards in reverse order of ranks, placed by explicit offsets.
     rev = SHARDS[world][::-1]
     a, b = bounds(rev, world - 1 - rank)
-    res = sharded_topk_search(t["q"], t["g"][a:b], K, gallery_offset=a)
+    res = search(t["q"], t["g"][a:b], K, gallery_offset=a)
     out["offset_topk"] = (res.scores, res.indices)
-    m = sharded_evaluate(
+    m = metrics(
         t["q"], t["g"][a:b], query_pids=t["qp"], gallery_pids=t["gp"][a:b], gallery_offset=a,
         normalize=False, return_ranks=True,
     )  # fmt: skip
@@ -88,9 +91,9 @@ def main() -> None:
 
     r = c["rand"]
     a, b = bounds(ALIGNED[world], rank)
-    res = sharded_topk_search(r["q"], r["g"][a:b], K, normalize=True, chunk_size=4)
+    res = search(r["q"], r["g"][a:b], K, normalize=True, chunk_size=4)
     out["rand_topk"] = (res.scores, res.indices)
-    m = sharded_evaluate(
+    m = metrics(
         r["q"], r["g"][a:b], query_pids=r["qp"], gallery_pids=r["gp"][a:b], return_ranks=True
     )
     out["rand_eval"] = _metrics(m)
@@ -99,9 +102,9 @@ def main() -> None:
     a, b = bounds(SHARDS[world], rank)
     q = {"mean": s["q_mean"], "log_var": s["q_log_var"]}
     gal = {"mean": s["g_mean"][a:b], "log_var": s["g_log_var"][a:b]}
-    res = sharded_topk_search(q, gal, K, scorer=GaussianScorer())
+    res = search(q, gal, K, scorer=GaussianScorer())
     out["gauss_topk"] = (res.scores, res.indices, res.query_uncertainty, res.gallery_uncertainty)
-    m = sharded_evaluate(
+    m = metrics(
         q, gal, query_pids=s["qp"], gallery_pids=s["gp"][a:b], scorer=GaussianScorer(),
         return_ranks=True,
     )  # fmt: skip
@@ -110,9 +113,9 @@ def main() -> None:
     # Every rank with its own queries (the ties case, 30 queries), its own gallery shard.
     qa, qb = bounds(QUERY_SHARDS[world], rank)
     a, b = bounds(SHARDS[world], rank)
-    res = sharded_topk_search(t["q"][qa:qb], t["g"][a:b], K, query_sharded=True)
+    res = search(t["q"][qa:qb], t["g"][a:b], K, query_sharded=True)
     out["qshard_topk"] = (res.scores, res.indices)
-    m = sharded_evaluate(
+    m = metrics(
         t["q"][qa:qb], t["g"][a:b], query_pids=t["qp"][qa:qb], gallery_pids=t["gp"][a:b],
         normalize=False, return_ranks=True, query_sharded=True, query_block=8,
     )  # fmt: skip
@@ -125,11 +128,11 @@ def main() -> None:
         bad_q[0, 0] = float("nan")
     a, b = bounds(SHARDS[world], rank)
     for call in (
-        lambda: sharded_topk_search(bad_q, t["g"][a:b], K),
-        lambda: sharded_topk_search(t["q"], t["g"][a:b], K + rank),
-        lambda: sharded_topk_search(t["q"], t["g"][a:b], 24),
-        lambda: sharded_evaluate(bad_q, t["g"][a:b], query_pids=t["qp"], gallery_pids=t["gp"][a:b]),
-        lambda: sharded_topk_search(t["q"], t["g"][a:b], K, gallery_offset=0),
+        lambda: search(bad_q, t["g"][a:b], K),
+        lambda: search(t["q"], t["g"][a:b], K + rank),
+        lambda: search(t["q"], t["g"][a:b], 24),
+        lambda: metrics(bad_q, t["g"][a:b], query_pids=t["qp"], gallery_pids=t["gp"][a:b]),
+        lambda: search(t["q"], t["g"][a:b], K, gallery_offset=0),
     ):
         try:
             call()
@@ -137,7 +140,19 @@ def main() -> None:
         except ValueError as e:
             errors.append(str(e))
     out["errors"] = errors
-    torch.save(out, sys.argv[1] + f".{rank}")
+    return out
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    assert world == 3
+    # Two ranks through a subgroup of the three (which also exercises group=).
+    pair = dist.new_group([0, 1])
+    results = {3: run(None, rank, 3)}
+    if rank < 2:
+        results[2] = run(pair, rank, 2)
+    torch.save(results, sys.argv[1] + f".{rank}")
     dist.destroy_process_group()
 
 
