@@ -115,3 +115,63 @@ def test_hf_hub_offline_names_the_variable(tmp_path: Path, monkeypatch: pytest.M
         "the HF_HUB_OFFLINE environment variable forbids downloading it; unset HF_HUB_OFFLINE, "
         "or download it first (`hf download org/other` where the network is allowed)"
     )
+
+
+def test_the_cli_says_a_mistyped_folder_does_not_exist_without_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from textreid.cli import main
+
+    attempts: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(args)
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "retriever-old").mkdir(parents=True)
+    (tmp_path / "gallery").mkdir()
+    code = main(["search", "runs/retriever", "--text", "a man", "--gallery", "gallery"])
+    assert attempts == []
+    assert code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "no such folder 'runs/retriever' (looked for " in err
+    assert f"{tmp_path / 'runs'} holds: retriever-old)" in err
+
+
+def test_the_cli_stops_at_the_first_failed_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from textreid import hub as hub_module
+    from textreid.cli import main
+
+    (tmp_path / "gallery").mkdir()
+    cache = tmp_path / "c"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    with FakeHub() as hub, hub.failing(503):
+        options = hub_module.hub_options
+        # The CLI has no --endpoint: point its default Hub at the fake one.
+        monkeypatch.setattr(
+            hub_module,
+            "hub_options",
+            lambda **kw: {**options(**kw), "endpoint": hub.endpoint},
+        )
+        start = time.perf_counter()
+        code = main(
+            ["search", "org/tiny", "--text", "a man", "--gallery", str(tmp_path / "gallery")]
+        )
+        assert time.perf_counter() - start < 5
+        # huggingface_hub alone asks 6 times over ~23 s (5 retries with backoff).
+        files = [(q.method, q.path) for q in hub.requests if "/resolve/" in q.path]
+        assert files == [("HEAD", "/org/tiny/resolve/main/config.json")]
+        endpoint = hub.endpoint
+    assert code != 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines  # no retry lines, no traceback
+    assert f"the hub at {endpoint} could not be reached (it answered HTTP 503)" in lines[0]
+    assert str(cache / "models--org--tiny") in lines[0]
