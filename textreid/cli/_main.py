@@ -9,6 +9,7 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from textreid.cli import _convert, _demo, _eval, _index, _recipes, _search, _synth, _train
 from textreid.cli._common import HelpFormatter
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def new(name: str, **kwargs: object) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], formatter_class=HelpFormatter, **kwargs)  # type: ignore[arg-type]
+    def new(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], formatter_class=HelpFormatter, **kwargs)
         p.set_defaults(parser=p)
         return p
 
