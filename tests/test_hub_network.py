@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import huggingface_hub
+import huggingface_hub.constants
 import pytest
 import torch
 
