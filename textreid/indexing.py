@@ -29,14 +29,20 @@ def _list_file(path: Path, fn: str) -> list[str]:
     taken from the list's folder."""
     out = []
     with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            name = line.strip()
-            if not name:
-                continue
-            if "\0" in name:
-                raise ValueError(f"{fn}: line {number} of {path} holds a NUL character")
-            p = Path(name)
-            out.append(os.fspath(p if p.is_absolute() else path.parent / p))
+        try:
+            for number, line in enumerate(f, 1):
+                name = line.strip()
+                if not name:
+                    continue
+                if "\0" in name:
+                    raise ValueError(f"{fn}: line {number} of {path} holds a NUL character")
+                p = Path(name)
+                out.append(os.fspath(p if p.is_absolute() else path.parent / p))
+        except UnicodeDecodeError:
+            raise ValueError(
+                f"{fn}: {path} is not a UTF-8 text file of image paths (one per line); pass "
+                "a folder of images or such a list"
+            ) from None
     if not out:
         raise ValueError(f"{fn}: {path} lists no image paths (one per line expected)")
     return out
@@ -74,7 +80,8 @@ def index_folder(
 
     Raises:
         FileNotFoundError: ``images`` does not exist, or an image is missing.
-        ValueError: an empty folder or list, a list with a NUL character, a bad
+        ValueError: an empty folder or list, a list that is not UTF-8 text or holds a NUL
+            character, a bad
             ``shard_size`` or ``batch_size``, an ``out`` folder holding a partial index of
             other images or settings with ``resume=True``; and the errors of
             :meth:`~textreid.Retriever.from_pretrained` and

@@ -117,6 +117,8 @@ def test_index_folder_reads_a_folder_or_a_list_file(
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match=r"index_folder: .*empty\.txt lists no image paths"):
         index_folder(str(model), tmp_path / "empty.txt", tmp_path / "c")
+    with pytest.raises(ValueError, match=r"img_00\.png is not a UTF-8 text file of image paths"):
+        index_folder(str(model), images[0], tmp_path / "c")
 
 
 def test_progress_writes_lines_when_not_a_terminal() -> None:
