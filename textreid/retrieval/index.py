@@ -17,6 +17,13 @@ new features with old paths. Folders written by textreid 0.1 (format version 1:
 large gallery costs neither time nor memory until rows are touched; a search then streams the
 mapped rows chunk by chunk.
 
+A *sharded* index is a folder of such files, ``shard-00000-of-00042.safetensors`` and on,
+each a whole index of consecutive rows, written one at a time by :class:`ShardedIndexWriter`
+(resumable: a crash leaves the completed shards) and a manifest ``sharded_index.json`` (each
+shard's file name, rows and bytes) renamed into place last, so a folder with a manifest is
+complete. :meth:`GalleryIndex.load_shard` gives each of ``world_size`` processes a run of
+shards and its global offset; :meth:`GalleryIndex.load` reads them all.
+
 The file is read as untrusted data: only a regular file is opened, the header length is
 checked against the file and a cap before the header is read, and every dtype, shape and
 offset is checked against the file before anything is mapped or allocated.
