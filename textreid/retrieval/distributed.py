@@ -12,7 +12,8 @@ or smaller than ``k``.
   the negatives ahead of it, and the negatives ahead are a sum over shards. The positives of
   each query are gathered from every rank (a handful per query), each rank counts the
   negatives of its shard ahead of each of them, and one ``all_reduce`` adds the counts. The
-  metrics are those of :func:`~textreid.retrieval.evaluate` on the whole gallery.
+  metrics are those of :func:`~textreid.retrieval.evaluate` on the whole gallery wherever
+  both compute the same scores (see :func:`sharded_evaluate`).
 
 With ``query_sharded=True`` each rank holds its own queries instead: they are taken one rank
 after the other (broadcast, then as above), and each rank gets its own queries' hits.
@@ -475,8 +476,14 @@ def sharded_evaluate(
     :func:`~textreid.retrieval.evaluate` (stable descending order: among equal scores the
     lower *global* gallery index first): the positives of each query block are gathered from
     every rank, each rank counts the negatives of its shard ahead of each positive, and an
-    ``all_reduce`` adds the counts. The metrics are :func:`~textreid.retrieval.evaluate`'s on
-    the whole gallery, the same on every rank; one rank's scores are never sent.
+    ``all_reduce`` adds the counts. The metrics are the same on every rank, and a function of
+    the scores only: they are exactly :func:`~textreid.retrieval.evaluate`'s on the whole
+    gallery wherever the two compute the same scores (e.g. for exactly representable
+    arithmetic, ties included). Each shard's scores come from its own matrix products and
+    can differ from one process's in the last bit, as between two chunk sizes of
+    :func:`~textreid.retrieval.evaluate`; only a positive and a negative that close can then
+    swap places. A positive's score is its pair's dot product (sent to every rank), a
+    negative's comes from the block product.
 
     Args:
         query_feats: ``[Nq, D]`` query features (or a features mapping), identical on every
