@@ -60,18 +60,17 @@ class Progress:
     def _line(self) -> None:
         now = time.monotonic()
         self._last = now
-        rate = (self._done - self._start_done) / max(now - self._t0, 1e-9)
-        left = (self._total - self._done) / rate if rate > 0 else float("nan")
-        eta = (
-            f", about {left / 60:.1f} min left" if left == left and self._done < self._total else ""
-        )
         pct = 100.0 * self._done / max(self._total, 1)
-        print(
-            f"{self._desc}: {self._done:,}/{self._total:,} {self._unit} ({pct:.1f}%), "
-            f"{rate:.1f} {self._unit}/s{eta}",
-            file=self._stream,
-            flush=True,
-        )
+        line = f"{self._desc}: {self._done:,}/{self._total:,} {self._unit} ({pct:.1f}%)"
+        done_now = self._done - self._start_done
+        if done_now > 0:
+            rate = done_now / max(now - self._t0, 1e-9)
+            line += f", {rate:.1f} {self._unit}/s"
+            if self._done < self._total:
+                line += f", about {(self._total - self._done) / rate / 60:.1f} min left"
+        elif self._start_done:
+            line += f", {self._start_done:,} done by an earlier run"
+        print(line, file=self._stream, flush=True)
 
     def close(self) -> None:
         """End the bar, or write the last line."""

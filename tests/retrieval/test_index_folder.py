@@ -134,6 +134,9 @@ def test_progress_writes_lines_when_not_a_terminal() -> None:
     ]
     assert "min left" in lines[0]
     assert "min left" not in lines[-1]
+    resumed = io.StringIO()
+    Progress(4, "x", initial=4, stream=resumed).close()
+    assert resumed.getvalue() == "x: 4/4 it (100.0%), 4 done by an earlier run\n"
     quiet = io.StringIO()
     with Progress(5, "x", enabled=False, every=0.0, stream=quiet) as p:
         p.update(5)
