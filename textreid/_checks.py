@@ -86,13 +86,21 @@ def eager_checks(enabled: bool = True) -> Iterator[None]:
         _eager_override.reset(token)
 
 
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)  # torch < 2.3: only torch._dynamo has it
+    check = getattr(compiler, "is_compiling", None) or torch._dynamo.is_compiling
+    return bool(check())
+
+
 def reads_are_free(device: torch.device) -> bool:
     """Whether reading values of tensors on ``device`` costs no device synchronisation.
 
-    True on the CPU. Hot paths use it to pick between host-side work that depends on values
-    (variable-size gathers) and fixed-shape work that keeps an accelerator's queue full.
+    True on the CPU, except while ``torch.compile`` traces: there a host read ends the graph
+    (a graph break), so traced code takes the accelerator's fixed-shape, device-assert path.
+    Hot paths use it to pick between host-side work that depends on values (variable-size
+    gathers) and fixed-shape work that keeps an accelerator's queue full.
     """
-    return device.type in _HOST_DEVICE_TYPES
+    return device.type in _HOST_DEVICE_TYPES and not _is_compiling()
 
 
 def checks_are_eager(device: torch.device) -> bool:

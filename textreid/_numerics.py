@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from numbers import Real
 
 import torch
@@ -62,17 +62,20 @@ def float32_region(*tensors: Tensor) -> Iterator[tuple[Tensor, ...]]:
     dtype itself.
 
     Args:
-        tensors: the inputs of the block (at least one; their device types are the ones
-            whose autocast is turned off).
+        tensors: the inputs of the block, on one device (at least one; autocast is turned
+            off for its device type).
 
     Yields:
         ``tensors``, half precision upcast to float32.
     """
-    with ExitStack() as stack:
-        for device_type in dict.fromkeys(t.device.type for t in tensors):
-            if _autocast_exists(device_type):
-                stack.enter_context(torch.autocast(device_type, enabled=False))
-        yield tuple(t.to(compute_dtype(t)) if t.is_floating_point() else t for t in tensors)
+    upcast = tuple(t.to(compute_dtype(t)) if t.is_floating_point() else t for t in tensors)
+    # One device (the callers validate that); a plain `with` is what torch.compile traces.
+    device_type = tensors[0].device.type
+    if not _autocast_exists(device_type):
+        yield upcast
+        return
+    with torch.autocast(device_type, enabled=False):
+        yield upcast
 
 
 def check_temperature(value: object, name: str, fn: str) -> float:

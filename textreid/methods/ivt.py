@@ -163,6 +163,9 @@ class IVTMethod(RetrievalMethod):
         """The encoder as an ``ivt-single-stream`` retrieval model (shared, not copied)."""
         return IVTSingleStreamModel(self.encoder)
 
+    # Decoding, rewriting and re-tokenising captions is host work: under torch.compile it runs
+    # eagerly as one graph break instead of being traced string by string.
+    @torch.compiler.disable
     def derive_levels(self, text_ids: Tensor) -> Tensor:
         """Word-, phrase- and sentence-level ids ``[B, 3, L]`` of captions ``[B, L]``.
 
