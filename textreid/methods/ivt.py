@@ -165,7 +165,7 @@ class IVTMethod(RetrievalMethod):
 
     # Decoding, rewriting and re-tokenising captions is host work: under torch.compile it runs
     # eagerly as one graph break instead of being traced string by string.
-    @torch.compiler.disable
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     def derive_levels(self, text_ids: Tensor) -> Tensor:
         """Word-, phrase- and sentence-level ids ``[B, 3, L]`` of captions ``[B, L]``.
 

@@ -27,7 +27,7 @@ __all__ = ["ModalityExpertBlock", "SingleStreamEncoder", "TokenDropper", "token_
 
 # Host-side draws from a Python or torch RNG: torch.compile runs them eagerly (one graph break)
 # instead of tracing into random.Random, which it cannot.
-@torch.compiler.disable
+@torch.compiler.disable  # type: ignore[untyped-decorator]
 def token_drop_indices(n: int, ratio: float, rng: random.Random | torch.Generator) -> list[int]:
     """Indices kept by IVT's bidirectional mask modelling (BMM) for ``n`` tokens (CLS at 0).
 
