@@ -175,3 +175,15 @@ def test_the_cli_stops_at_the_first_failed_request(
     assert len(lines) == 1, lines  # no retry lines, no traceback
     assert f"the hub at {endpoint} could not be reached (it answered HTTP 503)" in lines[0]
     assert str(cache / "models--org--tiny") in lines[0]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_access_says_to_log_in(status: int, tmp_path: Path) -> None:
+    with FakeHub() as hub, hub.failing(status):
+        with pytest.raises(
+            PermissionError,
+            match=rf"^Retriever\.from_pretrained: the hub refused access to 'org/private' "
+            rf"\(HTTP {status}\); log in with `hf auth login` \(or pass token=\)",
+        ):
+            Retriever.from_pretrained("org/private", endpoint=hub.endpoint, cache_dir=tmp_path)
+        assert len(hub.requests) == 1

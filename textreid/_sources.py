@@ -167,6 +167,7 @@ class HubRepo:
         self.fn = fn
         self._probed = False
         self._unreachable: str | None = None
+        self._denied: int | None = None
         self._cache_hits = 0
 
     @property
@@ -203,6 +204,8 @@ class HubRepo:
             status = exc.response.status_code if exc.response is not None else None
             if status is not None and (status >= 500 or status in (408, 429)):
                 self._unreachable = f"it answered HTTP {status}"
+            elif status in (401, 403):
+                self._denied = status
             # Other answers (404, 401) come again, without retries, from hf_hub_download,
             # which turns them into its error types.
         except Exception as exc:  # any transport failure: refused, DNS, timeout, TLS, proxy
@@ -227,6 +230,7 @@ class HubRepo:
         Raises:
             FileNotFoundError: an unknown repository or revision, or a required file that
                 the Hub does not have; each message says what to do.
+            PermissionError: a gated repository, or access refused (HTTP 401/403).
             HubConnectionError: the Hub is unreachable or the network is not to be used,
                 and the file is not cached (for an optional file: nothing of this
                 repository is cached either).
@@ -238,10 +242,17 @@ class HubRepo:
         # back to it after one failed request, and retries only for files it lacks.
         if offline is None and not self._probed and not isinstance(self._cached(filename), str):
             self._probe(filename)
+        if self._denied is not None:
+            raise self._access_denied(self._denied)
         local_only = offline is not None or self._unreachable is not None
         options = {**self.hub, "local_files_only": local_only}
         try:
             path = Path(hf_hub_download(self.repo_id, filename, **options))
+        except errors.GatedRepoError as exc:
+            raise PermissionError(
+                f"{self.fn}: repository {self.repo_id!r} is gated; accept its conditions on its "
+                "Hub page, then log in with `hf auth login` (or pass token=)"
+            ) from exc
         except errors.RepositoryNotFoundError as exc:
             raise FileNotFoundError(
                 f"{self.fn}: repository {self.repo_id!r} was not found on the hub "
@@ -261,6 +272,11 @@ class HubRepo:
                 f"{self.fn}: repository {self.repo_id!r} has no file {filename!r} at revision "
                 f"{self.revision!r}; it is not a textreid retriever or CLIP repository"
             ) from exc
+        except errors.HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status not in (401, 403):
+                raise
+            raise self._access_denied(status) from exc
         except errors.LocalEntryNotFoundError as exc:
             if not required and self._known_absent(filename):
                 return None
@@ -268,6 +284,12 @@ class HubRepo:
             raise HubConnectionError(self._not_cached(filename, offline, cause)) from exc
         self._cache_hits += 1
         return path
+
+    def _access_denied(self, status: int) -> PermissionError:
+        return PermissionError(
+            f"{self.fn}: the hub refused access to {self.repo_id!r} (HTTP {status}); log in "
+            "with `hf auth login` (or pass token=) with an account that may read it"
+        )
 
     def _cached(self, filename: str) -> object:
         """``try_to_load_from_cache``: a path (str) when cached, ``None`` when not, another
