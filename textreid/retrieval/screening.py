@@ -68,10 +68,19 @@ pair on its own costs about 3x its share of a float32 matmul (measured, D=512)."
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 dot products natively and torch reaches them
     through oneDNN (else a bfloat16 matmul is emulated and slower than float32, so screening
-    would not pay)."""
+    would not pay).
+
+    ``ATEN_CPU_CAPABILITY`` below AVX-512 (e.g. ``avx2``) answers ``False``, so that one
+    machine can measure the paths a CPU without AVX-512 takes.
+    """
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     native = bool(probe()) if callable(probe) else False
-    return native and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (
+        native
+        and capability.upper().startswith("AVX512")
+        and bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+    )
 
 
 def _gamma(n: int, dtype: torch.dtype) -> float:
