@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 import textreid.retrieval.metrics as metrics_mod
-from textreid.retrieval import RetrievalMetrics, evaluate
+from textreid.retrieval import RetrievalMetrics, cosine_scores, evaluate
 
 
 def _reference(
@@ -366,3 +366,33 @@ def test_errors() -> None:
         evaluate(scores=torch.tensor([[0.0, float("nan"), 1.0], [0.0, 0.0, 0.0]]), **_ok())
     with pytest.raises(TypeError, match=r"scores has dtype torch.int64"):
         evaluate(scores=torch.zeros(2, 3, dtype=torch.long), **_ok())
+
+
+def test_renamed_feature_arguments_warn_and_give_the_same_numbers() -> None:
+    gen = torch.Generator().manual_seed(5)
+    q, g = torch.randn(20, 8, generator=gen), torch.randn(30, 8, generator=gen)
+    qp, gp = torch.randint(0, 6, (20,), generator=gen), torch.arange(30) % 6
+    new = evaluate(query=q, gallery=g, query_pids=qp, gallery_pids=gp)
+    with pytest.warns(FutureWarning, match="query_feats"):
+        old = evaluate(query_feats=q, gallery=g, query_pids=qp, gallery_pids=gp)
+    assert old == new
+    with pytest.raises(TypeError, match="evaluate: got both gallery= and its deprecated name"):
+        evaluate(q, g, gallery_feats=g, query_pids=qp, gallery_pids=gp)
+
+
+def test_one_block_path_ranks_like_its_score_matrix() -> None:
+    """A gallery within one chunk is scored by one matmul and the positives' scores are read
+    off that block: ranks (exact ties with a duplicate item included) equal those of the
+    same score matrix passed as ``scores=``."""
+    gen = torch.Generator().manual_seed(6)
+    q, g = torch.randn(40, 16, generator=gen), torch.randn(50, 16, generator=gen)
+    g[10] = g[3]  # a duplicate item: exact ties between a positive and another item
+    qp, gp = torch.randint(0, 10, (40,), generator=gen), torch.arange(50) % 10
+    got = evaluate(q, g, query_pids=qp, gallery_pids=gp, return_ranks=True)
+    s = torch.cat([c.scores for c in cosine_scores(q, g)], 1)
+    assert torch.equal(s[:, 3], s[:, 10])
+    ref = evaluate(scores=s, query_pids=qp, gallery_pids=gp, return_ranks=True)
+    assert got.first_positive_ranks is not None
+    assert ref.first_positive_ranks is not None
+    assert torch.equal(got.first_positive_ranks, ref.first_positive_ranks)
+    assert (got.mAP, got.mINP) == (ref.mAP, ref.mINP)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import builtins
+import pickle
+import warnings
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from tests.retrieval._helpers import stable_topk
-from textreid.retrieval import cosine_scores, topk_search
+from textreid.retrieval import CosineScorer, SearchResult, cosine_scores, topk_search
 
 
 @st.composite
@@ -163,3 +165,59 @@ def test_wide_blocks_with_ties_match_stable_sort(seed: int) -> None:
             got = topk_search(q, g, k, chunk_size=chunk, query_block=4)
             assert torch.equal(got.indices, ref.indices[:, :k])
             assert torch.equal(got.scores, ref.scores[:, :k])
+
+
+@pytest.mark.parametrize(("half", "unit"), [(torch.float16, 2.0**-11), (torch.bfloat16, 2.0**-8)])
+def test_half_features_give_the_float32_top_k_where_scores_are_apart(
+    half: torch.dtype, unit: float
+) -> None:
+    """Rounding the features to ``half`` moves a cosine score by at most about
+    ``2 u (1 + u)`` (u the unit roundoff; rows of norm 1): wherever the float32 scores of
+    two neighbours in the ranking differ by more than twice that, both precisions agree."""
+    gen = torch.Generator().manual_seed(3)
+    q = F.normalize(torch.randn(40, 64, generator=gen), dim=1)
+    g = F.normalize(torch.randn(500, 64, generator=gen), dim=1)
+    k = 10
+    ref = topk_search(q, g, k + 1, normalize=True, screen="off")
+    got = topk_search(q.to(half), g.to(half), k, normalize=True)
+    assert got.scores.dtype == torch.float32
+    margin = 2 * (2 * unit * (1 + unit)) * 1.01  # and the renormalisation of rounded rows
+    gaps = ref.scores[:, :-1] - ref.scores[:, 1:]  # [Nq, k]: gap after each rank
+    checked = 0
+    for row in range(q.shape[0]):
+        for j in range(k):
+            # Rank j is fixed when it is apart from both neighbours (the cut-off included).
+            apart = gaps[row, j] > margin and (j == 0 or gaps[row, j - 1] > margin)
+            if apart:
+                assert got.indices[row, j] == ref.indices[row, j], (row, j)
+                checked += 1
+    assert checked > 20  # the test compares something
+    assert (got.scores - ref.scores[:, :k]).abs().max() <= margin / 2
+
+
+def test_normalize_default_warns_until_it_becomes_cosine() -> None:
+    q, g = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.warns(FutureWarning, match="normalize"):
+        old = topk_search(q, g, 2)
+    assert torch.equal(old.indices, topk_search(q, g, 2, normalize=False).indices)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        topk_search(q, g, 2, normalize=True)
+        topk_search(q, g, 2, scorer=CosineScorer())
+
+
+def test_search_result_keeps_gallery_ids_and_paths_through_pickle() -> None:
+    r = SearchResult(
+        torch.ones(1, 2),
+        torch.tensor([[1, 0]]),
+        gallery_ids=[["b", "a"]],
+        gallery_paths=[["img/b.jpg", "img/a.jpg"]],
+    )
+    back = pickle.loads(pickle.dumps(r))
+    assert back.gallery_ids == [["b", "a"]]
+    assert back.gallery_paths == [["img/b.jpg", "img/a.jpg"]]
+    assert back.query_uncertainty is None
+    assert torch.equal(back.indices, r.indices)
+    assert "gallery_paths=[['img/b.jpg'" in repr(r)
+    scores, indices = r  # still a pair
+    assert SearchResult(scores, indices).gallery_paths is None

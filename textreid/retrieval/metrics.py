@@ -38,6 +38,7 @@ from textreid._checks import (
     check_positive,
     check_same_width,
 )
+from textreid._deprecation import warn_deprecated
 from textreid._numerics import compute_dtype
 from textreid.retrieval.scorers import (
     CosineScorer,
@@ -113,6 +114,28 @@ class RetrievalMetrics:
             return "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
 
         return "\n".join([line, fmt(head), line, fmt(row), line])
+
+
+def _renamed(
+    fn: str,
+    old: str,
+    old_value: Tensor | Features | None,
+    new: str,
+    value: Tensor | Features | None,
+) -> Tensor | Features | None:
+    """The value of an argument passed under its new or (warned) deprecated name."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"{fn}: got both {new}= and its deprecated name {old}=; pass {new}= only")
+    warn_deprecated(
+        f"{fn}({old}=...)",
+        since="0.2",
+        removed_in="1.0",
+        replacement=f"{fn}({new}=...)",
+        stacklevel=4,
+    )
+    return old_value
 
 
 def _check_ks(ks: Iterable[int], fn: str) -> tuple[int, ...]:
@@ -283,8 +306,8 @@ def _scorer_blocks(
 
 
 def evaluate(
-    query_feats: Tensor | Features | None = None,
-    gallery_feats: Tensor | Features | None = None,
+    query: Tensor | Features | None = None,
+    gallery: Tensor | Features | None = None,
     *,
     scores: Tensor | None = None,
     query_pids: Tensor,
@@ -297,6 +320,8 @@ def evaluate(
     return_ranks: bool = False,
     check_finite: bool = True,
     scorer: Scorer | None = None,
+    query_feats: Tensor | Features | None = None,
+    gallery_feats: Tensor | Features | None = None,
 ) -> RetrievalMetrics:
     """R@K, mAP and mINP of a retrieval, from features or from a score matrix.
 
@@ -310,10 +335,14 @@ def evaluate(
     Relation Reasoning and Aligning for Text-to-Image Person Retrieval", CVPR 2023,
     arXiv:2303.12501), which reads the same quantities off a full ``argsort``.
 
+    Argument names follow one rule across :func:`evaluate` and
+    :func:`~textreid.retrieval.topk_search`: the features are ``query`` and ``gallery``,
+    and ``normalize=True`` (cosine) is the default.
+
     Args:
-        query_feats: ``[Nq, D]`` query features (e.g. text embeddings), or a features
-            mapping (:data:`~textreid.retrieval.Features`; a tensor means ``{"global": ..}``).
-        gallery_feats: ``[Ng, D]`` gallery features (e.g. image embeddings), or a mapping.
+        query: ``[Nq, D]`` query features (e.g. text embeddings), or a features mapping
+            (:data:`~textreid.retrieval.Features`; a tensor means ``{"global": ..}``).
+        gallery: ``[Ng, D]`` gallery features (e.g. image embeddings), or a mapping.
         scores: ``[Nq, Ng]`` precomputed scores, higher = more similar; give either this or
             both feature tensors.
         query_pids: ``[Nq]`` integer identity of each query.
@@ -333,6 +362,8 @@ def evaluate(
         scorer: how features compare (:mod:`textreid.retrieval.scorers`); default the
             cosine (or inner product) of the global features. A cosine scorer gives exactly
             the numbers of a plain call.
+        query_feats: deprecated name of ``query`` (warns; removed in 1.0).
+        gallery_feats: deprecated name of ``gallery`` (warns; removed in 1.0).
 
     Returns:
         :class:`RetrievalMetrics` (percent values).
@@ -362,6 +393,8 @@ def evaluate(
         ({1: 50.0, 4: 100.0}, 54.167)
     """
     fn = "evaluate"
+    query_feats = _renamed(fn, "query_feats", query_feats, "query", query)
+    gallery_feats = _renamed(fn, "gallery_feats", gallery_feats, "gallery", gallery)
     use_scores = scores is not None
     if use_scores == (query_feats is not None or gallery_feats is not None):
         raise ValueError(f"{fn}: pass either scores=[Nq, Ng] or both query_feats and gallery_feats")

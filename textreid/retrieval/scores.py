@@ -105,15 +105,15 @@ def _scores(query_rows: Tensor, chunk: Tensor) -> Tensor:
     do. Anywhere else (GPU, float64, oneDNN missing), torch's BLAS in panels.
     """
     cpu = chunk.device.type == "cpu"
-    if cpu and chunk.dtype == torch.float32 and query_rows.dtype == torch.float32:
-        if _onednn_exact():
-            try:
-                out: Tensor = torch.ops.mkldnn._linear_pointwise(
-                    query_rows, chunk, None, "none", [], ""
-                )
-                return out
-            except RuntimeError:  # a build whose oneDNN lacks the op's kernel
-                pass
+    float32 = chunk.dtype == torch.float32 and query_rows.dtype == torch.float32
+    if cpu and float32 and _onednn_exact():
+        try:
+            out: Tensor = torch.ops.mkldnn._linear_pointwise(
+                query_rows, chunk, None, "none", [], ""
+            )
+            return out
+        except RuntimeError:  # a build whose oneDNN lacks the op's kernel
+            pass
     if not cpu or chunk.shape[0] <= _GEMM_COLS:
         return query_rows @ chunk.T
     out = query_rows.new_empty(query_rows.shape[0], chunk.shape[0])

@@ -17,6 +17,7 @@ from textreid._checks import (
     check_positive,
     check_same_width,
 )
+from textreid._deprecation import warn_deprecated
 from textreid._numerics import compute_dtype
 from textreid.retrieval.scorers import (
     CosineScorer,
@@ -74,7 +75,8 @@ class SearchResult(_Hits):
     """Top-k hits per query, best first.
 
     A pair ``(scores, indices)``, so ``scores, indices = result`` keeps working; scorers with
-    an uncertainty (:class:`~textreid.retrieval.GaussianScorer`) add it as attributes.
+    an uncertainty (:class:`~textreid.retrieval.GaussianScorer`) and galleries that know
+    their items add them as attributes.
 
     Attributes:
         scores: ``[Nq, K]`` scores (higher is more similar), float32 (float64 for float64
@@ -83,15 +85,15 @@ class SearchResult(_Hits):
         query_uncertainty: ``[Nq]`` uncertainty of each query, or ``None`` (cosine and part
             scorers have none).
         gallery_uncertainty: ``[Nq, K]`` uncertainty of each hit, or ``None``.
-        gallery_ids: ``[Nq][K]`` ids of the hits, or ``None``; filled by
-            :meth:`textreid.Retriever.search` when the gallery has ids.
-        gallery_paths: ``[Nq][K]`` image paths of the hits, or ``None``; filled by
-            :meth:`textreid.Retriever.search` when the gallery knows its paths.
+        gallery_ids: ``[Nq][K]`` id of each hit (a list per query), where the gallery knows
+            ids (e.g. a retriever's indexed gallery), else ``None``.
+        gallery_paths: ``[Nq][K]`` file path of each hit, where the gallery knows paths,
+            else ``None``.
     """
 
     query_uncertainty: Tensor | None
     gallery_uncertainty: Tensor | None
-    gallery_ids: list[list[int]] | None
+    gallery_ids: list[Any] | None
     gallery_paths: list[list[str]] | None
 
     def __new__(
@@ -100,7 +102,7 @@ class SearchResult(_Hits):
         indices: Tensor,
         query_uncertainty: Tensor | None = None,
         gallery_uncertainty: Tensor | None = None,
-        gallery_ids: list[list[int]] | None = None,
+        gallery_ids: list[Any] | None = None,
         gallery_paths: list[list[str]] | None = None,
     ) -> SearchResult:
         self = super().__new__(cls, scores, indices)
@@ -111,8 +113,10 @@ class SearchResult(_Hits):
         return self
 
     def __getnewargs__(self) -> tuple[Any, ...]:
+        return (*self, *self._extras())
+
+    def _extras(self) -> tuple[Any, ...]:
         return (
-            *self,
             self.query_uncertainty,
             self.gallery_uncertainty,
             self.gallery_ids,
@@ -120,14 +124,10 @@ class SearchResult(_Hits):
         )
 
     def __repr__(self) -> str:
-        extra = {
-            "query_uncertainty": self.query_uncertainty,
-            "gallery_uncertainty": self.gallery_uncertainty,
-            "gallery_ids": self.gallery_ids,
-            "gallery_paths": self.gallery_paths,
-        }
-        shown = "".join(f", {k}={v!r}" for k, v in extra.items() if v is not None)
-        return f"SearchResult(scores={self.scores!r}, indices={self.indices!r}{shown})"
+        names = ("query_uncertainty", "gallery_uncertainty", "gallery_ids", "gallery_paths")
+        parts = [f"scores={self.scores!r}", f"indices={self.indices!r}"]
+        parts += [f"{n}={v!r}" for n, v in zip(names, self._extras()) if v is not None]
+        return f"SearchResult({', '.join(parts)})"
 
 
 class Reranker(Protocol):
@@ -353,7 +353,7 @@ def topk_search(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     query_block: int = DEFAULT_QUERY_BLOCK,
-    normalize: bool = False,
+    normalize: bool | None = None,
     backend: Backend = "torch",
     screen: Screen = "auto",
     check_finite: bool = True,
@@ -379,7 +379,10 @@ def topk_search(
             rather than a silent clamp, so the result's shape is always ``[Nq, k]``.
         chunk_size: gallery rows per block.
         query_block: query rows per block.
-        normalize: L2-normalise rows first (cosine similarity).
+        normalize: L2-normalise rows first (cosine similarity); ``False``: inner products.
+            One rule with :func:`~textreid.retrieval.evaluate`: the default becomes
+            ``True`` (cosine) in 1.0; until then, a call without ``normalize`` (and
+            without ``scorer``) keeps inner products and warns (``FutureWarning``).
         backend: ``"torch"`` (default) or ``"faiss"`` (``faiss.IndexFlatIP`` per chunk on CPU,
             results moved back to the query's device; needs ``faiss-cpu``). faiss computes the
             same exact scores up to float rounding, but which of several tied items it keeps at
@@ -422,10 +425,20 @@ def topk_search(
 
     Example:
         >>> g = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-        >>> topk_search(torch.tensor([[1.0, 0.1]]), g, 2).indices
+        >>> topk_search(torch.tensor([[1.0, 0.1]]), g, 2, normalize=False).indices
         tensor([[0, 2]])
     """
     fn = _FN
+    if normalize is None:
+        if scorer is None:
+            warn_deprecated(
+                "topk_search's default normalize=False",
+                since="0.2",
+                removed_in="1.0",
+                replacement="an explicit normalize=True (cosine, the default from 1.0, as "
+                "in evaluate) or normalize=False (inner products)",
+            )
+        normalize = False
     if rerank is not None:
         if not (
             callable(getattr(rerank, "check", None)) and callable(getattr(rerank, "rerank", None))
