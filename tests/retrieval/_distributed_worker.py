@@ -81,7 +81,7 @@ def run(group: dist.ProcessGroup | None, rank: int, world: int) -> dict[str, Any
     # The same shards in reverse order of ranks, placed by explicit offsets.
     rev = SHARDS[world][::-1]
     a, b = bounds(rev, world - 1 - rank)
-    res = search(t["q"], t["g"][a:b], K, gallery_offset=a)
+    res = search(t["q"], t["g"][a:b], K, gallery_offset=a, normalize=False)
     out["offset_topk"] = (res.scores, res.indices)
     m = metrics(
         t["q"], t["g"][a:b], query_pids=t["qp"], gallery_pids=t["gp"][a:b], gallery_offset=a,
@@ -113,7 +113,7 @@ def run(group: dist.ProcessGroup | None, rank: int, world: int) -> dict[str, Any
     # Every rank with its own queries (the ties case, 30 queries), its own gallery shard.
     qa, qb = bounds(QUERY_SHARDS[world], rank)
     a, b = bounds(SHARDS[world], rank)
-    res = search(t["q"][qa:qb], t["g"][a:b], K, query_sharded=True)
+    res = search(t["q"][qa:qb], t["g"][a:b], K, normalize=False, query_sharded=True)
     out["qshard_topk"] = (res.scores, res.indices)
     m = metrics(
         t["q"][qa:qb], t["g"][a:b], query_pids=t["qp"][qa:qb], gallery_pids=t["gp"][a:b],

@@ -69,7 +69,7 @@ def test_sharded_retrieval_equals_one_process(
     assert len(ranks) == world
     c = cases()
     t, r, s = c["ties"], c["rand"], c["gauss"]
-    ties = topk_search(t["q"], t["g"], K)
+    ties = topk_search(t["q"], t["g"], K, normalize=False)
     rand = topk_search(r["q"], r["g"], K, normalize=True, chunk_size=4)
     q = {"mean": s["q_mean"], "log_var": s["q_log_var"]}
     gal = {"mean": s["g_mean"], "log_var": s["g_log_var"]}
@@ -130,8 +130,8 @@ def test_sharded_retrieval_equals_one_process(
 
 def test_one_process_without_group_is_plain_retrieval() -> None:
     t = cases()["ties"]
-    got = sharded_topk_search(t["q"], t["g"], K)
-    want = topk_search(t["q"], t["g"], K)
+    got = sharded_topk_search(t["q"], t["g"], K, normalize=False)
+    want = topk_search(t["q"], t["g"], K, normalize=False)
     assert torch.equal(got.indices, want.indices)
     assert torch.equal(got.scores, want.scores)
     m = sharded_evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"],
@@ -139,6 +139,17 @@ def test_one_process_without_group_is_plain_retrieval() -> None:
     _same_metrics((m.to_dict(), m.first_positive_ranks),
                   evaluate(t["q"], t["g"], query_pids=t["qp"], gallery_pids=t["gp"],
                            normalize=False, return_ranks=True))  # fmt: skip
+
+
+def test_one_process_scores_as_evaluate_does() -> None:
+    """Cosine scores take evaluate's arithmetic: on random features (near-ties at float32
+    included) one process gives evaluate's metrics bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    q, gal = torch.randn(900, 64, generator=g), torch.randn(700, 64, generator=g)
+    qp, gp = torch.randint(0, 150, (900,), generator=g), torch.randint(0, 150, (700,), generator=g)
+    got = sharded_evaluate(q, gal, query_pids=qp, gallery_pids=gp, return_ranks=True)
+    _same_metrics((got.to_dict(), got.first_positive_ranks),
+                  evaluate(q, gal, query_pids=qp, gallery_pids=gp, return_ranks=True))  # fmt: skip
 
 
 def test_bad_arguments_name_the_function() -> None:

@@ -49,7 +49,7 @@ from textreid.retrieval.scorers import (
     slice_rows,
     take_rows,
 )
-from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK
+from textreid.retrieval.scores import DEFAULT_CHUNK_SIZE, DEFAULT_QUERY_BLOCK, cosine_scores
 from textreid.retrieval.search import Screen, SearchResult, topk_search
 
 __all__ = ["sharded_evaluate", "sharded_topk_search"]
@@ -242,7 +242,7 @@ def sharded_topk_search(
     *,
     gallery_offset: int | None = None,
     group: dist.ProcessGroup | None = None,
-    normalize: bool = False,
+    normalize: bool = True,
     scorer: Scorer | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     query_block: int = DEFAULT_QUERY_BLOCK,
@@ -272,7 +272,10 @@ def sharded_topk_search(
             shards follow each other in rank order. Given on every rank: the non-empty shards
             must tile the gallery.
         group: the process group (default: the default group; none initialised: one rank).
-        normalize, scorer, chunk_size, query_block, screen, check_finite: as for
+        normalize: L2-normalise rows first (cosine, as :func:`~textreid.retrieval.evaluate`
+            does); ``False`` for inner products. Ignored with ``scorer`` (a
+            :class:`~textreid.retrieval.CosineScorer` carries its own).
+        scorer, chunk_size, query_block, screen, check_finite: as for
             :func:`~textreid.retrieval.topk_search`.
         query_sharded: each rank passes its own queries (any number, none included) instead
             of the same ones, and gets their hits. The ranks' queries are searched one rank
@@ -354,7 +357,7 @@ def _topk_round(
                 min(k, n),
                 chunk_size=chunk_size,
                 query_block=query_block,
-                normalize=normalize,
+                normalize=normalize and scorer is None,
                 screen=screen,
                 check_finite=check_finite,
                 scorer=scorer,
@@ -453,7 +456,7 @@ def _neg_ahead(
 
 
 def sharded_evaluate(
-    query_feats: Tensor | Features,
+    query: Tensor | Features,
     gallery_shard: Tensor | Features,
     *,
     query_pids: Tensor,
@@ -482,11 +485,12 @@ def sharded_evaluate(
     arithmetic, ties included). Each shard's scores come from its own matrix products and
     can differ from one process's in the last bit, as between two chunk sizes of
     :func:`~textreid.retrieval.evaluate`; only a positive and a negative that close can then
-    swap places. A positive's score is its pair's dot product (sent to every rank), a
-    negative's comes from the block product.
+    swap places. A shard of at most ``chunk_size`` rows scores every pair once (one product
+    per query block, the positives' scores read off it); a larger one scores its positives
+    pair by pair and the rest chunk by chunk.
 
     Args:
-        query_feats: ``[Nq, D]`` query features (or a features mapping), identical on every
+        query: ``[Nq, D]`` query features (or a features mapping), identical on every
             rank.
         gallery_shard: ``[Ng_r, D]`` this rank's gallery rows (or a mapping); may be empty.
         query_pids: ``[Nq]`` integer identity of each query, identical on every rank.
@@ -521,13 +525,13 @@ def sharded_evaluate(
                              check_finite)  # fmt: skip
     if not query_sharded:
         counts = _eval_round(
-            g, fn, query_feats, gallery_shard, query_pids, gallery_pids, gallery_offset, settings
+            g, fn, query, gallery_shard, query_pids, gallery_pids, gallery_offset, settings
         )
         own = slice(None)
     else:
         rounds = []
         start = 0
-        for r, q_r, qp_r in _query_rounds(g, query_feats, query_pids, "query_feats", fn):
+        for r, q_r, qp_r in _query_rounds(g, query, query_pids, "query", fn):
             assert qp_r is not None  # pids were given
             if r < g.rank:
                 start += qp_r.shape[0]
@@ -579,10 +583,15 @@ class _RankCounts(NamedTuple):
     ks: tuple[int, ...]
 
 
+def _prepared(scorer: Scorer, f: Features, c0: int, size: int, dev: torch.device) -> Features:
+    """Rows ``c0 : c0 + size`` of ``f`` on ``dev``, prepared as gallery rows."""
+    return scorer.prepare(features_to(slice_rows(f, c0, c0 + size), dev), "gallery")
+
+
 def _eval_round(
     g: _Group,
     fn: str,
-    query_feats: Tensor | Features,
+    query: Tensor | Features,
     gallery_shard: Tensor | Features,
     query_pids: Tensor,
     gallery_pids: Tensor,
@@ -603,7 +612,7 @@ def _eval_round(
                 raise TypeError(f"{fn}: normalize must be a bool, got {type(normalize).__name__}")
             scorer = CosineScorer(normalize=normalize)
         check_scorer(scorer, fn)
-        qf = scorer.validate(query_feats, "query", fn, finite=check_finite, name="query_feats")
+        qf = scorer.validate(query, "query", fn, finite=check_finite, name="query")
         shard, n = _shard_rows(gallery_shard, "gallery_shard", fn)
         if n:
             gf = scorer.validate(shard, "gallery", fn, finite=check_finite, name="gallery_shard")
@@ -617,7 +626,7 @@ def _eval_round(
         qf = {key: qf[key] for key in scorer.required_keys("query")}
         gf = {key: gf[key] for key in scorer.required_keys("gallery")}
         nq = num_rows(qf)
-        check_ids(query_pids, "query_pids", fn, nq, "query_feats")
+        check_ids(query_pids, "query_pids", fn, nq, "query")
         if n:
             check_ids(gallery_pids, "gallery_pids", fn, n, "gallery_shard")
         elif not isinstance(gallery_pids, Tensor) or gallery_pids.shape != (0,):
@@ -648,6 +657,12 @@ def _eval_round(
     qp = query_pids.to(dev, torch.int64)
     gp = gallery_pids.to(dev, torch.int64)
     by_pid = torch.sort(gp, stable=True)  # each id's rows stay in index order
+    # Cosine scores come from cosine_scores, the arithmetic of evaluate (one process then
+    # gets its scores bit for bit). A shard that fits one chunk is scored by one product per
+    # query block, from which the positives' scores are read: every pair scored once.
+    cosine = scorer if isinstance(scorer, CosineScorer) and type(scorer) is CosineScorer else None
+    one_chunk = 0 < n <= chunk_size
+    whole = scorer.prepare(features_to(gf, dev), "gallery") if one_chunk and not cosine else None
 
     first = torch.zeros(nq, dtype=torch.int64, device=dev)
     ap = torch.zeros(nq, dtype=torch.float64, device=dev)
@@ -665,16 +680,44 @@ def _eval_round(
         valid = offs < cnt.unsqueeze(1)
         local_s = torch.full((b, width), torch.finfo(dtype).min, dtype=dtype, device=dev)
         local_i = torch.full((b, width), total, dtype=torch.int64, device=dev)
+        chunks: Iterable[tuple[int, Tensor]] = ()
+        if cosine is not None and n:
+            chunks = (
+                (c.start, c.scores.to(dtype))
+                for c in cosine_scores(
+                    qf["global"][q0 : q0 + b],
+                    gf["global"],
+                    chunk_size,
+                    normalize=cosine.normalize,
+                    device=dev,
+                    check_finite=False,
+                )
+            )
+        elif n:
+            chunks = (
+                (c0, scorer.score(q_rows, _prepared(scorer, gf, c0, chunk_size, dev)).to(dtype))
+                for c0 in range(0, n, chunk_size)
+            )
+        block = None
+        if whole is not None:
+            block = scorer.score(q_rows, whole).to(dtype)
+        elif one_chunk:
+            block = next(iter(chunks))[1]
+        if block is not None:
+            chunks = [(0, block)]
         if n:
             rows, slots = valid.nonzero(as_tuple=True)
             pos_rows = by_pid.indices[lo[rows] + slots]
-            pairs = torch.empty(rows.shape[0], dtype=dtype, device=dev)
-            for s in range(0, rows.shape[0], chunk_size):
-                at = slice(s, s + chunk_size)
-                gr = scorer.prepare(features_to(take_rows(gf, pos_rows[at]), dev), "gallery")
-                qr = take_rows(q_rows, rows[at])
-                pairs[s : s + num_rows(gr)] = scorer.score_pairs(qr, gr).to(dtype)
-            local_s[rows, slots] = pairs
+            if block is not None:
+                local_s[rows, slots] = block[rows, pos_rows]
+            else:
+                pairs = torch.empty(rows.shape[0], dtype=dtype, device=dev)
+                for s in range(0, rows.shape[0], chunk_size):
+                    at = slice(s, s + chunk_size)
+                    gr = scorer.prepare(features_to(take_rows(gf, pos_rows[at]), dev), "gallery")
+                    qr = take_rows(q_rows, rows[at])
+                    pairs[s : s + num_rows(gr)] = scorer.score_pairs(qr, gr).to(dtype)
+                local_s[rows, slots] = pairs
             local_i[rows, slots] = pos_rows + start
         all_s = torch.cat(g.all_gather(local_s), 1)
         all_i = torch.cat(g.all_gather(local_i), 1)
@@ -683,9 +726,7 @@ def _eval_round(
         order = _order(all_s, all_i)[:, :p]
         pos_s, pos_i = all_s.gather(1, order), all_i.gather(1, order)
         neg_ahead = torch.zeros(b, p, dtype=torch.int64, device=dev)
-        for c0 in range(0, n, chunk_size):
-            chunk = scorer.prepare(features_to(slice_rows(gf, c0, c0 + chunk_size), dev), "gallery")
-            scores = scorer.score(q_rows, chunk).to(dtype)
+        for c0, scores in chunks:
             cols = torch.arange(start + c0, start + c0 + scores.shape[1], device=dev)
             is_neg = gp[c0 : c0 + scores.shape[1]] != bq.unsqueeze(1)
             neg_ahead += _neg_ahead(pos_s, pos_i, num_pos, scores, cols, is_neg, total + 1)
