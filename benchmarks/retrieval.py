@@ -3,6 +3,11 @@
 Compared, per size ``NQxNG`` (queries x gallery, features of width ``--dim``):
 
 - ``evaluate``: :func:`textreid.retrieval.evaluate` (ranks by counting, streamed).
+- ``IRRA rank``: IRRA's evaluation as its code runs it (``Evaluator.eval``: normalised
+  features, one similarity matmul, then ``utils/metrics.py::rank`` verbatim: full ``argsort``,
+  the per-query ``nonzero`` loop for mINP, the per-column list for AP).
+- ``bare GEMM``: ``torch.mm`` of the already normalised features, nothing else: the floor
+  any exact method pays with torch's BLAS.
 - ``full-sort eval``: the IRRA-style evaluation written out below: full ``[Nq, Ng]`` similarity,
   full ``argsort``, match matrix, cumulative sums, and a per-query loop for mINP. Skipped where
   its matrices (about 40 bytes per query-gallery pair) would not fit in half the free memory.
@@ -24,9 +29,17 @@ i.e. the extra memory the method needed beyond its inputs, torch and faiss alloc
 included (Python's tracemalloc does not see them). Where ``clear_refs`` is unavailable the
 process-lifetime ``ru_maxrss`` is used instead (an upper bound).
 
+Timing: ``--repeat`` rounds, each running every method once in turn (interleaved, so load
+from other processes hits every method alike); the table shows the median of the rounds and
+ratios of medians. ``--avx2`` reruns everything with ``ATEN_CPU_CAPABILITY=avx2`` and
+``ONEDNN_MAX_CPU_ISA=AVX2`` (torch's and oneDNN's AVX2 kernels, no bfloat16 screen), as a
+CPU without AVX-512 runs; ``--busy N`` keeps N other processes doing a one-thread matmul
+loop during the measurements (a shared machine).
+
 Run by hand, e.g.::
 
     python benchmarks/retrieval.py                       # CUHK-PEDES test size and 10k x 200k
+    python benchmarks/retrieval.py --sizes 6148x3074 --threads 2 --avx2 --busy 1
     python benchmarks/retrieval.py --sizes 6148x3074 100000x1000000 --threads 16 --device cuda
 """
 
@@ -45,6 +58,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _machine import print_machine  # benchmarks/ is the script's folder
 from torch import Tensor
 
 from textreid.retrieval import GaussianScorer, PartScorer, evaluate, topk_search
@@ -52,6 +66,8 @@ from textreid.retrieval.screening import native_bf16
 
 METHODS = (
     "evaluate",
+    "IRRA rank",
+    "bare GEMM",
     "full-sort eval",
     "topk_search",
     "topk_search screen=off",
@@ -124,6 +140,28 @@ def _full_sort_eval(q: Tensor, g: Tensor, qpid: Tensor, gpid: Tensor) -> dict[st
     }
 
 
+def _irra_rank(
+    similarity: Tensor, q_pids: Tensor, g_pids: Tensor, max_rank: int = 10
+) -> tuple[Tensor, Tensor, Tensor]:
+    """IRRA's ``utils/metrics.py::rank`` (get_mAP=True), verbatim but for names."""
+    indices = torch.argsort(similarity, dim=1, descending=True)
+    pred_labels = g_pids[indices.cpu()]
+    matches = pred_labels.eq(q_pids.view(-1, 1))
+    all_cmc = matches[:, :max_rank].cumsum(1)
+    all_cmc[all_cmc > 1] = 1
+    all_cmc = all_cmc.float().mean(0) * 100
+    num_rel = matches.sum(1)
+    tmp_cmc = matches.cumsum(1)
+    inp = [
+        tmp_cmc[i][match_row.nonzero()[-1]] / (match_row.nonzero()[-1] + 1.0)
+        for i, match_row in enumerate(matches)
+    ]
+    m_inp = torch.cat(inp).mean() * 100
+    cols = [tmp_cmc[:, i] / (i + 1.0) for i in range(tmp_cmc.shape[1])]
+    ap = (torch.stack(cols, 1) * matches).sum(1) / num_rel
+    return all_cmc, ap.mean() * 100, m_inp
+
+
 def _child(method: str, nq: int, ng: int, dim: int, k: int, device: str) -> dict[str, Any]:
     q, g, qpid, gpid = _inputs(nq, ng, dim, device)
     if method == "faiss IndexFlatIP":
@@ -132,6 +170,8 @@ def _child(method: str, nq: int, ng: int, dim: int, k: int, device: str) -> dict
         qn = F.normalize(q, dim=1).cpu().numpy()
         gn = F.normalize(g, dim=1).cpu().numpy()
         del q, g
+    if method == "bare GEMM":
+        qn_t, gn_t = F.normalize(q, dim=1), F.normalize(g, dim=1)
     # A scorer's features are the model's output: built before the measurement starts.
     qf: dict[str, Tensor] = {}
     gf: dict[str, Tensor] = {}
@@ -146,6 +186,18 @@ def _child(method: str, nq: int, ng: int, dim: int, k: int, device: str) -> dict
     result: dict[str, Any]
     if method == "evaluate":
         result = evaluate(q, g, query_pids=qpid, gallery_pids=gpid).to_dict()
+    elif method == "IRRA rank":
+        sim = F.normalize(q, p=2, dim=1) @ F.normalize(g, p=2, dim=1).t()
+        cmc, m_ap, m_inp = _irra_rank(sim, qpid, gpid)
+        result = {
+            "R1": float(cmc[0]),
+            "R5": float(cmc[4]),
+            "R10": float(cmc[9]),
+            "mAP": float(m_ap),
+            "mINP": float(m_inp),
+        }
+    elif method == "bare GEMM":
+        result = {"shape": list(torch.mm(qn_t, gn_t.T).shape)}
     elif method == "full-sort eval":
         result = _full_sort_eval(q, g, qpid, gpid)
     elif method.endswith("gaussian"):
@@ -194,18 +246,54 @@ def _run(method: str, nq: int, ng: int, args: argparse.Namespace) -> dict[str, A
     return parsed
 
 
+_AVX2_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
+
+_BUSY = (
+    "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True:\n    a @ a\n"
+)
+
+
+def _check(method: str, nq: int, ng: int, rows: dict[str, dict[str, Any]]) -> str:
+    """The comparison a row exists for, from median times."""
+    t = {m: r["seconds"] for m, r in rows.items()}
+    if method in ("IRRA rank", "full-sort eval") and "evaluate" in rows:
+        ours, ref = rows["evaluate"]["result"], rows[method]["result"]
+        same = all(f"{ours[key]:.3f}" == f"{ref[key]:.3f}" for key in ref)
+        return f"same numbers: {same}; evaluate is {t[method] / t['evaluate']:.1f}x faster"
+    if method == "bare GEMM" and "evaluate" in rows:
+        return f"evaluate / GEMM = {t['evaluate'] / t[method]:.2f}"
+    if method in ("faiss IndexFlatIP", "topk_search screen=off") and "topk_search" in rows:
+        a, b = rows["topk_search"]["result"]["indices"], rows[method]["result"]["indices"]
+        agree = sum(x == y for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+        total = sum(len(r) for r in a)
+        return f"hits agree {agree}/{total}; topk_search/this time ratio {t['topk_search'] / t[method]:.2f}"
+    if method in ("evaluate", "evaluate gaussian"):
+        r = rows[method]["result"]
+        return f"R1 {r['R1']:.2f} mAP {r['mAP']:.2f} mINP {r['mINP']:.2f}"
+    return ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["6148x3074", "10000x200000"])
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per cell; the fastest is shown")
+    ap.add_argument("--repeat", type=int, default=5, help="interleaved rounds; medians shown")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--avx2", action="store_true", help="run the AVX2 kernels (see above)")
+    ap.add_argument("--busy", type=int, default=0, help="other busy processes meanwhile")
     default = [m for m in METHODS if not m.endswith(("gaussian", "parts"))]
     ap.add_argument("--methods", nargs="+", default=default, choices=METHODS)
     ap.add_argument("--child", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.avx2 and any(os.environ.get(k) != v for k, v in _AVX2_ENV.items()):
+        # The capability is read when torch loads: start again with it set.
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_AVX2_ENV})
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if args.child:
@@ -220,46 +308,49 @@ def main() -> None:
     except ImportError:
         have_faiss = False
     screen = "on" if args.device == "cpu" and native_bf16() else "off"
+    print_machine()
     print(
-        f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
-        f"D={args.dim}, k={args.k}, bfloat16 screen under screen='auto': {screen}"
+        f"device {args.device}, D={args.dim}, k={args.k}, bfloat16 screen under "
+        f"screen='auto': {screen}, {args.busy} busy processes, medians of {args.repeat} "
+        "interleaved rounds"
     )
+    busy = [subprocess.Popen([sys.executable, "-c", _BUSY]) for _ in range(args.busy)]
+    try:
+        _table(args, have_faiss)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+
+
+def _table(args: argparse.Namespace, have_faiss: bool) -> None:
     print("| size (Nq x Ng) | method | time (s) | peak extra memory (MiB) | check |")
     print("|---|---|---|---|---|")
     for size in args.sizes:
         nq, ng = (int(v) for v in size.split("x"))
-        rows: dict[str, dict[str, Any]] = {}
+        methods = []
         for method in args.methods:
-            if method == "full-sort eval" and not _fits(nq, ng):
-                print(
-                    f"| {nq} x {ng} | {method} | skipped: needs ~{nq * ng * 40 / 2**30:.0f} GiB | | |"
-                )
-                continue
-            if method == "faiss IndexFlatIP" and (not have_faiss or args.device != "cpu"):
-                continue
-            runs = [_run(method, nq, ng, args) for _ in range(args.repeat)]
-            best = min(runs, key=lambda r: r["seconds"])
-            best["peak_mb"] = max(r["peak_mb"] for r in runs)
-            rows[method] = best
-            check = ""
-            if method == "full-sort eval" and "evaluate" in rows:
-                ours, ref = rows["evaluate"]["result"], best["result"]
-                same = all(f"{ours[key]:.3f}" == f"{ref[key]:.3f}" for key in ref)
-                speed = best["seconds"] / rows["evaluate"]["seconds"]
-                check = f"same numbers: {same}; evaluate is {speed:.1f}x faster"
-            if method in ("faiss IndexFlatIP", "topk_search screen=off") and "topk_search" in rows:
-                a, b = rows["topk_search"]["result"]["indices"], best["result"]["indices"]
-                agree = sum(x == y for ra, rb in zip(a, b) for x, y in zip(ra, rb))
-                total = sum(len(r) for r in a)
-                ratio = rows["topk_search"]["seconds"] / best["seconds"]
-                check = f"hits agree {agree}/{total}; topk_search/this time ratio {ratio:.2f}"
-            if method in ("evaluate", "evaluate gaussian"):
-                r = best["result"]
-                check = f"R1 {r['R1']:.2f} mAP {r['mAP']:.2f} mINP {r['mINP']:.2f}"
-            peak = best["peak_mb"]
+            if method in ("full-sort eval", "IRRA rank") and not _fits(nq, ng):
+                need = nq * ng * 40 / 2**30
+                print(f"| {nq} x {ng} | {method} | skipped: needs ~{need:.0f} GiB | | |")
+            elif method != "faiss IndexFlatIP" or (have_faiss and args.device == "cpu"):
+                methods.append(method)
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+        for _ in range(args.repeat):
+            for method in methods:
+                runs[method].append(_run(method, nq, ng, args))
+        rows: dict[str, dict[str, Any]] = {}
+        for method in methods:
+            ordered = sorted(runs[method], key=lambda r: r["seconds"])
+            rows[method] = dict(ordered[len(ordered) // 2])
+            rows[method]["peak_mb"] = max(r["peak_mb"] for r in ordered)
+        for method in methods:
+            peak = rows[method]["peak_mb"]
             mem = f"{peak:.0f}" if math.isfinite(peak) else "?"
+            check = _check(method, nq, ng, rows)
             print(
-                f"| {nq} x {ng} | {method} | {best['seconds']:.3f} | {mem} | {check} |", flush=True
+                f"| {nq} x {ng} | {method} | {rows[method]['seconds']:.3f} | {mem} | {check} |",
+                flush=True,
             )
 
 
