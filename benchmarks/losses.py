@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from _machine import print_machine  # benchmarks/ is the script's folder
 from torch import Tensor
 
 from textreid.losses.functional import (
@@ -156,6 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     mem_name = "peak MiB" if device.type == "cuda" else "saved MiB"
+    print_machine()
     print(f"device={device}  D=512  ids=B/4  forward+backward, fastest of {args.repeats}")
     header = (
         f"{'loss':<16}{'B':>6}{'ms':>10}{'naive ms':>10}{mem_name:>11}{'naive':>9}{'|diff|':>10}"

@@ -17,14 +17,12 @@ Run by hand, e.g.::
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+from _machine import print_machine  # benchmarks/ is the script's folder
 from safetensors.torch import load_file
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -46,33 +44,6 @@ from textreid.retrieval import (
 from textreid.text import caption_key_mask
 
 RECIPE = "tiny-fmfa"
-
-
-def _machine() -> list[str]:
-    """CPU model, its vector extensions (lscpu) and the BLAS torch was built with."""
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        lscpu = ""
-    fields = dict(
-        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lscpu.splitlines())
-    )
-    flags = sorted(
-        f for f in fields.get("Flags", "").split() if re.match(r"(avx|amx|fma|f16c|sse4)", f)
-    )
-    config = torch.__config__.show()
-    libraries = [
-        line.strip(" -")
-        for line in config.splitlines()
-        if re.search(r"oneMKL|Math Kernel|MKL-DNN|oneDNN|OpenBLAS", line)
-    ]
-    infos = re.findall(r"\b((?:BLAS|LAPACK)_INFO=[^,]+)", config)
-    return [
-        f"CPU: {fields.get('Model name', platform.processor() or 'unknown')}",
-        f"flags: {' '.join(flags) or 'unknown'}",
-        f"BLAS: {', '.join(infos) or 'unknown'}; {'; '.join(libraries) or 'no library line'}",
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
-    ]
 
 
 @torch.no_grad()
@@ -148,8 +119,7 @@ def main() -> None:
     g = gallery["global"] / gallery["global"].norm(dim=1, keepdim=True)
     cosine = q @ g.T
 
-    for line in _machine():
-        print(line)
+    print_machine()
     print(
         f"{RECIPE} on SynthPEDES test: {nq} captions x {ng} images, tokens L="
         f"{query['tokens'].shape[1]} x P={gallery['tokens'].shape[1]}, D={q.shape[1]}"

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from _machine import print_machine  # benchmarks/ is the script's folder
+
 
 def _child(batch: int, dim: int, chunk: int | None, grad: bool) -> None:
     import torch
@@ -47,6 +49,7 @@ def main() -> None:
         b, d, c, g = args.child
         _child(int(b), int(d), None if c == "none" else int(c), g == "1")
         return
+    print_machine()
     print(f"L=77, P=193, D={args.dim}; peak RSS growth in MiB (seconds)")
     print("| B | naive [B,B,L,P] f32 MiB | unchunked fwd | chunked fwd | chunked fwd+bwd |")
     print("|---|---|---|---|---|")

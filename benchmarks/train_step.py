@@ -24,6 +24,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _machine import print_machine  # benchmarks/ is the script's folder
 
 SIZES = {
     # name: (vision width, layers, heads, text width, text layers, text heads, embed dim, patch)
@@ -121,6 +122,7 @@ def main() -> None:
         cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows.append((impl, json.loads(out.strip().splitlines()[-1])))
+    print_machine()
     print(f"model {args.model}, batch {args.batch}, 384x128, {args.steps} steps on {args.device}")
     print(f"{'impl':10s} | {'samples/s':>10s} | {'peak MiB':>9s}")
     print("-" * 36)
