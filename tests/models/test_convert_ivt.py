@@ -294,13 +294,15 @@ def test_sizes_the_shapes_cannot_tell() -> None:
 def test_released_numpy_metrics_load_under_either_numpy_path(tmp_path: Path) -> None:
     path = _save_released(_ivt_state_dict(), tmp_path / "np2.pth")
     data = path.read_bytes()
-    # numpy 1 (the released environment) pickles scalars as numpy.core.multiarray.scalar.
-    assert b"numpy._core.multiarray\nscalar" in data
+    # numpy 1 (the released environment) pickles scalars as numpy.core.multiarray.scalar,
+    # numpy 2 as numpy._core.multiarray.scalar; whichever wrote this file, both must load.
+    np1, np2 = b"numpy.core.multiarray\nscalar", b"numpy._core.multiarray\nscalar"
+    assert (np1 in data) != (np2 in data)
     old = tmp_path / "np1.pth"
-    old.write_bytes(
-        data.replace(b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
-    )
+    old.write_bytes(data.replace(np2, np1))
+    assert np1 in old.read_bytes()
     assert load_ivt_checkpoint(old, image_size=SIZE).vocab_size == VOCAB
+    assert load_ivt_checkpoint(path, image_size=SIZE).vocab_size == VOCAB
 
 
 class _Reduce:
