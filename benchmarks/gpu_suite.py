@@ -215,7 +215,7 @@ def open_clip_row(sizes: Sizes, amp: str, device: torch.device) -> str:
     try:
         model = _build("open_clip", sizes.model, sizes.image_size).to(device).train()
     except ImportError:
-        return f"{'open_clip':16s} | {amp:5s} | skipped: open_clip is not installed"
+        return f"{'open_clip CLIP':16s} | {amp:5s} | skipped: open_clip is not installed"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     batch = {k: v.to(device) for k, v in _batch(sizes, device).items()}

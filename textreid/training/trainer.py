@@ -496,9 +496,19 @@ class Trainer:
         self.skipped_steps = 0
         self._log: _MetricsLog | None = None
         self._last_checkpoint: Path | None = None
-        self._progress: ProgressPrinter | None = None
+        self._progress = self._new_progress()
         # Device-side count of this epoch's skipped steps: read once, at the epoch's end.
         self._skipped_epoch: Tensor | None = None
+
+    def _new_progress(self) -> ProgressPrinter:
+        cfg = self.config
+        return ProgressPrinter(
+            enabled=self.is_main_process,
+            verbosity=cfg.verbosity,
+            bars=cfg.progress,
+            heartbeat_s=cfg.heartbeat_s,
+            epochs=cfg.epochs,
+        )
 
     @property
     def is_main_process(self) -> bool:
@@ -545,13 +555,7 @@ class Trainer:
             resumed = self._resume(resume)
             if not resumed:
                 seed_everything(cfg.seed + self.rank)
-            self._progress = ProgressPrinter(
-                enabled=self.is_main_process,
-                verbosity=cfg.verbosity,
-                bars=cfg.progress,
-                heartbeat_s=cfg.heartbeat_s,
-                epochs=cfg.epochs,
-            )
+            self._progress = self._new_progress()  # its clocks start with this fit
             if self.is_main_process:
                 self._log = _MetricsLog(
                     self.output_dir,
@@ -596,7 +600,6 @@ class Trainer:
             self._log = None
 
     def _final_line(self, result: FitResult) -> None:
-        assert self._progress is not None
         self._progress.final_line(
             epoch=self.epoch,
             stopped_early=self.epoch < self.config.epochs,
@@ -625,7 +628,6 @@ class Trainer:
         window_count = epoch_count = 0
         lr = self._base_lr()
         progress = self._progress
-        assert progress is not None
         self._skipped_epoch = (
             torch.zeros((), dtype=torch.int64, device=self.device)
             if self.scaler.is_enabled()
