@@ -1,17 +1,26 @@
 """Train every tiny recipe on the same seeded SynthPEDES for the same epochs and compare.
 
-Run by hand (not in CI): ``python benchmarks/recipes.py [--epochs 2] [--identities 150]``.
+Run by hand (not in CI): ``python benchmarks/recipes.py [--epochs 6] [--identities 150]``.
 Each recipe goes through :func:`textreid.pipeline.train_recipe` (epoch selection on the
 validation split, then the test split). The table gives the mean training loss of the first
 and the last epoch (each recipe's own objective, so only the trend compares across rows),
-text-to-image R@1/5/10, mAP and mINP on the test split, the wall time, and the R@1 a random
-ranking would reach (the mean over queries of positives / gallery size).
+text-to-image R@1/5/10, mAP and mINP on the test split, the wall time, the R@1 a random
+ranking would reach (the mean over queries of positives / gallery size), then the seed, the
+optimizer updates, the wall seconds per epoch and the process CPU seconds (user + system, all
+threads). On a shared machine the wall time grows with the load while the CPU time barely
+does: CPU seconds / threads approximates the wall time of an idle machine.
+
+``--seeds 0 1 2`` repeats every recipe with each seed, as ``textreid demo --seed S`` does:
+the seed draws the dataset too, so the test split differs between seeds. Without
+``--epochs`` each recipe trains for its own epoch count (the demo's setting).
+``ATEN_CPU_CAPABILITY=avx2`` makes an AVX-512 machine run the AVX2 kernels.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -37,44 +46,77 @@ def _chance_r1(root: Path) -> float:
     return float(100 * positives.float().mean() / len(image_pids))
 
 
+def _cpu_line(threads: int) -> str:
+    flags: set[str] = set()
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return (
+        f"CPU: {model} ({', '.join(simd) or 'no AVX2'}); torch {torch.__version__} kernels "
+        f"{torch.backends.cpu.get_cpu_capability()}, {threads} thread(s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=None, help="default: each recipe's own")
     parser.add_argument("--identities", type=int, default=150)
     parser.add_argument("--recipes", nargs="+", default=list(TINY_RECIPES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(_cpu_line(args.threads), flush=True)
+    header = (
+        "| recipe | loss first -> last epoch | R@1 | R@5 | R@10 | mAP | mINP | wall s "
+        "| chance R@1 | seed | updates | wall s/epoch | CPU s |"
+    )
+    rows = [header, "|" + "---|" * 13]
+    r1: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "synth"
-        write_synthpedes(root, num_identities=args.identities, seed=0)
-        chance = _chance_r1(root)
-        header = (
-            f"| recipe | loss epoch 1 -> {args.epochs} | R@1 | R@5 | R@10 | mAP | mINP "
-            "| wall s | chance R@1 |"
-        )
-        rows = [header, "|" + "---|" * 9]
-        for name in args.recipes:
-            out = Path(tmp) / name
-            start = time.perf_counter()
-            result = train_recipe(
-                name,
-                root,
-                dataset="synthpedes",
-                output_dir=out,
-                epochs=args.epochs,
-                device="cpu",
-                progress=False,
+        for seed in args.seeds:
+            root = Path(tmp) / f"synth{seed}"
+            write_synthpedes(root, num_identities=args.identities, seed=seed)
+            chance = _chance_r1(root)
+            for name in args.recipes:
+                out = Path(tmp) / f"{name}-{seed}"
+                start, cpu_start = time.perf_counter(), time.process_time()
+                result = train_recipe(
+                    name,
+                    root,
+                    dataset="synthpedes",
+                    output_dir=out,
+                    epochs=args.epochs,
+                    device="cpu",
+                    progress=False,
+                    seed=seed,
+                )
+                wall = time.perf_counter() - start
+                cpu = time.process_time() - cpu_start
+                losses = _epoch_losses(out)
+                m = result.test_metrics.to_dict()
+                r1.setdefault(name, []).append(float(m["R1"]))
+                rows.append(
+                    f"| {name} | {losses[0]:.3f} -> {losses[-1]:.3f} | {m['R1']:.2f} "
+                    f"| {m['R5']:.2f} | {m['R10']:.2f} | {m['mAP']:.2f} | {m['mINP']:.2f} "
+                    f"| {wall:.0f} | {chance:.2f} | {seed} | {result.fit.global_step} "
+                    f"| {wall / len(losses):.1f} | {cpu:.0f} |"
+                )
+                print(rows[-1], flush=True)
+    print("\n".join(rows))
+    for name, values in r1.items():
+        if len(values) > 1:
+            print(
+                f"{name}: test R@1 mean {statistics.mean(values):.2f}, "
+                f"min {min(values):.2f}, max {max(values):.2f} over seeds {args.seeds}"
             )
-            wall = time.perf_counter() - start
-            losses = _epoch_losses(out)
-            m = result.test_metrics.to_dict()
-            rows.append(
-                f"| {name} | {losses[0]:.3f} -> {losses[-1]:.3f} | {m['R1']:.2f} | {m['R5']:.2f} "
-                f"| {m['R10']:.2f} | {m['mAP']:.2f} | {m['mINP']:.2f} | {wall:.0f} | {chance:.2f} |"
-            )
-            print(rows[-1], flush=True)
-        print("\n".join(rows))
 
 
 if __name__ == "__main__":
