@@ -111,7 +111,7 @@ def _retrieval_case(
         "evaluate": lambda: evaluate(
             query, gallery, query_pids=query_pids, gallery_pids=gallery_pids
         ),
-        "topk_search": lambda: topk_search(query, gallery, 10),
+        "topk_search": lambda: topk_search(query, gallery, 10, normalize=False),
     }
     rows = []
     for name, fn in cases.items():

@@ -140,7 +140,7 @@ def main() -> None:
         ("cosine + token, padding masked", "sum", 1.0, False),
     ]
     for k in args.ks:
-        first = topk_search(q, g, min(k, ng))
+        first = topk_search(q, g, min(k, ng), normalize=False)
         for name, fusion, weight, padding in settings:
             head = SparseTokenSimilarity(include_padding=padding)
             reranker = TokenReranker(head, fusion=fusion, weight=weight)

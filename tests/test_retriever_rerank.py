@@ -300,6 +300,8 @@ def test_an_index_without_scorer_reranks_its_global_search() -> None:
     query = {"global": torch.randn(2, 8, generator=g), "tokens": torch.randn(2, 4, 8, generator=g)}
     reranker = TokenReranker()
     got = GalleryIndex(gallery).search(query, 3, rerank=reranker)
-    want = reranker.rerank(topk_search(query["global"], gallery["global"], 3), query, gallery)
+    want = reranker.rerank(
+        topk_search(query["global"], gallery["global"], 3, normalize=False), query, gallery
+    )
     assert torch.equal(got.scores, want.scores)
     assert torch.equal(got.indices, want.indices)

@@ -373,12 +373,6 @@ def train_recipe(
     for key, value in keywords.items():
         if value is not None:
             changes.put(key.split("."), value, fixed_ok=True)
-    trainer_changes = changes.tree["trainer"]
-    new_epochs = trainer_changes.get("epochs")
-    if isinstance(new_epochs, int) and "warmup_epochs" not in trainer_changes:
-        # A shorter run keeps at least one epoch after the warmup.
-        warmup = min(base.trainer.warmup_epochs, max(new_epochs - 1, 0))
-        trainer_changes["warmup_epochs"] = warmup
     recipe = changes.applied_to(base)
     trainer_cfg = recipe.trainer
 
@@ -492,8 +486,18 @@ class _Overrides:
         node[path[-1]] = value
 
     def applied_to(self, recipe: Recipe) -> Recipe:
-        """``recipe`` with every override applied."""
-        out: Recipe = _merged(recipe, self.tree, "", self.fn)
+        """``recipe`` with every override applied; a new epoch count without a warmup
+        length keeps the recipe's warmup, shortened so one epoch follows it."""
+        tree = self.tree
+        trainer = tree.get("trainer")
+        if (
+            isinstance(trainer, dict)
+            and isinstance(trainer.get("epochs"), int)
+            and "warmup_epochs" not in trainer
+        ):
+            warmup = min(recipe.trainer.warmup_epochs, max(trainer["epochs"] - 1, 0))
+            tree = {**tree, "trainer": {**trainer, "warmup_epochs": warmup}}
+        out: Recipe = _merged(recipe, tree, "", self.fn)
         return out
 
 

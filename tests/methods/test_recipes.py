@@ -110,3 +110,10 @@ def test_tiny_recipe_builds_on_the_tiny_model_and_trains_a_step(
     out.total.backward()
     assert torch.isfinite(out.total)
     assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in method.parameters())
+
+
+def test_full_size_recipes_train_in_mixed_precision_and_tiny_ones_in_float32() -> None:
+    # "auto" is bf16 (fp16 + GradScaler on older GPUs) on CUDA and float32 on a CPU.
+    for name in list_recipes():
+        want = "none" if name.startswith("tiny-") else "auto"
+        assert get_recipe(name).trainer.amp == want, name

@@ -41,10 +41,8 @@ def test_evaluate_at_1e19_equals_unit_features() -> None:
     # the tie rule ranked the gallery in index order (R@5 71.4 instead of 42.9).
     q, g, qp, gp = _case()
     q, g = q[:, :4], g[:, :4]
-    base = evaluate(query_feats=q, gallery_feats=g, query_pids=qp, gallery_pids=gp, ks=(1, 5))
-    big = evaluate(
-        query_feats=q * 1e19, gallery_feats=g * 1e19, query_pids=qp, gallery_pids=gp, ks=(1, 5)
-    )
+    base = evaluate(query=q, gallery=g, query_pids=qp, gallery_pids=gp, ks=(1, 5))
+    big = evaluate(query=q * 1e19, gallery=g * 1e19, query_pids=qp, gallery_pids=gp, ks=(1, 5))
     assert big.to_dict() == base.to_dict()
 
 
@@ -81,8 +79,8 @@ def test_norm_beyond_float32_is_a_clear_error() -> None:
         topk_search(q, g, 2, normalize=True)
     with pytest.raises(ValueError, match="evaluate: gallery_feats has rows whose L2 norm"):
         evaluate(
-            query_feats=q,
-            gallery_feats=g,
+            query=q,
+            gallery=g,
             query_pids=torch.arange(7),
             gallery_pids=torch.arange(30),
         )

@@ -119,7 +119,7 @@ def test_differences_below_bfloat16_resolution_are_ranked_exactly() -> None:
     q = base + 1e-3 * torch.randn(5, 32, generator=gen)
     approx = (q.bfloat16() @ g.bfloat16().T).float()
     assert (approx == approx.amax(1, keepdim=True)).sum(1).min() > 10  # the screen cannot tell
-    got = topk_search(q, g, 10, screen="bf16")
+    got = topk_search(q, g, 10, screen="bf16", normalize=False)
     assert torch.equal(got.indices, stable_topk(q.double() @ g.double().T, 10).indices)
     _assert_exact_top_k(got, q, g, 10)
 
@@ -129,7 +129,7 @@ def test_exact_ties_keep_the_lower_index() -> None:
     g = torch.randn(1000, 16, generator=gen)
     g[[900, 40, 650]] = g[[3, 3, 3]]  # four copies of row 3
     q = g[3:4] * 2
-    got = topk_search(q, g, 3, screen="bf16", chunk_size=500)
+    got = topk_search(q, g, 3, screen="bf16", chunk_size=500, normalize=False)
     assert got.indices.tolist() == [[3, 40, 650]]
 
 
@@ -138,8 +138,8 @@ def test_rows_whose_scores_are_not_positive_fall_back() -> None:
     gen = torch.Generator().manual_seed(3)
     g = torch.rand(1200, 8, generator=gen)
     q = torch.cat([-torch.rand(3, 8, generator=gen), torch.zeros(1, 8)])
-    got = topk_search(q, g, 4, screen="bf16")
-    assert torch.equal(got.indices, topk_search(q, g, 4, screen="off").indices)
+    got = topk_search(q, g, 4, screen="bf16", normalize=False)
+    assert torch.equal(got.indices, topk_search(q, g, 4, screen="off", normalize=False).indices)
     assert torch.equal(got.indices, stable_topk(q.double() @ g.double().T, 4).indices)
 
 
@@ -149,7 +149,7 @@ def test_mixed_rows_and_huge_features() -> None:
     q = torch.randn(6, 24, generator=gen)
     q[2] = -g[:50].sum(0).abs()  # mostly negative scores for this row only
     for scale in (1.0, 1e25):  # 1e25: norms products past the bound's safe range
-        got = topk_search(q * scale, g, 7, screen="bf16", query_block=4)
+        got = topk_search(q * scale, g, 7, screen="bf16", query_block=4, normalize=False)
         assert torch.equal(got.indices, stable_topk((q * scale).double() @ g.double().T, 7).indices)
 
 
@@ -247,7 +247,7 @@ def test_cancellation_scrambles_the_screen_but_not_the_hits(
     screen_top = approx.topk(10, dim=1).indices
     shared = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(screen_top, ref.indices)]
     assert sum(shared) / len(shared) < 5  # the screen's own top-10 is mostly wrong
-    got = topk_search(q, g, 10, screen="bf16", chunk_size=1400, query_block=8)
+    got = topk_search(q, g, 10, screen="bf16", chunk_size=1400, query_block=8, normalize=False)
     assert torch.equal(got.indices, ref.indices)
     _assert_exact_top_k(got, q, g, 10)
 
@@ -277,7 +277,7 @@ def test_which_path_blocks_take(
         g = F.normalize(protos.repeat(3, 1) + 2.5 * torch.randn(3000, 256, generator=gen), dim=1)
     else:
         q, g = _scrambled(0, shift=data.endswith("shift"))
-    topk_search(q, g, 10, screen="bf16")
+    topk_search(q, g, 10, screen="bf16", normalize=False)
     assert outcomes == [outcome]
 
 
@@ -321,7 +321,7 @@ def test_property_screened_is_exact(
     if dup:  # exact ties across chunks and groups
         g[1000:1400] = g[:400]
     q = _cancelling(gen, 9, d, offsets[0], alternate=True)
-    got = topk_search(q, g, k, chunk_size=chunk, query_block=5, screen="bf16")
+    got = topk_search(q, g, k, chunk_size=chunk, query_block=5, screen="bf16", normalize=False)
     _assert_exact_top_k(got, q, g, k)
     tied = got.scores[:, 1:] == got.scores[:, :-1]
     assert (got.indices[:, 1:] > got.indices[:, :-1])[tied].all()
@@ -332,31 +332,31 @@ def test_auto_screens_only_where_it_pays(
 ) -> None:
     q, g = torch.randn(64, 8), torch.randn(1000, 8)
     monkeypatch.setattr(search_module, "native_bf16", lambda: True)
-    topk_search(q, g, 2)
+    topk_search(q, g, 2, normalize=False)
     assert outcomes, "float32, 64 queries, a CPU with bfloat16 dot products: screened"
     outcomes.clear()
-    topk_search(q.double(), g.double(), 2)
-    topk_search(q, g, 2, screen="off")
-    topk_search(q, g, 5)  # 1000 columns < 4 groups per hit
-    topk_search(q[:63], g, 2)  # too few queries to pay for preparing the chunk
+    topk_search(q.double(), g.double(), 2, normalize=False)
+    topk_search(q, g, 2, screen="off", normalize=False)
+    topk_search(q, g, 5, normalize=False)  # 1000 columns < 4 groups per hit
+    topk_search(q[:63], g, 2, normalize=False)  # too few queries to pay for preparing the chunk
     assert not outcomes
-    topk_search(q[:63], g, 2, screen="bf16")
+    topk_search(q[:63], g, 2, screen="bf16", normalize=False)
     assert outcomes
     outcomes.clear()
     monkeypatch.setattr(search_module, "native_bf16", lambda: False)
-    topk_search(q, g, 2)
+    topk_search(q, g, 2, normalize=False)
     assert not outcomes
-    topk_search(q, g, 2, screen="bf16")
+    topk_search(q, g, 2, screen="bf16", normalize=False)
     assert outcomes
 
 
 def test_float64_and_half_inputs() -> None:
     gen = torch.Generator().manual_seed(5)
     q, g = torch.randn(7, 16, generator=gen), torch.randn(900, 16, generator=gen)
-    got = topk_search(q.double(), g.double(), 3, screen="bf16")
+    got = topk_search(q.double(), g.double(), 3, screen="bf16", normalize=False)
     assert got.scores.dtype == torch.float64
     assert torch.equal(got.indices, stable_topk(q.double() @ g.double().T, 3).indices)
-    half = topk_search(q.half(), g.half(), 3, screen="bf16")
+    half = topk_search(q.half(), g.half(), 3, screen="bf16", normalize=False)
     ref = stable_topk(q.half().double() @ g.half().double().T, 3)
     assert torch.equal(half.indices, ref.indices)
 
@@ -372,6 +372,6 @@ def test_gallery_index_forwards_screen() -> None:
 def test_screen_errors() -> None:
     q, g = torch.randn(2, 3), torch.randn(4, 3)
     with pytest.raises(ValueError, match="screen must be one of"):
-        topk_search(q, g, 1, screen="fp8")  # type: ignore[arg-type]
+        topk_search(q, g, 1, screen="fp8", normalize=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match='screen="bf16" runs with backend="torch" on CPU'):
-        topk_search(q, g, 1, screen="bf16", backend="faiss")
+        topk_search(q, g, 1, screen="bf16", backend="faiss", normalize=False)

@@ -33,7 +33,7 @@ def test_topk_equals_stable_sort_with_ties(
     problem: tuple[Tensor, Tensor, int], chunk: int, block: int
 ) -> None:
     q, g, k = problem
-    got = topk_search(q, g, k, chunk_size=chunk, query_block=block)
+    got = topk_search(q, g, k, chunk_size=chunk, query_block=block, normalize=False)
     ref = stable_topk(q @ g.T, k)
     assert torch.equal(got.indices, ref.indices)
     assert torch.equal(got.scores, ref.scores)
@@ -41,7 +41,7 @@ def test_topk_equals_stable_sort_with_ties(
 
 def test_cut_off_inside_a_tie_keeps_lower_indices() -> None:
     g = torch.tensor([[0.0], [1.0], [1.0], [1.0], [1.0], [2.0]])
-    got = topk_search(torch.ones(1, 1), g, 3, chunk_size=2)
+    got = topk_search(torch.ones(1, 1), g, 3, chunk_size=2, normalize=False)
     assert got.indices.tolist() == [[5, 1, 2]]
 
 
@@ -64,7 +64,8 @@ def test_chunking_gives_the_same_hits() -> None:
     gen = torch.Generator().manual_seed(1)
     q, g = torch.randn(29, 8, generator=gen), torch.randn(70, 8, generator=gen)
     runs = [
-        topk_search(q, g, 5, chunk_size=c, query_block=b) for c, b in [(70, 29), (7, 4), (9, 1)]
+        topk_search(q, g, 5, chunk_size=c, query_block=b, normalize=False)
+        for c, b in [(70, 29), (7, 4), (9, 1)]
     ]
     for r in runs[1:]:
         assert torch.equal(r.indices, runs[0].indices)
@@ -75,7 +76,7 @@ def test_permuting_queries_permutes_results() -> None:
     gen = torch.Generator().manual_seed(2)
     q, g = torch.randn(12, 8, generator=gen), torch.randn(30, 8, generator=gen)
     perm = torch.randperm(12, generator=gen)
-    a, b = topk_search(q, g, 4), topk_search(q[perm], g, 4)
+    a, b = topk_search(q, g, 4, normalize=False), topk_search(q[perm], g, 4, normalize=False)
     assert torch.equal(a.indices[perm], b.indices)
 
 
@@ -83,7 +84,7 @@ def test_permuting_queries_permutes_results() -> None:
 def test_half_inputs_accumulate_in_float32(half: torch.dtype) -> None:
     gen = torch.Generator().manual_seed(3)
     q, g = torch.randn(10, 64, generator=gen).to(half), torch.randn(50, 64, generator=gen).to(half)
-    got = topk_search(q, g, 5, chunk_size=16)
+    got = topk_search(q, g, 5, chunk_size=16, normalize=False)
     ref = stable_topk(q.float() @ g.float().T, 5)
     assert got.scores.dtype == torch.float32
     assert torch.equal(got.indices, ref.indices)
@@ -92,7 +93,7 @@ def test_half_inputs_accumulate_in_float32(half: torch.dtype) -> None:
 
 def test_k_equal_to_gallery_returns_everything_sorted() -> None:
     q, g = torch.randn(3, 4), torch.randn(5, 4)
-    got = topk_search(q, g, 5, chunk_size=2)
+    got = topk_search(q, g, 5, chunk_size=2, normalize=False)
     assert torch.equal(got.indices, stable_topk(q @ g.T, 5).indices)
 
 
@@ -116,7 +117,7 @@ def test_faiss_missing_gives_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(ImportError, match="pip install faiss-cpu"):
-        topk_search(torch.randn(2, 3), torch.randn(4, 3), 2, backend="faiss")
+        topk_search(torch.randn(2, 3), torch.randn(4, 3), 2, backend="faiss", normalize=False)
 
 
 def test_cosine_scores_streams_the_matrix() -> None:
@@ -135,19 +136,19 @@ def test_cosine_scores_streams_the_matrix() -> None:
 def test_errors() -> None:
     q, g = torch.randn(2, 3), torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"topk_search: k must be an int in \[1, Ng=4\], got 5"):
-        topk_search(q, g, 5)
+        topk_search(q, g, 5, normalize=False)
     with pytest.raises(ValueError, match="k must be an int"):
-        topk_search(q, g, 0)
+        topk_search(q, g, 0, normalize=False)
     with pytest.raises(ValueError, match="topk_search: query has width 3 but gallery has width 2"):
-        topk_search(q, torch.randn(4, 2), 1)
+        topk_search(q, torch.randn(4, 2), 1, normalize=False)
     with pytest.raises(ValueError, match=r"topk_search: gallery must be 2-D \(Ng, D\)"):
-        topk_search(q, torch.randn(4), 1)
+        topk_search(q, torch.randn(4), 1, normalize=False)
     with pytest.raises(ValueError, match="backend must be one of"):
-        topk_search(q, g, 1, backend="annoy")  # type: ignore[arg-type]
+        topk_search(q, g, 1, backend="annoy", normalize=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="chunk_size must be > 0"):
-        topk_search(q, g, 1, chunk_size=0)
+        topk_search(q, g, 1, chunk_size=0, normalize=False)
     with pytest.raises(ValueError, match="query contains 1 non-finite"):
-        topk_search(torch.tensor([[float("inf"), 0.0, 0.0]]), g, 1)
+        topk_search(torch.tensor([[float("inf"), 0.0, 0.0]]), g, 1, normalize=False)
     with pytest.raises(ValueError, match="cosine_scores: empty batch"):
         next(cosine_scores(torch.randn(0, 3), g))
 
@@ -162,7 +163,7 @@ def test_wide_blocks_with_ties_match_stable_sort(seed: int) -> None:
     ref = stable_topk(q @ g.T, 10)
     for k in (1, 3, 7):
         for chunk in (1001, 450):
-            got = topk_search(q, g, k, chunk_size=chunk, query_block=4)
+            got = topk_search(q, g, k, chunk_size=chunk, query_block=4, normalize=False)
             assert torch.equal(got.indices, ref.indices[:, :k])
             assert torch.equal(got.scores, ref.scores[:, :k])
 

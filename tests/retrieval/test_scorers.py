@@ -129,10 +129,13 @@ def test_cosine_scorer_is_the_plain_cosine_search_bit_for_bit() -> None:
     ref = stable_topk(F.normalize(q.double(), dim=1) @ F.normalize(g.double(), dim=1).T, 10)
     assert torch.equal(via.indices, ref.indices)
     inner = topk_search(q, {"global": g}, 10, scorer=CosineScorer(normalize=False))
-    assert torch.equal(inner.indices, topk_search(q, g, 10).indices)
+    assert torch.equal(inner.indices, topk_search(q, g, 10, normalize=False).indices)
     # Extra keys (stored tokens for re-ranking) ride along untouched.
     with_tokens = {"global": g, "tokens": torch.randn(300, 4, 16)}
-    assert torch.equal(topk_search(q, with_tokens, 10).indices, topk_search(q, g, 10).indices)
+    assert torch.equal(
+        topk_search(q, with_tokens, 10, normalize=False).indices,
+        topk_search(q, g, 10, normalize=False).indices,
+    )
 
 
 def test_generic_path_keeps_the_tie_rule() -> None:
@@ -346,7 +349,7 @@ def test_missing_key_names_the_argument_and_the_keys() -> None:
         topk_search(_parts(2, 1, coarse=False), _parts(3, 2), 1, scorer=PartScorer(coarse_weight=1))
     # Without a scorer only global features are compared: say what to pass instead.
     with pytest.raises(ValueError, match=r"topk_search: query features have no 'global' entry"):
-        topk_search(q, g, 2)
+        topk_search(q, g, 2, normalize=False)
 
 
 def test_row_count_mismatch_names_every_tensor() -> None:

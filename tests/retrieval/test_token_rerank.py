@@ -84,7 +84,7 @@ def test_equals_brute_force_rescore_of_the_same_top_k(
 
 def test_block_size_and_gallery_source_do_not_change_the_result() -> None:
     query, gallery = _data(1)
-    first = topk_search(query["global"], gallery["global"], K)
+    first = topk_search(query["global"], gallery["global"], K, normalize=False)
     ref = TokenReranker(batch_size=NQ * K).rerank(first, query, gallery)
     requested: list[Tensor] = []
 
@@ -114,7 +114,7 @@ def test_memory_is_bounded_by_k_not_by_the_gallery(monkeypatch: pytest.MonkeyPat
     def largest(ng: int, k: int) -> int:
         shapes.clear()
         query, gallery = _data(2, ng=ng, dtype=torch.float32)
-        first = topk_search(query["global"], gallery["global"], k)
+        first = topk_search(query["global"], gallery["global"], k, normalize=False)
         TokenReranker(batch_size=10_000).rerank(first, query, gallery)
         return max(math.prod(s) for s in shapes)
 
@@ -128,7 +128,7 @@ def test_memory_is_bounded_by_k_not_by_the_gallery(monkeypatch: pytest.MonkeyPat
 
 def test_blocks_bound_what_is_gathered_and_recomputed() -> None:
     query, gallery = _data(3)
-    first = topk_search(query["global"], gallery["global"], K)
+    first = topk_search(query["global"], gallery["global"], K, normalize=False)
     sizes: list[int] = []
 
     def recompute(idx: Tensor) -> dict[str, Tensor]:
@@ -142,7 +142,7 @@ def test_blocks_bound_what_is_gathered_and_recomputed() -> None:
 
 def test_k_keeps_the_first_hits_and_weight_zero_keeps_the_first_stage() -> None:
     query, gallery = _data(4)
-    first = topk_search(query["global"], gallery["global"], K)
+    first = topk_search(query["global"], gallery["global"], K, normalize=False)
     head = SparseTokenSimilarity(include_padding=True)
     full = TokenReranker(head).rerank(
         SearchResult(first.scores[:, :4], first.indices[:, :4]), query, gallery
@@ -155,7 +155,7 @@ def test_k_keeps_the_first_hits_and_weight_zero_keeps_the_first_stage() -> None:
 
 def test_padding_is_ignored_through_the_query_mask() -> None:
     query, gallery = _data(5)
-    first = topk_search(query["global"], gallery["global"], K)
+    first = topk_search(query["global"], gallery["global"], K, normalize=False)
     noisy = dict(query, tokens=torch.where(query["token_mask"][..., None], query["tokens"], 1e3))
     head = SparseTokenSimilarity(include_padding=False)
     clean = TokenReranker(head).rerank(first, query, gallery)
@@ -176,7 +176,7 @@ def test_ties_go_to_the_lower_gallery_index() -> None:
 
 def test_half_tokens_score_in_float32_and_uncertainties_follow_their_hits() -> None:
     query, gallery = _data(6, dtype=torch.float16)
-    first64 = topk_search(query["global"].double(), gallery["global"].double(), K)
+    first64 = topk_search(query["global"].double(), gallery["global"].double(), K, normalize=False)
     first = SearchResult(
         first64.scores.float(),
         first64.indices,
@@ -261,7 +261,7 @@ def test_bad_inputs_are_refused_with_a_clear_error(
     match: str,
 ) -> None:
     query, gallery = _data(7)
-    first = topk_search(query["global"], gallery["global"], K)
+    first = topk_search(query["global"], gallery["global"], K, normalize=False)
     result, q, g = make(first, query, gallery)
     with pytest.raises(error, match=match) as info:
         TokenReranker().rerank(result, q, g)  # type: ignore[arg-type]
@@ -279,7 +279,7 @@ def test_bad_settings_and_k_are_refused() -> None:
     with pytest.raises(ValueError, match="TokenReranker: batch_size"):
         TokenReranker(batch_size=0)
     query, gallery = _data(7)
-    result = topk_search(query["global"], gallery["global"], K)
+    result = topk_search(query["global"], gallery["global"], K, normalize=False)
     for k in (0, K + 1, 2.0):
         with pytest.raises(
             ValueError, match=r"TokenReranker.rerank: k must be an int in \[1, K=10\]"
@@ -309,9 +309,9 @@ def test_topk_search_checks_the_tokens_before_searching(monkeypatch: pytest.Monk
     ]
     for q, g, match in cases:
         with pytest.raises(ValueError, match=match) as info:
-            topk_search(q, g, K, rerank=TokenReranker())
+            topk_search(q, g, K, rerank=TokenReranker(), normalize=False)
         assert str(info.value).startswith("topk_search: ")
     with pytest.raises(TypeError, match="topk_search: rerank must be a re-ranker"):
-        topk_search(query, gallery, K, rerank=lambda r: r)  # type: ignore[arg-type]
+        topk_search(query, gallery, K, rerank=lambda r: r, normalize=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"TokenReranker\.check: query features lack"):
         TokenReranker().check(_without(query, "tokens"), gallery)

@@ -50,6 +50,7 @@ def irra() -> Recipe:
             warmup_start_factor=0.1,
             schedule="cosine",
             schedule_unit="epoch",
+            amp="auto",  # bf16 (fp16 + GradScaler on older GPUs); float32 on CPU
         ),
         citation=IRRA_CITATION,
         notes=__doc__ or "",

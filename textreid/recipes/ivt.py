@@ -71,6 +71,7 @@ def ivt() -> Recipe:
             schedule="cosine",
             schedule_unit="epoch",
             seed=1234,
+            amp="auto",  # bf16 (fp16 + GradScaler on older GPUs); float32 on CPU
         ),
         citation=IVT_CITATION,
         notes=__doc__ or "",

@@ -117,7 +117,7 @@ class TokenReranker:
     Example:
         >>> g = {"global": torch.eye(3), "tokens": torch.randn(3, 4, 8)}
         >>> q = {"global": torch.eye(3)[:2], "tokens": torch.randn(2, 5, 8)}
-        >>> first = textreid.retrieval.topk_search(q["global"], g["global"], 3)
+        >>> first = textreid.retrieval.topk_search(q["global"], g["global"], 3, normalize=False)
         >>> TokenReranker().rerank(first, q, g).indices.shape
         torch.Size([2, 3])
     """
