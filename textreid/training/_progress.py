@@ -159,7 +159,12 @@ class ProgressPrinter:
             return
         parts = [f"epoch {epoch}/{self.epochs}", f"{steps} steps", _losses(record, "epoch_")]
         parts.append(f"lr {record['lr']:.3g}")
-        val = [f"{k[4:]} {v:.2f}" for k, v in record.items() if k.startswith("val/")]
+        # Counts such as num_queries stay in metrics.jsonl; the line shows the metrics.
+        val = [
+            f"{k[4:]} {v:.2f}"
+            for k, v in record.items()
+            if k.startswith("val/") and not k.startswith("val/num_")
+        ]
         if val:
             parts.append("val " + " ".join(val))
         parts.append(f"time {format_duration(took)}")
