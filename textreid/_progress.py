@@ -1,4 +1,4 @@
-"""Progress of long jobs: a tqdm bar on an interactive terminal, else a line every so often.
+"""Progress of long jobs: a tqdm bar on a terminal or in a notebook, else a line every so often.
 
 Logs of batch jobs (a cluster's job output, ``nohup``) get no carriage-return bars, only a
 plain line every ``every`` seconds and one at the end.
@@ -12,6 +12,40 @@ from types import TracebackType
 from typing import IO, Any
 
 __all__: list[str] = []
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel, where tqdm.auto draws widgets although stderr is a pipe."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    if get_ipython is None:
+        return False
+    try:
+        shell = get_ipython()
+    except Exception:  # an IPython that is imported but not running
+        return False
+    return getattr(shell, "kernel", None) is not None
+
+
+def is_interactive(stream: IO[str] | None = None) -> bool:
+    """True when bars can be redrawn: ``stream`` (default stderr, looked up now) is a
+    terminal, or this is a notebook kernel."""
+    isatty = getattr(sys.stderr if stream is None else stream, "isatty", None)
+    try:
+        tty = bool(isatty()) if callable(isatty) else False
+    except ValueError:  # a closed stream
+        tty = False
+    return tty or in_notebook()
+
+
+def format_duration(seconds: float) -> str:
+    """``"42s"``, ``"3m05s"`` or ``"2h07m"``: short and unambiguous in a log line."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class Progress:
@@ -44,7 +78,7 @@ class Progress:
         self._enabled = enabled
         self._bar: Any = None
         self._t0 = self._last = time.monotonic()
-        if enabled and getattr(self._stream, "isatty", lambda: False)():
+        if enabled and is_interactive(self._stream):
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self._stream)

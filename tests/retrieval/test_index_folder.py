@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -141,3 +143,14 @@ def test_progress_writes_lines_when_not_a_terminal() -> None:
     with Progress(5, "x", enabled=False, every=0.0, stream=quiet) as p:
         p.update(5)
     assert quiet.getvalue() == ""
+
+
+def test_progress_draws_a_bar_in_a_notebook(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A Jupyter kernel's stderr is a pipe, yet its widgets redraw: a bar, not log lines.
+    kernel = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
+    with Progress(3, "index images", stream=io.StringIO(), every=0.0) as p:
+        assert p._bar is not None
+    monkeypatch.delitem(sys.modules, "IPython")
+    with Progress(3, "index images", stream=io.StringIO(), every=0.0) as p:
+        assert p._bar is None

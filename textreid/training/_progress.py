@@ -16,45 +16,14 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from textreid._progress import format_duration, is_interactive
+
 __all__: list[str] = []
 
 T = TypeVar("T")
 
 # Looked up at call time so that tests can drive the heartbeat with a fake clock.
 _now = time.monotonic
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel, where tqdm.auto draws widgets although stderr is a pipe."""
-    ipython = sys.modules.get("IPython")
-    get_ipython = getattr(ipython, "get_ipython", None)
-    if get_ipython is None:
-        return False
-    try:
-        shell = get_ipython()
-    except Exception:  # an IPython that is imported but not running
-        return False
-    return getattr(shell, "kernel", None) is not None
-
-
-def is_interactive() -> bool:
-    """True when bars can be redrawn: stderr is a terminal or this is a notebook kernel."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    try:
-        tty = bool(isatty()) if callable(isatty) else False
-    except ValueError:  # a closed stream
-        tty = False
-    return tty or in_notebook()
-
-
-def format_duration(seconds: float) -> str:
-    """``"42s"``, ``"3m05s"`` or ``"2h07m"``: short and unambiguous in a log line."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _losses(record: Mapping[str, Any], prefix: str) -> str:
