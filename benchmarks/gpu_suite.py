@@ -171,6 +171,24 @@ def _peak_mib(device: torch.device) -> str:
     return f"{torch.cuda.max_memory_allocated(device) / 2**20:,.0f}"
 
 
+def _step_row(
+    name: str, amp: str, step: Callable[[], None], sizes: Sizes, device: torch.device
+) -> str:
+    """Warm up (which also lets fp16's scale settle), count one step's host syncs, time the
+    steps, and format the table row."""
+    for _ in range(sizes.warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with _count_syncs(device) as syncs:
+        step()
+        _sync(device)
+    seconds = _timed(step, device, sizes.steps)
+    sync_text = f"{syncs[0]}" if device.type == "cuda" else "n/a"
+    return f"{name:16s} | {amp:5s} | {1 / seconds:8.2f} | {_peak_mib(device):>9s} | {sync_text:>5s}"
+
+
 def irra_row(sizes: Sizes, amp: str, device: torch.device, out: Path) -> str:
     torch.manual_seed(0)
     encoder = _build("textreid", sizes.model, sizes.image_size)
@@ -195,20 +213,7 @@ def irra_row(sizes: Sizes, amp: str, device: torch.device, out: Path) -> str:
         trainer._forward_backward(batch, 1, True)
         trainer._optimizer_step()
 
-    for _ in range(sizes.warmup):  # warm-up, and lets fp16's scale settle
-        step()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with _count_syncs(device) as syncs:
-        step()
-        _sync(device)
-    seconds = _timed(step, device, sizes.steps)
-    sync_text = f"{syncs[0]}" if device.type == "cuda" else "n/a"
-    return (
-        f"{'textreid IRRA':16s} | {amp:5s} | {1 / seconds:8.2f} | {_peak_mib(device):>9s} | "
-        f"{sync_text:>5s}"
-    )
+    return _step_row("textreid IRRA", amp, step, sizes, device)
 
 
 def open_clip_row(sizes: Sizes, amp: str, device: torch.device) -> str:
@@ -233,20 +238,7 @@ def open_clip_row(sizes: Sizes, amp: str, device: torch.device) -> str:
         scaler.update()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(sizes.warmup):
-        step()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    with _count_syncs(device) as syncs:
-        step()
-        _sync(device)
-    seconds = _timed(step, device, sizes.steps)
-    sync_text = f"{syncs[0]}" if device.type == "cuda" else "n/a"
-    return (
-        f"{'open_clip CLIP':16s} | {amp:5s} | {1 / seconds:8.2f} | {_peak_mib(device):>9s} | "
-        f"{sync_text:>5s}"
-    )
+    return _step_row("open_clip CLIP", amp, step, sizes, device)
 
 
 def training_rows(sizes: Sizes, device: torch.device, amps: list[str]) -> None:

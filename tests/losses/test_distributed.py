@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests._torchrun import run_torchrun
 from textreid.losses import InfoNCELoss, SDMLoss, gather_features, gather_with_grad
 
 
@@ -41,30 +37,7 @@ def test_gather_rejects_non_tensors() -> None:
 @pytest.mark.slow
 def test_two_ranks_equal_single_process(tmp_path: Path) -> None:
     out = tmp_path / "ranks.pt"
-    worker = Path(__file__).with_name("_distributed_worker.py")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(port), str(worker), str(out)]  # fmt: skip
-    # A new session lets a hung run be killed with its workers, not just the launcher.
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    run_torchrun(Path(__file__).with_name("_distributed_worker.py"), 2, str(out))
     ranks = torch.load(out, weights_only=True)
 
     g = torch.Generator().manual_seed(0)

@@ -9,43 +9,20 @@ the small-integer case has ties within and across shards.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from tests._torchrun import run_torchrun
 from tests.retrieval._distributed_worker import QUERY_SHARDS, K, bounds, cases
 from textreid.retrieval import GaussianScorer, evaluate, topk_search
 from textreid.retrieval.distributed import sharded_evaluate, sharded_topk_search
 
 
 def _run(out: Path) -> list[dict[int, dict[str, Any]]]:
-    worker = Path(__file__).with_name("_distributed_worker.py")
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3",
-           "--master-addr", "127.0.0.1", "--master-port", str(port), str(worker), str(out)]  # fmt: skip
-    # A new session lets a hung run be killed with its workers, not just the launcher.
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    run_torchrun(Path(__file__).with_name("_distributed_worker.py"), 3, str(out))
     return [torch.load(f"{out}.{r}", weights_only=True) for r in range(3)]
 
 

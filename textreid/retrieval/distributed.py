@@ -37,7 +37,7 @@ from torch import Tensor
 
 from textreid._checks import check_ids, check_positive
 from textreid._numerics import compute_dtype
-from textreid.retrieval.metrics import RetrievalMetrics
+from textreid.retrieval.metrics import RetrievalMetrics, _check_ks, _metrics, _rank_stats
 from textreid.retrieval.scorers import (
     CosineScorer,
     Features,
@@ -413,13 +413,6 @@ def _topk_round(
     return SearchResult(out_s, out_i, q_u, g_u)
 
 
-def _check_ks(ks: Iterable[int], fn: str) -> tuple[int, ...]:
-    out = tuple(ks)
-    if not out or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
-        raise ValueError(f"{fn}: ks must be a non-empty sequence of positive ints, got {ks!r}")
-    return tuple(sorted(set(out)))
-
-
 def _neg_ahead(
     pos_s: Tensor,
     pos_i: Tensor,
@@ -548,19 +541,7 @@ def sharded_evaluate(
             rounds[0].ks,
         )
     first, ap, inp, num_pos_all, ks_t = counts
-    nq = first.shape[0]
-    has_pos = num_pos_all > 0
-    n_valid = int(has_pos.sum())
-    denom = max(n_valid, 1)
-    recall = {v: 100.0 * float(((first <= v) & has_pos).sum()) / denom for v in ks_t}
-    return RetrievalMetrics(
-        recall=recall,
-        mAP=100.0 * float(ap.sum()) / denom,
-        mINP=100.0 * float(inp.sum()) / denom,
-        num_queries=nq,
-        num_queries_without_positive=nq - n_valid,
-        first_positive_ranks=first[own] if return_ranks else None,
-    )
+    return _metrics(first, ap, inp, num_pos_all, ks_t, first[own] if return_ranks else None)
 
 
 class _EvalSettings(NamedTuple):
@@ -732,15 +713,7 @@ def _eval_round(
             neg_ahead += _neg_ahead(pos_s, pos_i, num_pos, scores, cols, is_neg, total + 1)
         ranks = g.all_reduce(neg_ahead) + torch.arange(1, p + 1, device=dev)
         # The averages as evaluate forms them, term for term, so the sums round alike.
-        valid = torch.arange(p, device=dev) < num_pos.unsqueeze(1)
-        has = num_pos > 0
-        r = ranks.to(torch.float64)
-        ap[q0 : q0 + b] = ((torch.arange(p, device=dev) + 1) / r * valid).sum(1) / num_pos.clamp(
-            min=1
-        )
-        last = ranks.gather(1, (num_pos - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-        inp[q0 : q0 + b] = torch.where(has, num_pos / last.to(torch.float64), 0.0)
-        first[q0 : q0 + b] = torch.where(has, ranks[:, 0], 0)
+        ap[q0 : q0 + b], inp[q0 : q0 + b], first[q0 : q0 + b] = _rank_stats(ranks, num_pos)
         num_pos_all[q0 : q0 + b] = num_pos
 
     return _RankCounts(first, ap, inp, num_pos_all, ks_t)

@@ -145,6 +145,43 @@ def _check_ks(ks: Iterable[int], fn: str) -> tuple[int, ...]:
     return tuple(sorted(set(out)))
 
 
+def _rank_stats(ranks: Tensor, num_pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """AP, INP and first-positive rank of each query from its positives' ranks ``[B, P]``
+    (ascending, padding past ``num_pos``); 0 for a query without positives."""
+    offs = torch.arange(ranks.shape[1], device=ranks.device)
+    valid = offs < num_pos.unsqueeze(1)
+    has = num_pos > 0
+    ap = ((offs + 1) / ranks.to(torch.float64) * valid).sum(1) / num_pos.clamp(min=1)
+    last = ranks.gather(1, (num_pos - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
+    inp = torch.where(has, num_pos / last.to(torch.float64), 0.0)
+    first = torch.where(has, ranks[:, 0], 0)
+    return ap, inp, first
+
+
+def _metrics(
+    first: Tensor,
+    ap: Tensor,
+    inp: Tensor,
+    num_pos: Tensor,
+    ks: tuple[int, ...],
+    first_positive_ranks: Tensor | None,
+) -> RetrievalMetrics:
+    """The averages over queries with a positive (the others are counted apart)."""
+    nq = first.shape[0]
+    has_pos = num_pos > 0
+    n_valid = int(has_pos.sum())
+    denom = max(n_valid, 1)
+    recall = {k: 100.0 * float(((first <= k) & has_pos).sum()) / denom for k in ks}
+    return RetrievalMetrics(
+        recall=recall,
+        mAP=100.0 * float(ap.sum()) / denom,
+        mINP=100.0 * float(inp.sum()) / denom,
+        num_queries=nq,
+        num_queries_without_positive=nq - n_valid,
+        first_positive_ranks=first_positive_ranks,
+    )
+
+
 _COMPARE_MAX_POSITIVES = 8
 """Up to this many positives per query, count by direct comparison of each positive with the
 whole score block (two vector passes per positive); beyond it, by binary search and a
@@ -516,23 +553,7 @@ def evaluate(
         # Padding sorts after every real positive (lowest score, index past the gallery).
         pos_idx = torch.where(valid, pos_idx, ng)
         ranks = _positive_ranks(pos_scores, pos_idx, num_pos, chunks, bq, gp, placed=placed)
-        has = num_pos > 0
-        r = ranks.to(torch.float64)
-        ap[q0 : q0 + b] = ((offs + 1) / r * valid).sum(1) / num_pos.clamp(min=1)
-        last = ranks.gather(1, (num_pos - 1).clamp(min=0).unsqueeze(1)).squeeze(1)
-        inp[q0 : q0 + b] = torch.where(has, num_pos / last.to(torch.float64), 0.0)
-        first[q0 : q0 + b] = torch.where(has, ranks[:, 0], 0)
+        ap[q0 : q0 + b], inp[q0 : q0 + b], first[q0 : q0 + b] = _rank_stats(ranks, num_pos)
         num_pos_all[q0 : q0 + b] = num_pos
 
-    has_pos = num_pos_all > 0
-    n_valid = int(has_pos.sum())
-    denom = max(n_valid, 1)
-    recall = {k: 100.0 * float(((first <= k) & has_pos).sum()) / denom for k in ks_t}
-    return RetrievalMetrics(
-        recall=recall,
-        mAP=100.0 * float(ap.sum()) / denom,
-        mINP=100.0 * float(inp.sum()) / denom,
-        num_queries=nq,
-        num_queries_without_positive=nq - n_valid,
-        first_positive_ranks=first if return_ranks else None,
-    )
+    return _metrics(first, ap, inp, num_pos_all, ks_t, first if return_ranks else None)
