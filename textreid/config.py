@@ -44,6 +44,7 @@ _MAX_CONTEXT_LENGTH = 4096
 _MAX_VOCAB_SIZE = 1_000_000
 
 _ACTS = ("quick_gelu", "gelu")
+_STEMS = ("patch", "conv")
 _RESAMPLE_MODES = ("bicubic", "bilinear")
 _INTERPOLATIONS = ("bilinear", "bicubic")
 _RESIZE_MODES = ("squash",)
@@ -130,6 +131,15 @@ class VisionConfig:
         pos_embed_resample_mode: Interpolation used when position embeddings are resampled
             to another grid at load time, ``"bicubic"`` or ``"bilinear"`` (IRRA).
         pos_embed_antialias: Antialias when resampling (IRRA uses ``False``).
+        stem: How the image becomes patch tokens. ``"patch"`` (CLIP's): one convolution of
+            kernel ``patch_size``. ``"conv"``: a convolutional stem (Xiao et al., "Early
+            Convolutions Help Transformers See Better", NeurIPS 2021, arXiv:2106.14881):
+            3x3 stride-2 convolutions with BatchNorm and ReLU for each factor 2 of
+            ``patch_size``, then one convolution of kernel and stride the remaining factor,
+            giving the same grid. For towers trained from scratch on little data (the tiny
+            recipes), where it learns colours and shapes far sooner; pretrained CLIP weights
+            need ``"patch"``. Needs ``stride`` unset and image sides divisible by
+            ``patch_size``.
 
     Raises:
         ValueError: For non-positive sizes, a patch larger than the image, a width not
@@ -149,6 +159,7 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     pos_embed_resample_mode: Literal["bicubic", "bilinear"] = "bicubic"
     pos_embed_antialias: bool = True
+    stem: Literal["patch", "conv"] = "patch"
 
     def __post_init__(self) -> None:
         fn = "VisionConfig"
@@ -173,6 +184,14 @@ class VisionConfig:
         if self.patch_size > min(h, w):
             raise ValueError(
                 f"{fn}: patch_size {self.patch_size} is larger than image_size {self.image_size}"
+            )
+        check_choice(self.stem, "stem", fn, _STEMS)
+        if self.stem == "conv" and (
+            self.effective_stride != self.patch_size or h % self.patch_size or w % self.patch_size
+        ):
+            raise ValueError(
+                f"{fn}: stem='conv' needs stride unset (got {self.stride}) and image sides "
+                f"divisible by patch_size {self.patch_size} (got image_size {self.image_size})"
             )
         n_h, n_w = self.grid_size
         if n_h * n_w > _MAX_PATCHES:

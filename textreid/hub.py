@@ -857,8 +857,12 @@ class Retriever:
 
         fn = "Retriever.save_pretrained"
         out = Path(save_directory)
+        # Weights are stored in float32 whatever the inference dtype; integer buffers (a
+        # BatchNorm's num_batches_tracked) keep their own.
         state = {
-            k: v.detach().to("cpu", torch.float32).contiguous()
+            k: v.detach()
+            .to("cpu", torch.float32 if v.is_floating_point() else v.dtype)
+            .contiguous()
             for k, v in self.model.state_dict().items()
         }
         metadata = {"format": "pt", "textreid_version": __version__}

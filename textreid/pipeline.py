@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Sampler
 
+from textreid._checks import check_choice
 from textreid.config import PreprocessConfig
 from textreid.data.datasets import ImageDataset, ImageTextDataset, TextDataset
 from textreid.data.pedes import PedesDataset, PedesSplit, build_dataset
@@ -36,7 +37,7 @@ from textreid.methods.base import (
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.load import load_clip
 from textreid.models.registry import create_model
-from textreid.recipes import Recipe, get_recipe
+from textreid.recipes import VOCABULARIES, Recipe, get_recipe
 from textreid.retrieval.metrics import RetrievalMetrics, evaluate
 from textreid.retrieval.scorers import Side, cat_rows
 from textreid.tokenization import CLIPTokenizer
@@ -90,42 +91,103 @@ class TrainResult:
     retriever: Retriever | None
 
 
-def build_tokenizer(recipe: Recipe, context_length: int) -> CLIPTokenizer:
-    """The caption tokenizer a recipe needs (with the MLM mask token when it has one)."""
-    return CLIPTokenizer(context_length=context_length, mask_token=recipe.mask_token)
+def build_tokenizer(
+    recipe: Recipe, context_length: int, *, train_captions: Sequence[str] | None = None
+) -> CLIPTokenizer:
+    """The caption tokenizer a recipe needs (with the MLM mask token when it has one).
+
+    Args:
+        recipe: the recipe; its ``vocabulary`` picks CLIP's ids (``"clip"``) or CLIP's
+            tokenizer restricted to the training captions (``"train_captions"``, see
+            :meth:`CLIPTokenizer.restricted_to`).
+        context_length: the length of every row of ids.
+        train_captions: the training split's captions; needed for ``"train_captions"``.
+
+    Raises:
+        ValueError: an unknown ``recipe.vocabulary``; ``"train_captions"`` without
+            ``train_captions``, or with pretrained weights (their embedding rows follow
+            CLIP's ids).
+    """
+    fn = "build_tokenizer"
+    check_choice(recipe.vocabulary, "recipe.vocabulary", fn, VOCABULARIES)
+    tokenizer = CLIPTokenizer(context_length=context_length, mask_token=recipe.mask_token)
+    if recipe.vocabulary == "clip":
+        return tokenizer
+    if recipe.pretrained is not None:
+        raise ValueError(
+            f"{fn}: recipe {recipe.name!r} starts from {recipe.pretrained!r}, whose embedding "
+            "rows follow CLIP's ids; vocabulary='train_captions' is for random-init text towers "
+            "(use vocabulary='clip')"
+        )
+    if train_captions is None:
+        raise ValueError(
+            f"{fn}: recipe {recipe.name!r} builds its vocabulary from the training captions "
+            "(vocabulary='train_captions'); pass train_captions"
+        )
+    return tokenizer.restricted_to(train_captions)
 
 
-def build_clip_encoder(recipe: Recipe) -> CLIPDualEncoder:
-    """The recipe's CLIP dual encoder: random init, or loaded from ``recipe.pretrained``."""
-    if recipe.pretrained is None:
-        return create_model(recipe.model, **recipe.model_overrides)
+def build_clip_encoder(recipe: Recipe, *, vocab_size: int | None = None) -> CLIPDualEncoder:
+    """The recipe's CLIP dual encoder: random init, or loaded from ``recipe.pretrained``.
+
+    Args:
+        recipe: the recipe.
+        vocab_size: the tokenizer's number of ids; a random-init text tower gets that many
+            embedding rows. ``None`` keeps the model config's.
+
+    Raises:
+        ValueError: pretrained weights whose vocabulary differs from ``vocab_size``.
+    """
     overrides = dict(recipe.model_overrides)
+    if recipe.pretrained is None:
+        if vocab_size is not None:
+            overrides["text"] = {**overrides.get("text", {}), "vocab_size": vocab_size}
+        return create_model(recipe.model, **overrides)
     image_size = overrides.pop("image_size", recipe.data.image_size)
-    return load_clip(recipe.pretrained, image_size=image_size, **overrides)
+    model = load_clip(recipe.pretrained, image_size=image_size, **overrides)
+    if vocab_size is not None and model.config.text.vocab_size != vocab_size:
+        raise ValueError(
+            f"build_clip_encoder: {recipe.pretrained!r} has {model.config.text.vocab_size} "
+            f"token ids but the tokenizer has {vocab_size}"
+        )
+    return model
 
 
-def build_method(recipe: Recipe, num_classes: int) -> RetrievalMethod:
+def build_method(
+    recipe: Recipe, num_classes: int, *, tokenizer: CLIPTokenizer | None = None
+) -> RetrievalMethod:
     """The recipe's method around its encoder (pretrained when the recipe says so).
 
     The method is built by the builder registered under ``recipe.method``
     (:func:`textreid.methods.register_method`) from a
     :class:`~textreid.methods.MethodContext` and ``recipe.method_kwargs``.
 
+    Args:
+        recipe: the recipe.
+        num_classes: training identities.
+        tokenizer: the caption tokenizer; ``None`` builds the recipe's
+            (:func:`build_tokenizer`). A random-init text tower is sized to its ids.
+
     Raises:
-        ValueError: unknown method name (lists the registered methods).
+        ValueError: unknown method name (lists the registered methods), or no
+            ``tokenizer`` for a recipe whose vocabulary comes from its training captions.
     """
-    return _build_named(recipe.method, recipe, num_classes)
+    return _build_named(recipe.method, recipe, num_classes, tokenizer)
 
 
-def _build_named(name: str, recipe: Recipe, num_classes: int) -> RetrievalMethod:
+def _build_named(
+    name: str, recipe: Recipe, num_classes: int, tokenizer: CLIPTokenizer | None = None
+) -> RetrievalMethod:
     try:
         builder = get_method_builder(name)
     except ValueError as exc:
         raise ValueError(f"build_method: recipe {recipe.name!r}: {exc}") from None
+    if tokenizer is None:
+        tokenizer = build_tokenizer(recipe, recipe.context_length)
     context = MethodContext(
         num_classes=num_classes,
-        tokenizer=build_tokenizer(recipe, recipe.context_length),
-        clip_encoder=functools.partial(build_clip_encoder, recipe),
+        tokenizer=tokenizer,
+        clip_encoder=functools.partial(build_clip_encoder, recipe, vocab_size=tokenizer.vocab_size),
         model_overrides=dict(recipe.model_overrides),
     )
     return builder(context, **recipe.method_kwargs)
@@ -387,8 +449,10 @@ def train_recipe(
             f"train_recipe: dataset {dataset!r} has no validation split; pass "
             "select_on_test=True (IRRA's protocol, optimistic) to select epochs on the test split"
         )
-    method = build_method(recipe, data.num_classes)
-    tokenizer = build_tokenizer(recipe, recipe.context_length)
+    tokenizer = build_tokenizer(
+        recipe, recipe.context_length, train_captions=[s.caption for s in data.train]
+    )
+    method = build_method(recipe, data.num_classes, tokenizer=tokenizer)
     size = (int(recipe.data.image_size[0]), int(recipe.data.image_size[1]))
     loader = _train_loader(recipe, data, tokenizer)
     eval_kwargs: dict[str, Any] = {

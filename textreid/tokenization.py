@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -299,6 +299,16 @@ class CLIPTokenizer(BatchTokenizer):
         self._bundled = merges_file is None
         vocab = _clip_vocab(merges) if vocab_file is None else _read_vocab(Path(vocab_file))
         source = "the CLIP vocabulary" if vocab_file is None else str(vocab_file)
+        self._set_tables(merges, vocab, mask_token, source)
+
+    def _set_tables(
+        self,
+        merges: list[tuple[str, str]],
+        vocab: list[str],
+        mask_token: str | None,
+        source: str,
+    ) -> None:
+        """Check ``vocab`` against ``merges`` and the special tokens, then adopt both."""
         encoder: dict[str, int] = {}
         for idx, token in enumerate(vocab):
             if token in encoder:
@@ -431,6 +441,66 @@ class CLIPTokenizer(BatchTokenizer):
             mask_token=mask_token,
             cache_size=cache_size,
         )
+
+    def restricted_to(self, texts: Iterable[str]) -> CLIPTokenizer:
+        """This tokenizer with only the vocabulary ``texts`` use, for text towers trained from
+        scratch.
+
+        A random-init text tower learns one embedding row per id, and an MLM head scores
+        every id at each masked position: with CLIP's 49,408 ids most rows never see a
+        caption, and the vocabulary projection dominates a small model's step. The result
+        keeps the 512 byte symbols (any text still encodes; unseen words become shorter
+        pieces), the merges the words of ``texts`` use, in their order, the mask token and
+        ``<|startoftext|>`` / ``<|endoftext|>``, renumbered in that order (the end token keeps
+        the largest id). BPE applies the lowest-ranked merge present at each step, and every
+        merge a word of ``texts`` applies is kept, so those words split into the same pieces
+        as here; only the ids change. It saves and loads like any tokenizer with its own
+        files (``vocab.json`` + ``merges.txt``).
+
+        Args:
+            texts: the captions the vocabulary must cover (e.g. a training split's).
+
+        Returns:
+            A new :class:`CLIPTokenizer`; ``vocab_size`` is 515 + the merges kept (+1 with a
+            mask token).
+
+        Raises:
+            TypeError: ``texts`` is a single str, or holds something that is not a str.
+
+        Example:
+            >>> tok = CLIPTokenizer().restricted_to(["a man in a red coat"])
+            >>> tok.decode(tok(["a red coat"])[0])
+            'a red coat'
+        """
+        fn = f"{_FN}.restricted_to"
+        if isinstance(texts, str):
+            raise TypeError(f"{fn}: texts must be a sequence of captions, got one str")
+        pieces: set[str] = set()
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"{fn}: texts[{i}] must be a str, got {type(text).__name__}")
+            pieces.update(self._decoder[j] for j in self._encode_clean(_clean(text)))
+        # Each merged piece has exactly one merge that makes it (the vocabulary has no
+        # duplicates); the merges a word applies are that closure over its final pieces.
+        maker = {a + b: (a, b) for a, b in self._merges}
+        kept: set[tuple[str, str]] = set()
+        todo = [p for p in pieces if p in maker]
+        while todo:
+            pair = maker[todo.pop()]
+            if pair not in kept:
+                kept.add(pair)
+                todo.extend(p for p in pair if p in maker)
+        merges = [m for m in self._merges if m in kept]
+        symbols = list(_byte_encoder().values())
+        mask = [] if self._mask_token is None else [self._mask_token]
+        vocab = [*symbols, *(c + _EOW for c in symbols), *(a + b for a, b in merges)]
+        vocab += [*mask, _SOT, _EOT]
+        restricted = object.__new__(type(self))
+        restricted.context_length = self.context_length
+        restricted._cache_size = self._cache_size
+        restricted._bundled = False
+        restricted._set_tables(merges, vocab, self._mask_token, "the restricted vocabulary")
+        return restricted
 
     def save_vocabulary(self, directory: _PathLike) -> tuple[str, str]:
         """Write ``vocab.json`` and ``merges.txt`` (Hugging Face layout) into ``directory``.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -22,7 +22,12 @@ from textreid.losses.combine import LossOutput
 from textreid.losses.id import IDLoss
 from textreid.losses.mlm import MLMLoss
 from textreid.losses.sdm import SDMLoss
-from textreid.methods.base import DualEncoderMethod, register_method, require_batch_keys
+from textreid.methods.base import (
+    DualEncoderMethod,
+    MethodContext,
+    register_method,
+    require_batch_keys,
+)
 from textreid.models.clip import CLIPDualEncoder
 from textreid.models.cross_modal import CrossModalTransformer, MLMHead
 from textreid.text import mask_for_mlm
@@ -106,6 +111,14 @@ class _IRRABase(DualEncoderMethod):
             self.irr = CrossModalTransformer(dim, depth=cmt_depth, heads=heads)
             self.mlm_head = MLMHead(dim, vocab, depth=cmt_depth)
             self.mlm_loss = MLMLoss(vocab)
+
+    @classmethod
+    def from_context(cls, context: MethodContext, **kwargs: Any) -> _IRRABase:
+        """Build the method for a recipe; the recipe tokenizer's mask token (when it has
+        one) is the default ``mask_token_id``, so a restricted vocabulary masks right."""
+        if context.tokenizer.mask_token_id is not None:
+            kwargs.setdefault("mask_token_id", context.tokenizer.mask_token_id)
+        return super().from_context(context, **kwargs)
 
     def _encode(self, batch: dict[str, Tensor]) -> _IRRAStep:
         require_batch_keys(batch, ("images", "text_ids", "pids"), type(self).__name__)

@@ -11,13 +11,47 @@ from textreid._checks import check_tensor
 from textreid.config import VisionConfig
 from textreid.models.transformer import Transformer
 
-__all__ = ["VisionTransformer"]
+__all__ = ["ConvStem", "VisionTransformer"]
+
+
+class ConvStem(nn.Sequential):
+    """A convolutional patch embedding (Xiao et al., "Early Convolutions Help Transformers See
+    Better", NeurIPS 2021, arXiv:2106.14881), :class:`~textreid.config.VisionConfig`'s
+    ``stem="conv"``.
+
+    For each factor 2 of ``patch_size`` a 3x3 stride-2 convolution (no bias), BatchNorm and
+    ReLU, the channels doubling up to ``width / 2``; then one convolution (with bias) of
+    kernel and stride the odd factor left, to ``width`` channels. On image sides divisible by
+    ``patch_size`` it gives the grid of a ``patch_size`` patch convolution (12 = 2 * 2 * 3:
+    two 3x3 stride-2 layers, then a 3x3 stride-3 one).
+
+    Args:
+        patch_size: the total stride.
+        width: output channels (the transformer width).
+    """
+
+    def __init__(self, patch_size: int, width: int) -> None:
+        twos = (patch_size & -patch_size).bit_length() - 1
+        odd = patch_size >> twos
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(twos):
+            out = max(width >> (twos - i), 8)
+            layers += [
+                nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            channels = out
+        layers.append(nn.Conv2d(channels, width, odd, stride=odd))
+        super().__init__(*layers)
 
 
 class VisionTransformer(nn.Module):
     """CLIP ViT image encoder (OpenAI parameter names).
 
-    ``conv1`` (no bias, kernel ``patch_size``, stride ``stride``) cuts the image into an
+    ``conv1`` (no bias, kernel ``patch_size``, stride ``stride``; a :class:`ConvStem` with
+    ``config.stem == "conv"``) cuts the image into an
     ``n_h x n_w`` grid, ``n = (size - patch) // stride + 1``, flattened row-major; a class
     token is prepended, position embeddings added, then ``ln_pre``, the transformer, and
     ``ln_post`` on **all** tokens followed by ``proj`` (as IRRA uses them).
@@ -36,8 +70,12 @@ class VisionTransformer(nn.Module):
         self.config = config
         self.embed_dim = embed_dim
         w = config.width
-        self.conv1 = nn.Conv2d(
-            3, w, kernel_size=config.patch_size, stride=config.effective_stride, bias=False
+        self.conv1: nn.Module = (
+            ConvStem(config.patch_size, w)
+            if config.stem == "conv"
+            else nn.Conv2d(
+                3, w, kernel_size=config.patch_size, stride=config.effective_stride, bias=False
+            )
         )
         self.class_embedding = nn.Parameter(torch.empty(w))
         self.positional_embedding = nn.Parameter(torch.empty(config.num_tokens, w))
@@ -99,7 +137,7 @@ class VisionTransformer(nn.Module):
                 f"configured for {self.config.image_size}; resize the images or build the "
                 "model with image_size=... (position embeddings are resampled at load time)"
             )
-        x = self.conv1(images.to(self.conv1.weight.dtype))
+        x = self.conv1(images.to(self.class_embedding.dtype))
         x = x.flatten(2).transpose(1, 2)
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)

@@ -15,7 +15,20 @@ from typing import Any, Literal
 from textreid._registry import Registry, import_submodules
 from textreid.training.trainer import TrainerConfig
 
-__all__ = ["DataSettings", "Recipe", "get_recipe", "list_recipes", "register_recipe"]
+__all__ = [
+    "VOCABULARIES",
+    "DataSettings",
+    "Recipe",
+    "Vocabulary",
+    "get_recipe",
+    "list_recipes",
+    "register_recipe",
+]
+
+Vocabulary = Literal["clip", "train_captions"]
+"""Where a recipe's caption tokenizer takes its ids from (:attr:`Recipe.vocabulary`)."""
+VOCABULARIES: tuple[Vocabulary, ...] = ("clip", "train_captions")
+"""The values :attr:`Recipe.vocabulary` accepts."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,10 @@ class Recipe:
             init). Loaded with :func:`textreid.models.load_clip`.
         method_kwargs: keyword arguments of the method's constructor.
         mask_token: caption tokenizer mask token (``"<|mask|>"`` for MLM-based methods).
+        vocabulary: the caption tokenizer's ids: ``"clip"`` (CLIP's 49,408) or
+            ``"train_captions"`` (CLIP's tokenizer restricted to what the training captions
+            use, see :meth:`~textreid.CLIPTokenizer.restricted_to`; random-init text towers
+            only, whose embedding table and MLM head it shrinks about 60-fold on SynthPEDES).
         context_length: caption length in tokens (the model's text context).
         data: the data pipeline.
         trainer: the optimizer / schedule / precision settings.
@@ -74,6 +91,7 @@ class Recipe:
     pretrained: str | None = None
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     mask_token: str | None = None
+    vocabulary: Vocabulary = "clip"
     context_length: int = 77
     citation: str = ""
     notes: str = ""
