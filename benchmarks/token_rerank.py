@@ -102,13 +102,15 @@ def main() -> None:
     if not (args.run / "best.safetensors").is_file():
         train_recipe(recipe, args.data, output_dir=args.run, epochs=args.epochs, progress=False)
     data = build_dataset("cuhk-pedes", args.data)
-    method = build_method(recipe, data.num_classes)
+    tokenizer = build_tokenizer(
+        recipe, recipe.context_length, train_captions=[s.caption for s in data.train]
+    )
+    method = build_method(recipe, data.num_classes, tokenizer=tokenizer)
     method.load_state_dict(load_file(str(args.run / "best.safetensors")))
     method.eval()
     encoder = method.encoder
     assert isinstance(encoder, CLIPDualEncoder)
     size = (int(recipe.data.image_size[0]), int(recipe.data.image_size[1]))
-    tokenizer = build_tokenizer(recipe, recipe.context_length)
     query, gallery = _encode(encoder, data.test, tokenizer, size, recipe.data.interpolation)
     pids = {
         "query_pids": torch.as_tensor(data.test.caption_pids),

@@ -46,8 +46,12 @@ def _method(name: str) -> RetrievalMethod:
     assert tiny, f"method {name!r} has no tiny recipe"
     base = get_recipe(tiny[0])
     torch.manual_seed(0)
+    # The fixture's CLIP tokenizer sizes the text tower (the recipes' own vocabulary comes
+    # from training captions), so the batches of make_batch fit.
     return build_method(
-        base.replace(model_overrides={**base.model_overrides, "image_size": SIZE}), 3
+        base.replace(model_overrides={**base.model_overrides, "image_size": SIZE}),
+        3,
+        tokenizer=CLIPTokenizer(mask_token="<|mask|>"),
     )
 
 

@@ -277,12 +277,14 @@ def test_a_version_1_folder_loads_as_a_cosine_clip_retriever_and_resaves_as_vers
 
 def test_uca_retrieval_model_encodes_the_gaussians_the_method_trains() -> None:
     # The retrieval model re-implements UCAMethod.embed on shared modules: they must agree.
-    from textreid.pipeline import build_method, build_tokenizer
+    from tests.methods._helpers import recipe_tokenizer
+    from textreid.pipeline import build_method
 
     torch.manual_seed(0)
     recipe = get_recipe("tiny-uca")
-    method = build_method(recipe, 4).eval()
-    ids = build_tokenizer(recipe, recipe.context_length)(["a man in a red shirt", "a woman"])
+    tokenizer = recipe_tokenizer(recipe)
+    method = build_method(recipe, 4, tokenizer=tokenizer).eval()
+    ids = tokenizer(["a man in a red shirt", "a woman"])
     model = method.retrieval_model()
     images = torch.randn(2, 3, *model.image_size)
     image, text = method.embed(images, ids)

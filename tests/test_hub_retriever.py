@@ -223,21 +223,24 @@ def test_half_precision_runs_the_encoder_in_half_and_heads_in_float32(
 ) -> None:
     import dataclasses
 
+    from tests.methods._helpers import recipe_tokenizer
     from textreid.pipeline import build_method
     from textreid.recipes import get_recipe
 
+    size = (48, 24)  # the tiny recipes' convolutional stem tiles sides divisible by 12
     base = get_recipe(recipe)
     small = base.replace(
-        model_overrides={**base.model_overrides, "image_size": SIZE},
-        data=dataclasses.replace(base.data, image_size=SIZE),
+        model_overrides={**base.model_overrides, "image_size": size},
+        data=dataclasses.replace(base.data, image_size=size),
     )
     torch.manual_seed(0)
-    model = build_method(small, 8).retrieval_model()
-    r32 = Retriever(copy.deepcopy(model))
-    half = Retriever(model, dtype=torch.bfloat16)
+    tokenizer = recipe_tokenizer(small)
+    model = build_method(small, 8, tokenizer=tokenizer).retrieval_model()
+    r32 = Retriever(copy.deepcopy(model), tokenizer)
+    half = Retriever(model, tokenizer, dtype=torch.bfloat16)
     assert {p.dtype for p in model.encoder.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in getattr(model, head).parameters()} == {torch.float32}
-    images = torch.rand(5, 3, *SIZE, generator=torch.Generator().manual_seed(2))
+    images = torch.rand(5, 3, *size, generator=torch.Generator().manual_seed(2))
     feats = half.encode_image_features(images)
     assert {v.dtype for v in feats.values()} == {torch.bfloat16}
     got = half.search(TEXTS, feats, k=3)

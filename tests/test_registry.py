@@ -182,7 +182,7 @@ def toy_method() -> Iterator[list[MethodContext]]:
 def test_a_registered_method_is_built_from_a_recipe(
     toy_method: list[MethodContext], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_clip(recipe: Any) -> Any:
+    def no_clip(recipe: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"the CLIP encoder of {recipe.name} was built")
 
     # Methods that do not ask for the CLIP encoder never load (or build) one.
@@ -190,7 +190,11 @@ def test_a_registered_method_is_built_from_a_recipe(
     assert "toy" in list_methods()
     assert "toy" in METHODS
     recipe = get_recipe("tiny-irra").replace(
-        name="toy-run", method="toy", method_kwargs={"scale": 2.5}, model_overrides={"x": 1}
+        name="toy-run",
+        method="toy",
+        method_kwargs={"scale": 2.5},
+        model_overrides={"x": 1},
+        vocabulary="clip",  # the (recipe, num_classes) view has no training captions
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")

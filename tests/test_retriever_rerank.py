@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from tests.methods._helpers import recipe_tokenizer
 from textreid import Retriever
 from textreid.heads import SparseTokenSimilarity
 from textreid.methods import FMFAMethod
 from textreid.models import CLIPDualEncoder, create_model
-from textreid.pipeline import build_method, build_tokenizer
+from textreid.pipeline import build_method
 from textreid.recipes import get_recipe
 from textreid.retrieval import CosineScorer, GalleryIndex, TokenReranker, topk_search
 from textreid.retrieval.models import CLIPRetrievalModel
@@ -97,9 +98,10 @@ def test_the_model_emits_the_tokens_fmfa_trains_on() -> None:
 def test_the_fmfa_recipes_exported_retriever_reranks_with_its_efa_settings() -> None:
     # train_recipe saves Retriever(method.retrieval_model(), ...): that model's head.
     recipe = get_recipe("tiny-fmfa")
-    method = build_method(recipe, 4)
+    tokenizer = recipe_tokenizer(recipe)
+    method = build_method(recipe, 4, tokenizer=tokenizer)
     assert isinstance(method, FMFAMethod)
-    exported = Retriever(method.retrieval_model(), build_tokenizer(recipe, recipe.context_length))
+    exported = Retriever(method.retrieval_model(), tokenizer)
     reranker = exported.token_reranker()
     assert reranker.head.temperature == method.efa.temperature
     assert reranker.head.include_padding is True

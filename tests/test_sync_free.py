@@ -121,7 +121,7 @@ def _trainer(name: str, tokenizer: CLIPTokenizer, out: Path) -> tuple[Trainer, d
     tiny = get_recipe("tiny-ivt" if recipe.method == "ivt" else "tiny-irra")
     recipe = recipe.replace(model=tiny.model, model_overrides=tiny.model_overrides, pretrained=None)
     torch.manual_seed(0)
-    method = build_method(recipe, 3)
+    method = build_method(recipe, 3, tokenizer=tokenizer)
     config = dataclasses.replace(
         recipe.trainer,
         output_dir=str(out),

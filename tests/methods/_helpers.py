@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from textreid.pipeline import build_tokenizer
+from textreid.recipes import Recipe
 from textreid.tokenization import CLIPTokenizer
 
 SIZE = (64, 32)
@@ -14,6 +16,12 @@ CAPTIONS = [
     "a person in a gray coat, holding an umbrella",
     "the man wears green shorts, a yellow cap and white sneakers",
 ]
+
+
+def recipe_tokenizer(recipe: Recipe) -> CLIPTokenizer:
+    """The recipe's caption tokenizer; a ``"train_captions"`` vocabulary comes from CAPTIONS
+    (other text still encodes, in byte pieces)."""
+    return build_tokenizer(recipe, recipe.context_length, train_captions=CAPTIONS)
 
 
 def make_batch(

@@ -44,7 +44,7 @@ def test_training_steps_under_autocast_move_the_weights(
     base = get_recipe(_tiny_recipe(method_name))
     recipe = base.replace(model_overrides={**base.model_overrides, "image_size": SIZE})
     torch.manual_seed(0)
-    method = build_method(recipe, 3)
+    method = build_method(recipe, 3, tokenizer=tokenizer)
     params = {n: p for n, p in method.named_parameters() if p.requires_grad}
     before = {n: p.detach().clone() for n, p in params.items()}
     optimizer = torch.optim.AdamW(params.values(), lr=1e-4, weight_decay=0.0)

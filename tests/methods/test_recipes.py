@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.methods._helpers import make_batch
+from tests.methods._helpers import make_batch, recipe_tokenizer
 from textreid.methods import (
     CMRMethod,
     DualEncoderMethod,
@@ -17,7 +17,6 @@ from textreid.methods import (
 from textreid.models.single_stream import SingleStreamEncoder
 from textreid.pipeline import METHODS, build_method
 from textreid.recipes import get_recipe, list_recipes
-from textreid.tokenization import CLIPTokenizer
 from textreid.training.optim import ParamRule, irra_param_rules
 
 TINY = {
@@ -89,13 +88,12 @@ def test_uca_and_cmr_recipes_state_their_choices_as_ours() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_tiny_recipe_builds_on_the_tiny_model_and_trains_a_step(
-    name: str, tokenizer: CLIPTokenizer
-) -> None:
+def test_tiny_recipe_builds_on_the_tiny_model_and_trains_a_step(name: str) -> None:
     recipe = get_recipe(name)
     assert recipe.data.image_size == (96, 48)
+    tokenizer = recipe_tokenizer(recipe)
     torch.manual_seed(0)
-    method = build_method(recipe, 3)
+    method = build_method(recipe, 3, tokenizer=tokenizer)
     assert isinstance(method, TINY[name])
     if isinstance(method, DualEncoderMethod):
         cfg = method.encoder.config

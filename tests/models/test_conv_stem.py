@@ -11,8 +11,7 @@ from torch import nn
 
 from textreid import Retriever
 from textreid.config import VisionConfig
-from textreid.models import VisionTransformer, create_model
-from textreid.models.vit import ConvStem
+from textreid.models import ConvStem, VisionTransformer, create_model
 
 
 def _vit(**kw: object) -> VisionTransformer:

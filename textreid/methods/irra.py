@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -72,6 +72,9 @@ class _IRRAStep(NamedTuple):
     mlm: Tensor | None
 
 
+_M = TypeVar("_M", bound="_IRRABase")
+
+
 class _IRRABase(DualEncoderMethod):
     """IRRA's encoder step shared by IRRA and FMFA: CLIP towers, ID classifier and the
     implicit relation reasoning (cross-modal MLM) branch. Subclasses add the losses on the
@@ -113,7 +116,7 @@ class _IRRABase(DualEncoderMethod):
             self.mlm_loss = MLMLoss(vocab)
 
     @classmethod
-    def from_context(cls, context: MethodContext, **kwargs: Any) -> _IRRABase:
+    def from_context(cls: type[_M], context: MethodContext, **kwargs: Any) -> _M:
         """Build the method for a recipe; the recipe tokenizer's mask token (when it has
         one) is the default ``mask_token_id``, so a restricted vocabulary masks right."""
         if context.tokenizer.mask_token_id is not None:

@@ -36,10 +36,11 @@ from textreid.models.single_stream import (
     token_drop_indices,
 )
 from textreid.models.text import TextTransformer
-from textreid.models.vit import VisionTransformer
+from textreid.models.vit import ConvStem, VisionTransformer
 
 __all__ = [
     "CLIPDualEncoder",
+    "ConvStem",
     "CrossModalTransformer",
     "MLMHead",
     "ModalityExpertBlock",

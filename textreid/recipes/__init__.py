@@ -71,15 +71,15 @@ class Recipe:
             init). Loaded with :func:`textreid.models.load_clip`.
         method_kwargs: keyword arguments of the method's constructor.
         mask_token: caption tokenizer mask token (``"<|mask|>"`` for MLM-based methods).
-        vocabulary: the caption tokenizer's ids: ``"clip"`` (CLIP's 49,408) or
-            ``"train_captions"`` (CLIP's tokenizer restricted to what the training captions
-            use, see :meth:`~textreid.CLIPTokenizer.restricted_to`; random-init text towers
-            only, whose embedding table and MLM head it shrinks about 60-fold on SynthPEDES).
         context_length: caption length in tokens (the model's text context).
         data: the data pipeline.
         trainer: the optimizer / schedule / precision settings.
         citation: the paper, as the recipe's docs print it.
         notes: what differs from the paper's released code and why.
+        vocabulary: the caption tokenizer's ids: ``"clip"`` (CLIP's 49,408) or
+            ``"train_captions"`` (CLIP's tokenizer restricted to what the training captions
+            use, see :meth:`~textreid.CLIPTokenizer.restricted_to`; random-init text towers
+            only, whose embedding table and MLM head it shrinks about 60-fold on SynthPEDES).
     """
 
     name: str
@@ -91,10 +91,10 @@ class Recipe:
     pretrained: str | None = None
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     mask_token: str | None = None
-    vocabulary: Vocabulary = "clip"
     context_length: int = 77
     citation: str = ""
     notes: str = ""
+    vocabulary: Vocabulary = "clip"
 
     def replace(self, **changes: Any) -> Recipe:
         """A copy with some fields changed (``trainer=`` / ``data=`` take whole objects)."""

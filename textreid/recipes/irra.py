@@ -58,17 +58,28 @@ def irra() -> Recipe:
 
 
 def tiny_irra() -> Recipe:
-    """IRRA's objective on the tiny CLIP config, sized for a CPU demo on SynthPEDES."""
+    """IRRA's SDM + ID objective on the tiny CLIP config, sized for a CPU demo on SynthPEDES.
+
+    Trained from random weights on a few hundred identities, three of IRRA's settings are
+    changed, each measured on SynthPEDES (300 identities, test R@1 of seeds 0-2, see the
+    getting-started guide): the MLM branch is off (at this size its loss stays at the unigram
+    entropy of the masked words, about 4.0, for the whole run while it costs 40 % of each
+    step; ``method_kwargs={"mlm": True}`` restores it); the SDM temperature is 0.05 instead of
+    0.02; the vision tower has a convolutional stem and the vocabulary is the training
+    captions' (805 ids instead of 49,408), which make a step about 3x cheaper, spent on 48
+    epochs instead of 16.
+    """
     return Recipe(
         name="tiny-irra",
         method="irra",
         model="tiny",
-        model_overrides={"image_size": (96, 48), "vision": {"patch_size": 12}},
-        method_kwargs={"temperature": 0.02, "cmt_depth": 1, "mlm": True},
+        model_overrides={"image_size": (96, 48), "vision": {"patch_size": 12, "stem": "conv"}},
+        method_kwargs={"temperature": 0.05, "cmt_depth": 1, "mlm": False},
         mask_token="<|mask|>",
+        vocabulary="train_captions",
         data=DataSettings(image_size=(96, 48), batch_size=32, sampler="identity", num_instances=2),
         trainer=TrainerConfig(
-            epochs=16,
+            epochs=48,
             lr=1e-3,
             weight_decay=1e-4,
             optimizer="adamw",
@@ -80,7 +91,10 @@ def tiny_irra() -> Recipe:
             log_every=10,
         ),
         citation=IRRA_CITATION,
-        notes="Tiny variant for CPUs: random init, AdamW at a high lr, short schedule.",
+        notes=(
+            "Tiny variant for CPUs: random init, AdamW at a high lr, SDM (temperature 0.05) + "
+            "ID without MLM, a convolutional stem and the training captions' vocabulary."
+        ),
     )
 
 

@@ -94,6 +94,7 @@ def tiny_ivt() -> Recipe:
             "heads": 4,
             "drop_ratio": 0.2,
         },
+        vocabulary=base.vocabulary,
         data=base.data,
         trainer=base.trainer,
         citation=IVT_CITATION,
