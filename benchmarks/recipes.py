@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from _machine import print_machine  # benchmarks/ is the script's folder
 
 from textreid.data import build_dataset, write_synthpedes
 from textreid.pipeline import train_recipe
@@ -46,24 +47,6 @@ def _chance_r1(root: Path) -> float:
     return float(100 * positives.float().mean() / len(image_pids))
 
 
-def _cpu_line(threads: int) -> str:
-    flags: set[str] = set()
-    model = "unknown CPU"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return (
-        f"CPU: {model} ({', '.join(simd) or 'no AVX2'}); torch {torch.__version__} kernels "
-        f"{torch.backends.cpu.get_cpu_capability()}, {threads} thread(s)"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=None, help="default: each recipe's own")
@@ -73,7 +56,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(_cpu_line(args.threads), flush=True)
+    print_machine()
     header = (
         "| recipe | loss first -> last epoch | R@1 | R@5 | R@10 | mAP | mINP | wall s "
         "| chance R@1 | seed | updates | wall s/epoch | CPU s |"

@@ -206,7 +206,7 @@ class HubRepo:
                 self._unreachable = f"it answered HTTP {status}"
             elif status in (401, 403):
                 self._denied = status
-            # Other answers (404, 401) come again, without retries, from hf_hub_download,
+            # Other answers (404) come again, without retries, from hf_hub_download,
             # which turns them into its error types.
         except Exception as exc:  # any transport failure: refused, DNS, timeout, TLS, proxy
             self._unreachable = f"{type(exc).__name__}: {exc}"

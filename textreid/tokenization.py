@@ -491,10 +491,10 @@ class CLIPTokenizer(BatchTokenizer):
                 kept.add(pair)
                 todo.extend(p for p in pair if p in maker)
         merges = [m for m in self._merges if m in kept]
-        symbols = list(_byte_encoder().values())
-        mask = [] if self._mask_token is None else [self._mask_token]
-        vocab = [*symbols, *(c + _EOW for c in symbols), *(a + b for a, b in merges)]
-        vocab += [*mask, _SOT, _EOT]
+        vocab = _clip_vocab(merges)
+        if self._mask_token is not None:
+            # Listed just below <|startoftext|>, where a mask token sits; the merges stay whole.
+            vocab.insert(len(vocab) - 2, self._mask_token)
         restricted = object.__new__(type(self))
         restricted.context_length = self.context_length
         restricted._cache_size = self._cache_size

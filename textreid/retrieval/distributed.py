@@ -37,7 +37,13 @@ from torch import Tensor
 
 from textreid._checks import check_ids, check_positive
 from textreid._numerics import compute_dtype
-from textreid.retrieval.metrics import RetrievalMetrics, _check_ks, _metrics, _rank_stats
+from textreid.retrieval.metrics import (
+    RetrievalMetrics,
+    _check_ks,
+    _metrics,
+    _neg_ahead_histogram,
+    _rank_stats,
+)
 from textreid.retrieval.scorers import (
     CosineScorer,
     Features,
@@ -413,41 +419,6 @@ def _topk_round(
     return SearchResult(out_s, out_i, q_u, g_u)
 
 
-def _neg_ahead(
-    pos_s: Tensor,
-    pos_i: Tensor,
-    num_pos: Tensor,
-    scores: Tensor,
-    cols: Tensor,
-    is_neg: Tensor,
-    stride: int,
-) -> Tensor:
-    """Negatives of one score block ahead of each positive, ``[B, P]``.
-
-    ``pos_s``/``pos_i`` are the positives of each query best first (higher score, then lower
-    global index), padded at the end; ``cols`` the block's global indices, below ``stride`` (as the
-    padding's index is). A negative with
-    ``a`` positives ahead of it is ahead of positives ``a, a + 1, ...``: a histogram of ``a``
-    summed cumulatively counts the negatives ahead of every positive at once. ``a`` is a
-    binary search on the scores, and among positives of the same score on the key
-    ``(start of the run of equal scores) * stride + index``, which increases along the row.
-    """
-    neg_sorted = -pos_s  # ascending
-    limit = num_pos.unsqueeze(1)
-    neg = -scores
-    ahead = torch.searchsorted(neg_sorted, neg, side="left").clamp_(max=limit)
-    upto = torch.searchsorted(neg_sorted, neg, side="right").clamp_(max=limit)
-    tied = (upto > ahead) & is_neg
-    if bool(tied.any()):
-        run_start = torch.searchsorted(neg_sorted, neg_sorted, side="left")
-        key = run_start * stride + pos_i
-        by_key = torch.searchsorted(key, ahead * stride + cols.unsqueeze(0)).clamp_(max=limit)
-        ahead = torch.where(tied, by_key, ahead)
-    hist = torch.zeros(pos_s.shape[0], pos_s.shape[1] + 1, dtype=torch.int64, device=scores.device)
-    hist.scatter_add_(1, ahead, is_neg.to(torch.int64))
-    return hist.cumsum(1)[:, :-1]
-
-
 def sharded_evaluate(
     query: Tensor | Features,
     gallery_shard: Tensor | Features,
@@ -641,9 +612,9 @@ def _eval_round(
     # Cosine scores come from cosine_scores, the arithmetic of evaluate (one process then
     # gets its scores bit for bit). A shard that fits one chunk is scored by one product per
     # query block, from which the positives' scores are read: every pair scored once.
-    cosine = scorer if isinstance(scorer, CosineScorer) and type(scorer) is CosineScorer else None
+    cosine = scorer if type(scorer) is CosineScorer else None
     one_chunk = 0 < n <= chunk_size
-    whole = scorer.prepare(features_to(gf, dev), "gallery") if one_chunk and not cosine else None
+    whole = _prepared(scorer, gf, 0, n, dev) if one_chunk and not cosine else None
 
     first = torch.zeros(nq, dtype=torch.int64, device=dev)
     ap = torch.zeros(nq, dtype=torch.float64, device=dev)
@@ -706,11 +677,19 @@ def _eval_round(
         p = max(int(num_pos.max()), 1)
         order = _order(all_s, all_i)[:, :p]
         pos_s, pos_i = all_s.gather(1, order), all_i.gather(1, order)
+        # evaluate's count of the negatives ahead of each positive, on global indices: the
+        # key (start of the run of equal scores, index) breaks ties by the lower index.
+        neg_sorted = -pos_s  # ascending
+        stride = total + 1  # above every index, the padding's (total) included
+        run_start = torch.searchsorted(neg_sorted, neg_sorted, side="left")
+        pos_key = run_start * stride + pos_i
+        limit = num_pos.unsqueeze(1)
         neg_ahead = torch.zeros(b, p, dtype=torch.int64, device=dev)
         for c0, scores in chunks:
-            cols = torch.arange(start + c0, start + c0 + scores.shape[1], device=dev)
             is_neg = gp[c0 : c0 + scores.shape[1]] != bq.unsqueeze(1)
-            neg_ahead += _neg_ahead(pos_s, pos_i, num_pos, scores, cols, is_neg, total + 1)
+            neg_ahead += _neg_ahead_histogram(
+                neg_sorted, pos_key, limit, stride, start + c0, scores, is_neg
+            )
         ranks = g.all_reduce(neg_ahead) + torch.arange(1, p + 1, device=dev)
         # The averages as evaluate forms them, term for term, so the sums round alike.
         ap[q0 : q0 + b], inp[q0 : q0 + b], first[q0 : q0 + b] = _rank_stats(ranks, num_pos)
