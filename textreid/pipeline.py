@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from textreid._checks import check_choice
 from textreid.config import PreprocessConfig
-from textreid.data.datasets import ImageDataset, ImageTextDataset, TextDataset
+from textreid.data.datasets import ImageDataset, ImageTextDataset, TextDataset, collate_trimmed
 from textreid.data.pedes import PedesDataset, PedesSplit, build_dataset
 from textreid.data.samplers import IdentitySampler
 from textreid.data.transforms import build_transforms
@@ -360,6 +360,7 @@ def _train_loader(recipe: Recipe, data: PedesDataset, tokenizer: CLIPTokenizer) 
         generator=torch.Generator().manual_seed(seed + rank),
         num_workers=settings.num_workers,
         drop_last=True,
+        collate_fn=collate_trimmed if settings.trim_text else None,
     )
 
 

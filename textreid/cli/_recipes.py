@@ -10,11 +10,11 @@ from textreid.cli._common import NewParser
 #: thread, measured by ``benchmarks/recipes.py`` (docs/recipes.md, "All tiny recipes at equal
 #: budget": wall seconds / 6 epochs). Full-size recipes need a GPU and are not timed here.
 SECONDS_PER_EPOCH = {
-    "tiny-cmr": 5.7,
-    "tiny-fmfa": 19.0,
-    "tiny-irra": 5.0,
-    "tiny-ivt": 9.3,
-    "tiny-uca": 11.2,
+    "tiny-cmr": 5.8,
+    "tiny-fmfa": 17.2,
+    "tiny-irra": 5.5,
+    "tiny-ivt": 8.3,
+    "tiny-uca": 10.8,
 }
 
 

@@ -7,6 +7,7 @@ from textreid.data.datasets import (
     ImageTextDataset,
     TextDataset,
     Tokenizer,
+    collate_trimmed,
     load_image,
 )
 from textreid.data.pedes import (
@@ -41,6 +42,7 @@ __all__ = [
     "TrainSample",
     "build_dataset",
     "build_transforms",
+    "collate_trimmed",
     "list_datasets",
     "load_image",
     "read_cuhk_pedes",

@@ -45,6 +45,9 @@ class DataSettings:
         interpolation: resize filter.
         eval_batch_size: batch size of feature extraction at evaluation.
         num_workers: DataLoader workers.
+        trim_text: cut each training batch's ``text_ids`` after its longest caption
+            (:func:`textreid.data.collate_trimmed`): the same loss, up to float rounding, for
+            text encoders that are causal or mask padding, for less compute.
     """
 
     image_size: tuple[int, int] = (384, 128)
@@ -56,6 +59,7 @@ class DataSettings:
     interpolation: Literal["bilinear", "bicubic"] = "bilinear"
     eval_batch_size: int = 256
     num_workers: int = 0
+    trim_text: bool = False
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,13 @@ def tiny_irra() -> Recipe:
         method_kwargs={"temperature": 0.05, "cmt_depth": 1, "mlm": False},
         mask_token="<|mask|>",
         vocabulary="train_captions",
-        data=DataSettings(image_size=(96, 48), batch_size=32, sampler="identity", num_instances=2),
+        data=DataSettings(
+            image_size=(96, 48),
+            batch_size=32,
+            sampler="identity",
+            num_instances=2,
+            trim_text=True,
+        ),
         trainer=TrainerConfig(
             epochs=48,
             lr=1e-3,
