@@ -427,8 +427,9 @@ def clip_config_to_hf_dict(config: CLIPConfig) -> dict[str, Any]:
     "first end-of-text position" pooling equals textreid's ``argmax(ids)``.
 
     Raises:
-        ValueError: If the image is not square or the stride differs from the patch size
-            (HF ``CLIPVisionModel`` supports neither).
+        ValueError: If the image is not square, the stride differs from the patch size, the
+            vision tower has a convolutional stem or the text tower mean-pools (HF
+            ``CLIPModel`` supports none of these).
     """
     fn = "clip_config_to_hf_dict"
     v, t = config.vision, config.text
@@ -436,6 +437,11 @@ def clip_config_to_hf_dict(config: CLIPConfig) -> dict[str, Any]:
         raise ValueError(
             f"{fn}: HF CLIP needs a square image and stride == patch_size, got image_size "
             f"{v.image_size}, patch_size {v.patch_size}, stride {v.effective_stride}"
+        )
+    if v.stem != "patch" or t.pool != "eot":
+        raise ValueError(
+            f"{fn}: HF CLIP needs vision stem 'patch' and text pool 'eot', got stem "
+            f"{v.stem!r} and pool {t.pool!r}"
         )
     return {
         "architectures": ["CLIPModel"],

@@ -1,4 +1,5 @@
-"""The CLIP text tower: a causal transformer pooled at the end-of-text token."""
+"""The CLIP text tower: a causal transformer pooled at the end-of-text token (or averaged up
+to it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from torch import Tensor, nn
 from textreid._checks import check_label_range, check_tensor
 from textreid.config import TextConfig
 from textreid.models.transformer import Transformer
+from textreid.text.masking import caption_key_mask
 
 __all__ = ["TextTransformer"]
 
@@ -60,7 +62,12 @@ class _TextTower:
         x = self.token_embedding(ids) + self.positional_embedding[:n]
         x = self.ln_final(self.transformer(x, causal=True))
         tokens: Tensor = x @ self.text_projection
-        pooled: Tensor = tokens[torch.arange(ids.shape[0], device=ids.device), ids.argmax(dim=-1)]
+        pooled: Tensor
+        if cfg.pool == "mean":
+            real = caption_key_mask(ids, fn).unsqueeze(-1).to(tokens.dtype)
+            pooled = (tokens * real).sum(1) / real.sum(1)
+        else:
+            pooled = tokens[torch.arange(ids.shape[0], device=ids.device), ids.argmax(dim=-1)]
         if return_tokens:
             return pooled, tokens
         return pooled
@@ -72,7 +79,8 @@ class TextTransformer(_TextTower, nn.Module):
     ``token_embedding`` + ``positional_embedding`` → causal transformer → ``ln_final`` →
     ``text_projection`` at every position. The pooled feature is the projected token at
     ``argmax(ids)`` per row: the end-of-text token, because it has the largest id of the CLIP
-    vocabulary (the first occurrence if it repeats).
+    vocabulary (the first occurrence if it repeats); with ``config.pool="mean"`` it is the
+    mean of the projected tokens at positions ``<= argmax(ids)``.
 
     Args:
         config: The tower's hyper-parameters.

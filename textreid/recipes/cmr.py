@@ -15,7 +15,7 @@ epochs, 5 warmup epochs from 0.1x then cosine per epoch, batch 64).
 from __future__ import annotations
 
 from textreid.recipes import Recipe, register_recipe
-from textreid.recipes.irra import irra, tiny_irra
+from textreid.recipes.irra import _tiny_clip_overrides, irra, tiny_irra
 
 __all__ = ["cmr", "tiny_cmr"]
 
@@ -54,11 +54,15 @@ def tiny_cmr() -> Recipe:
     """The CMR objective on the tiny CLIP config with ``tiny-irra``'s schedule."""
     return tiny_irra().replace(
         name="tiny-cmr",
+        model_overrides=_tiny_clip_overrides(),
         method="cmr",
         mask_token=None,
         method_kwargs={**_CMR_KWARGS, "decoder_depth": 1},
         citation=CMR_CITATION,
-        notes="Tiny variant for CPUs: the CMR objective, tiny-irra's model and schedule.",
+        notes=(
+            "Tiny variant for CPUs: the CMR objective, tiny-irra's schedule and model with the text "
+            "pooled at the end-of-text token."
+        ),
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from textreid.recipes import Recipe, register_recipe
-from textreid.recipes.irra import irra, tiny_irra
+from textreid.recipes.irra import _tiny_clip_overrides, irra, tiny_irra
 from textreid.training.optim import irra_param_rules
 
 __all__ = ["fmfa", "fmfa_v1", "tiny_fmfa"]
@@ -75,13 +75,17 @@ def tiny_fmfa() -> Recipe:
     base = tiny_irra()
     return base.replace(
         name="tiny-fmfa",
+        model_overrides=_tiny_clip_overrides(),
         method="fmfa",
         method_kwargs={
             **_fmfa_kwargs(alpha=0.1, efa_temperature=1.0, margin_patch=0.9),
             "cmt_depth": 1,
         },
         citation=FMFA_CITATION,
-        notes="Tiny variant for CPUs: FMFA's objective, tiny-irra's model and schedule.",
+        notes=(
+            "Tiny variant for CPUs: FMFA's objective, tiny-irra's schedule and model with the text "
+            "pooled at the end-of-text token."
+        ),
     )
 
 

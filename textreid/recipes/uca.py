@@ -17,7 +17,7 @@ weights 1. Why these make the uncertainties track ambiguity: see
 from __future__ import annotations
 
 from textreid.recipes import Recipe, register_recipe
-from textreid.recipes.irra import irra, tiny_irra
+from textreid.recipes.irra import _tiny_clip_overrides, irra, tiny_irra
 
 __all__ = ["tiny_uca", "uca"]
 
@@ -54,10 +54,14 @@ def tiny_uca() -> Recipe:
     """The UCA-style objective on the tiny CLIP config with ``tiny-irra``'s schedule."""
     return tiny_irra().replace(
         name="tiny-uca",
+        model_overrides=_tiny_clip_overrides(),
         method="uca",
         method_kwargs={**_UCA_KWARGS, "cmt_depth": 1},
         citation=UCA_CITATION,
-        notes="Tiny variant for CPUs: the UCA-style objective, tiny-irra's model and schedule.",
+        notes=(
+            "Tiny variant for CPUs: the UCA-style objective, tiny-irra's schedule and model with the text "
+            "pooled at the end-of-text token."
+        ),
     )
 
 
