@@ -1,11 +1,12 @@
-"""TextConfig(pool="mean"): the caption feature is the mean of the projected tokens from the
-start token to the end-of-text token; padding never counts, the model saves and loads, and
-exports that cannot express it refuse."""
+"""TextConfig(pool="mean" | "max"): the caption feature is the mean / per-channel maximum of the
+projected tokens from the start token to the end-of-text token; padding never counts, the model
+saves and loads, and exports that cannot express it refuse."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -35,20 +36,34 @@ def _padded(rows: list[list[int]], length: int) -> torch.Tensor:
     return ids
 
 
-def test_mean_pool_equals_each_caption_encoded_alone_without_padding() -> None:
-    model = _model("mean")
+@pytest.mark.parametrize(
+    ("pool", "reduce"),
+    [("mean", lambda t: t.mean(0)), ("max", lambda t: t.max(0).values)],
+)
+def test_pool_equals_each_caption_encoded_alone_without_padding(pool: str, reduce: Any) -> None:
+    model = _model(pool)
     rows = _rows()
     with torch.no_grad():
         batch = model.encode_text(_padded(rows, 77))
         for b, row in enumerate(rows):
             # An independent path: one row of exactly its own length, no padding at all, and
-            # the plain average of its token outputs.
+            # a plain reduction of its token outputs.
             _, tokens = model.encode_text(torch.tensor([row]), return_tokens=True)
-            torch.testing.assert_close(batch[b], tokens[0].mean(0), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(batch[b], reduce(tokens[0]), rtol=1e-5, atol=1e-6)
 
 
-def test_mean_pool_ignores_padding_and_reads_every_real_token() -> None:
-    model = _model("mean")
+def test_max_pool_takes_each_channel_from_its_own_position() -> None:
+    model = _model("max")
+    with torch.no_grad():
+        pooled, tokens = model.encode_text(_padded(_rows(), 9), return_tokens=True)
+    winners = {int(p) for p in tokens[0, :5].argmax(0)}
+    assert len(winners) > 1  # the feature is no single position's output
+    assert torch.equal(pooled[0], tokens[0, :5].amax(0))
+
+
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_pool_ignores_padding_and_reads_every_real_token(pool: str) -> None:
+    model = _model(pool)
     ids = _padded(_rows(), 12)
     with torch.no_grad():
         base = model.encode_text(ids)
@@ -81,7 +96,7 @@ def test_eot_pool_is_the_end_token_output_and_differs_from_the_mean() -> None:
 def test_config_checks_pool_and_old_configs_default_to_eot() -> None:
     text = create_model("tiny", device="meta").config.text
     with pytest.raises(ValueError, match="pool"):
-        dataclasses.replace(text, pool="max")  # type: ignore[arg-type]
+        dataclasses.replace(text, pool="first")  # type: ignore[arg-type]
     old = {k: v for k, v in text.to_dict().items() if k != "pool"}
     assert TextConfig.from_dict(old).pool == "eot"
     mean = dataclasses.replace(text, pool="mean")
@@ -102,6 +117,7 @@ def test_a_mean_pool_retriever_saves_and_loads_exactly(tmp_path: Path) -> None:
     ("vision", "text", "named"),
     [
         ({}, {"pool": "mean"}, "pool 'mean'"),
+        ({}, {"pool": "max"}, "pool 'max'"),
         ({"stem": "conv", "patch_size": 8}, {}, "stem 'conv'"),
     ],
 )

@@ -10,11 +10,11 @@ from textreid.cli._common import NewParser
 #: thread, measured by ``benchmarks/recipes.py`` (docs/recipes.md, "All tiny recipes at equal
 #: budget": wall seconds / 6 epochs). Full-size recipes need a GPU and are not timed here.
 SECONDS_PER_EPOCH = {
-    "tiny-cmr": 5.3,
-    "tiny-fmfa": 12.8,
+    "tiny-cmr": 5.2,
+    "tiny-fmfa": 13.3,
     "tiny-irra": 4.7,
-    "tiny-ivt": 7.7,
-    "tiny-uca": 9.5,
+    "tiny-ivt": 7.8,
+    "tiny-uca": 9.3,
 }
 
 

@@ -69,8 +69,8 @@ class CLIPDualEncoder(_TextTower, nn.Module):
     def encode_text(
         self, ids: Tensor, return_tokens: bool = False
     ) -> Tensor | tuple[Tensor, Tensor]:
-        """Unnormalised text features ``[B, D]`` pooled at ``argmax(ids)`` or averaged up to
-        it (``config.text.pool``), and tokens ``[B, L, D]``.
+        """Unnormalised text features ``[B, D]`` pooled at ``argmax(ids)`` or over the tokens
+        up to it (``config.text.pool``), and tokens ``[B, L, D]``.
 
         See :meth:`TextTransformer.forward`.
         """

@@ -428,8 +428,8 @@ def clip_config_to_hf_dict(config: CLIPConfig) -> dict[str, Any]:
 
     Raises:
         ValueError: If the image is not square, the stride differs from the patch size, the
-            vision tower has a convolutional stem or the text tower mean-pools (HF
-            ``CLIPModel`` supports none of these).
+            vision tower has a convolutional stem or the text tower pools other than at the
+            end-of-text token (HF ``CLIPModel`` supports none of these).
     """
     fn = "clip_config_to_hf_dict"
     v, t = config.vision, config.text

@@ -1,5 +1,5 @@
-"""The CLIP text tower: a causal transformer pooled at the end-of-text token (or averaged up
-to it)."""
+"""The CLIP text tower: a causal transformer pooled at the end-of-text token (or over the
+tokens up to it)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,9 @@ class _TextTower:
         if cfg.pool == "mean":
             real = caption_key_mask(ids, fn).unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * real).sum(1) / real.sum(1)
+        elif cfg.pool == "max":
+            padding = ~caption_key_mask(ids, fn).unsqueeze(-1)
+            pooled = tokens.masked_fill(padding, float("-inf")).amax(1)
         else:
             pooled = tokens[torch.arange(ids.shape[0], device=ids.device), ids.argmax(dim=-1)]
         if return_tokens:
@@ -79,8 +82,9 @@ class TextTransformer(_TextTower, nn.Module):
     ``token_embedding`` + ``positional_embedding`` → causal transformer → ``ln_final`` →
     ``text_projection`` at every position. The pooled feature is the projected token at
     ``argmax(ids)`` per row: the end-of-text token, because it has the largest id of the CLIP
-    vocabulary (the first occurrence if it repeats); with ``config.pool="mean"`` it is the
-    mean of the projected tokens at positions ``<= argmax(ids)``.
+    vocabulary (the first occurrence if it repeats); with ``config.pool="mean"`` (``"max"``)
+    it is the mean (the per-channel maximum) of the projected tokens at positions
+    ``<= argmax(ids)``.
 
     Args:
         config: The tower's hyper-parameters.
