@@ -69,15 +69,15 @@ def _tiny_clip_overrides() -> dict[str, Any]:
 def tiny_irra() -> Recipe:
     """IRRA's SDM + ID objective on the tiny CLIP config, sized for a CPU demo on SynthPEDES.
 
-    Trained from random weights on a few hundred identities, three of IRRA's settings are
+    Trained from random weights on a few hundred identities, four of IRRA's settings are
     changed, each measured on SynthPEDES (300 identities, test R@1 of seeds 0-2, see the
     getting-started guide): the MLM branch is off (at this size its loss stays at the unigram
     entropy of the masked words, about 4.0, for the whole run while it costs 40 % of each
     step; ``method_kwargs={"mlm": True}`` restores it); the SDM temperature is 0.05 instead of
-    0.02; the vision tower has a convolutional stem, the text tower pools the per-channel
-    maximum of its tokens instead of the end-of-text token, and the vocabulary is the training captions' (805
-    ids instead of 49,408). Without the MLM branch and with that vocabulary an epoch costs
-    about a third, spent on 48 epochs instead of 16.
+    0.02; the vision tower has a convolutional stem and the vocabulary is the training
+    captions' (805 ids instead of 49,408); the text tower pools the per-channel maximum of its
+    tokens instead of the end-of-text token. Without the MLM branch and with that vocabulary
+    an epoch costs about a third, spent on 48 epochs instead of 16.
     """
     return Recipe(
         name="tiny-irra",
