@@ -428,8 +428,9 @@ def clip_config_to_hf_dict(config: CLIPConfig) -> dict[str, Any]:
 
     Raises:
         ValueError: If the image is not square, the stride differs from the patch size, the
-            vision tower has a convolutional stem or the text tower pools other than at the
-            end-of-text token (HF ``CLIPModel`` supports none of these).
+            vision tower has a convolutional stem or pools other than at the class token, or
+            the text tower pools other than at the end-of-text token (HF ``CLIPModel``
+            supports none of these).
     """
     fn = "clip_config_to_hf_dict"
     v, t = config.vision, config.text
@@ -438,10 +439,10 @@ def clip_config_to_hf_dict(config: CLIPConfig) -> dict[str, Any]:
             f"{fn}: HF CLIP needs a square image and stride == patch_size, got image_size "
             f"{v.image_size}, patch_size {v.patch_size}, stride {v.effective_stride}"
         )
-    if v.stem != "patch" or t.pool != "eot":
+    if v.stem != "patch" or v.pool != "cls" or t.pool != "eot":
         raise ValueError(
-            f"{fn}: HF CLIP needs vision stem 'patch' and text pool 'eot', got stem "
-            f"{v.stem!r} and pool {t.pool!r}"
+            f"{fn}: HF CLIP needs vision stem 'patch', vision pool 'cls' and text pool 'eot', "
+            f"got {v.stem!r}, {v.pool!r} and {t.pool!r}"
         )
     return {
         "architectures": ["CLIPModel"],

@@ -54,7 +54,9 @@ class VisionTransformer(nn.Module):
     ``config.stem == "conv"``) cuts the image into an
     ``n_h x n_w`` grid, ``n = (size - patch) // stride + 1``, flattened row-major; a class
     token is prepended, position embeddings added, then ``ln_pre``, the transformer, and
-    ``ln_post`` on **all** tokens followed by ``proj`` (as IRRA uses them).
+    ``ln_post`` on **all** tokens followed by ``proj`` (as IRRA uses them). The pooled feature
+    is the projected class token, or with ``config.pool == "max"`` the per-channel maximum of
+    all projected tokens.
 
     Args:
         config: The tower's hyper-parameters.
@@ -118,7 +120,8 @@ class VisionTransformer(nn.Module):
             return_tokens: Also return every token after ``ln_post`` and ``proj``.
 
         Returns:
-            ``pooled [B, D]`` (the projected class token), or ``(pooled, tokens [B, P, D])``.
+            ``pooled [B, D]`` (the projected class token, or the tokens' per-channel maximum
+            with ``config.pool == "max"``), or ``(pooled, tokens [B, P, D])``.
 
         Raises:
             TypeError: If ``images`` is not a floating tensor.
@@ -143,7 +146,7 @@ class VisionTransformer(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
         x = self.transformer(self.ln_pre(x))
         tokens: Tensor = self.ln_post(x) @ self.proj
-        pooled: Tensor = tokens[:, 0]
+        pooled: Tensor = tokens.amax(1) if self.config.pool == "max" else tokens[:, 0]
         if return_tokens:
             return pooled, tokens
         return pooled

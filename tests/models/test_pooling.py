@@ -1,6 +1,7 @@
-"""TextConfig(pool="mean" | "max"): the caption feature is the mean / per-channel maximum of the
-projected tokens from the start token to the end-of-text token; padding never counts, the model
-saves and loads, and exports that cannot express it refuse."""
+"""Pooling. TextConfig(pool="mean" | "max"): the caption feature is the mean / per-channel
+maximum of the projected tokens from the start token to the end-of-text token; padding never
+counts. VisionConfig(pool="max"): the image feature is the per-channel maximum of every
+projected token. Models save and load; exports that cannot express them refuse."""
 
 from __future__ import annotations
 
@@ -113,12 +114,42 @@ def test_a_mean_pool_retriever_saves_and_loads_exactly(tmp_path: Path) -> None:
         assert torch.equal(loaded.model.encode_text(ids), model.encode_text(ids))
 
 
+def test_image_max_pool_is_the_channel_maximum_of_the_cls_models_tokens() -> None:
+    torch.manual_seed(0)
+    cls_model = create_model("tiny").eval()
+    max_model = create_model("tiny", vision={"pool": "max"}).eval()
+    max_model.load_state_dict(cls_model.state_dict())  # same weights, only pooling differs
+    images = torch.randn(3, 3, 64, 32)
+    with torch.no_grad():
+        cls_pooled, tokens = cls_model.encode_image(images, return_tokens=True)
+        max_pooled, max_tokens = max_model.encode_image(images, return_tokens=True)
+    assert torch.equal(cls_pooled, tokens[:, 0])
+    assert torch.equal(max_tokens, tokens)
+    assert torch.equal(max_pooled, tokens.max(1).values)
+    assert len({int(p) for p in tokens[0].argmax(0)}) > 1  # no single token's output
+
+
+def test_image_pool_config_and_save_load(tmp_path: Path) -> None:
+    vision = create_model("tiny", device="meta").config.vision
+    assert vision.pool == "cls"
+    with pytest.raises(ValueError, match="pool"):
+        dataclasses.replace(vision, pool="mean")  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    model = create_model("tiny", vision={"pool": "max"}).eval()
+    loaded = Retriever.from_pretrained(Retriever(model).save_pretrained(tmp_path / "saved"))
+    assert loaded.model.config.vision.pool == "max"
+    images = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.model.encode_image(images), model.encode_image(images))
+
+
 @pytest.mark.parametrize(
     ("vision", "text", "named"),
     [
-        ({}, {"pool": "mean"}, "pool 'mean'"),
-        ({}, {"pool": "max"}, "pool 'max'"),
-        ({"stem": "conv", "patch_size": 8}, {}, "stem 'conv'"),
+        ({}, {"pool": "mean"}, "'mean'"),
+        ({}, {"pool": "max"}, "'max'"),
+        ({"pool": "max"}, {}, "'max'"),
+        ({"stem": "conv", "patch_size": 8}, {}, "'conv'"),
     ],
 )
 def test_hf_export_refuses_what_hf_clip_cannot_compute(
@@ -129,3 +160,4 @@ def test_hf_export_refuses_what_hf_clip_cannot_compute(
     ).config
     with pytest.raises(ValueError, match=named):
         clip_config_to_hf_dict(config)
+    clip_config_to_hf_dict(create_model("tiny", image_size=(64, 64), device="meta").config)
