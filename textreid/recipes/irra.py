@@ -82,8 +82,8 @@ def tiny_irra() -> Recipe:
     step; ``method_kwargs={"mlm": True}`` restores it); the SDM temperature is 0.05 instead of
     0.02; the vision tower has a convolutional stem and the vocabulary is the training
     captions' (805 ids instead of 49,408); both towers pool the per-channel maximum of their
-    tokens instead of the class / end-of-text token. Without the MLM branch and with that vocabulary
-    an epoch costs about a third, spent on 48 epochs instead of 16.
+    tokens instead of the class / end-of-text token. Without the MLM branch and with that
+    vocabulary an epoch costs about a third, spent on 48 epochs instead of 16.
     """
     return Recipe(
         name="tiny-irra",
