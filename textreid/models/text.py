@@ -63,14 +63,14 @@ class _TextTower:
         x = self.ln_final(self.transformer(x, causal=True))
         tokens: Tensor = x @ self.text_projection
         pooled: Tensor
-        if cfg.pool == "mean":
-            real = caption_key_mask(ids, fn).unsqueeze(-1).to(tokens.dtype)
-            pooled = (tokens * real).sum(1) / real.sum(1)
-        elif cfg.pool == "max":
-            padding = ~caption_key_mask(ids, fn).unsqueeze(-1)
-            pooled = tokens.masked_fill(padding, float("-inf")).amax(1)
-        else:
+        if cfg.pool == "eot":
             pooled = tokens[torch.arange(ids.shape[0], device=ids.device), ids.argmax(dim=-1)]
+        else:
+            real = caption_key_mask(ids, fn).unsqueeze(-1)
+            if cfg.pool == "mean":
+                pooled = tokens.masked_fill(~real, 0).sum(1) / real.sum(1)
+            else:
+                pooled = tokens.masked_fill(~real, float("-inf")).amax(1)
         if return_tokens:
             return pooled, tokens
         return pooled

@@ -60,8 +60,8 @@ def tiny_cmr() -> Recipe:
         method_kwargs={**_CMR_KWARGS, "decoder_depth": 1},
         citation=CMR_CITATION,
         notes=(
-            "Tiny variant for CPUs: the CMR objective, tiny-irra's schedule and model pooled at the "
-            "class and end-of-text tokens."
+            "Tiny variant for CPUs: the CMR objective, tiny-irra's schedule and model pooled at "
+            "the class and end-of-text tokens."
         ),
     )
 

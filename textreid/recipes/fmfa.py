@@ -83,8 +83,8 @@ def tiny_fmfa() -> Recipe:
         },
         citation=FMFA_CITATION,
         notes=(
-            "Tiny variant for CPUs: FMFA's objective, tiny-irra's schedule and model pooled at the "
-            "class and end-of-text tokens."
+            "Tiny variant for CPUs: FMFA's objective, tiny-irra's schedule and model pooled at "
+            "the class and end-of-text tokens."
         ),
     )
 

@@ -59,8 +59,8 @@ def tiny_uca() -> Recipe:
         method_kwargs={**_UCA_KWARGS, "cmt_depth": 1},
         citation=UCA_CITATION,
         notes=(
-            "Tiny variant for CPUs: the UCA-style objective, tiny-irra's schedule and model pooled at the "
-            "class and end-of-text tokens."
+            "Tiny variant for CPUs: the UCA-style objective, tiny-irra's schedule and model "
+            "pooled at the class and end-of-text tokens."
         ),
     )
 
