@@ -381,6 +381,14 @@ def check_positive(value: float, name: str, fn: str, *, allow_zero: bool = False
         raise ValueError(f"{fn}: {name} must be {cmp}, got {value}")
 
 
+def check_unit_interval(value: float, name: str, fn: str) -> None:
+    """A real number (``bool`` refused) in ``[0, 1]``, e.g. a probability; NaN is refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{fn}: {name} must be in [0, 1], got {value}")
+
+
 def check_choice(value: _T, name: str, fn: str, choices: Sequence[_T]) -> _T:
     """``value`` is one of ``choices``; return it."""
     if value not in choices:

@@ -77,6 +77,18 @@ def test_epoch_and_final_lines_in_a_non_tty_run(
     )
 
 
+def test_final_line_names_the_last_epoch(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    cfg = toy_config(tmp_path, epochs=3, select_epoch="last", verbosity=0)
+    Trainer(ToyMethod(), make_loader(ToyData(16), 4), cfg, _Scores([20.0, 41.25, 30.0])).fit()
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    best = tmp_path / "best.safetensors"
+    assert re.fullmatch(
+        r"done: 3 epochs in \d+s; selected the last evaluated epoch, 3 of 3 "
+        rf"\(select_epoch='last'\): R1 30\.00; saved {re.escape(str(best))}",
+        line,
+    )
+
+
 def test_verbosity_levels_and_stop(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     data = ToyData(16)
     loader = make_loader(data, 4)

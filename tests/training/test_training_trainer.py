@@ -157,6 +157,32 @@ def test_best_checkpoint_follows_evaluate_fn(tmp_path: Path) -> None:
     assert [r["val/R1"] for r in evals] == [1.0, 3.0, 2.0]
 
 
+@pytest.mark.parametrize(
+    ("scores", "selected"),
+    [([1.0, 3.0, 2.0, 0.5], 4), ([1.0, 3.0, 2.0, float("nan")], 3)],
+)
+def test_select_epoch_last(tmp_path: Path, scores: list[float], selected: int) -> None:
+    """select_epoch="last" keeps the last finite evaluation however it compares."""
+    data = ToyData(16)
+    scripted = iter(scores)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    class Snap(Callback):
+        def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+            snapshots[trainer.epoch] = _params(trainer.method)
+
+    cfg = _config(tmp_path, epochs=4, select_epoch="last")
+    result = Trainer(
+        ToyMethod(), make_loader(data, 8), cfg, lambda m: {"R1": next(scripted)}, [Snap()]
+    ).fit()
+    assert (result.best_epoch, result.best_value) == (selected, scores[selected - 1])
+    best = load_file(tmp_path / "best.safetensors")
+    for k, v in best.items():
+        assert torch.equal(v, snapshots[selected][k])
+    with safe_open(tmp_path / "best.safetensors", "pt") as f:
+        assert f.metadata()["epoch"] == str(selected)
+
+
 def test_select_mode_min_and_eval_every(tmp_path: Path) -> None:
     values = iter([5.0, 4.0])
     cfg = _config(tmp_path, epochs=3, eval_every=2, select_metric="loss", select_mode="min")
@@ -334,6 +360,7 @@ def test_loss_output_terms_are_optional(tmp_path: Path) -> None:
         ({"optimizer": "lion"}, ValueError, "optimizer must be one of"),
         ({"schedule_unit": "batch"}, ValueError, "schedule_unit must be one of"),
         ({"select_mode": "best"}, ValueError, "select_mode must be one of"),
+        ({"select_epoch": "first"}, ValueError, "select_epoch must be one of"),
         ({"grad_clip_norm": -1.0}, ValueError, "grad_clip_norm must be > 0"),
         ({"warmup_start_factor": 2.0}, ValueError, r"warmup_start_factor must be in \[0, 1\]"),
         ({"param_rules": ("bias",)}, TypeError, "param_rules must hold ParamRule objects, got str"),

@@ -10,11 +10,11 @@ from textreid.cli._common import NewParser
 #: thread, measured by ``benchmarks/recipes.py`` (docs/recipes.md, "All tiny recipes at equal
 #: budget": wall seconds / 6 epochs). Full-size recipes need a GPU and are not timed here.
 SECONDS_PER_EPOCH = {
-    "tiny-cmr": 5.2,
-    "tiny-fmfa": 14.5,
-    "tiny-irra": 4.5,
-    "tiny-ivt": 8.5,
-    "tiny-uca": 9.3,
+    "tiny-cmr": 5.5,
+    "tiny-fmfa": 13.7,
+    "tiny-irra": 5.3,
+    "tiny-ivt": 7.7,
+    "tiny-uca": 9.5,
 }
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textreid._checks import check_positive
+from textreid._checks import check_positive, check_unit_interval
 
 __all__ = ["SYNTHPEDES_FORMAT_VERSION", "SynthPEDESConfig", "write_synthpedes"]
 
@@ -181,9 +181,7 @@ class SynthPEDESConfig:
             )
         check_positive(self.split_fractions[0], "split_fractions[0] (train)", fn)
         for name in ("occlusion_prob", "blur_prob"):
-            p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{fn}: {name} must be in [0, 1], got {p}")
+            check_unit_interval(getattr(self, name), name, fn)
 
 
 # ---------------------------------------------------------------------------------------------

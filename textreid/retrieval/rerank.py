@@ -10,7 +10,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from textreid._checks import check_features, check_positive, check_same_width, check_tensor
+from textreid._checks import (
+    check_features,
+    check_positive,
+    check_same_width,
+    check_tensor,
+    check_unit_interval,
+)
 from textreid._numerics import compute_dtype, l2_normalize
 from textreid.retrieval.search import SearchResult
 from textreid.retrieval.topk import _order_by_score, _select_topk
@@ -160,8 +166,7 @@ def k_reciprocal_rerank(
     for name, value, hi in (("k1", k1, n - 1), ("k2", k2, n)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
             raise ValueError(f"{fn}: {name} must be an int in [1, {hi}] for N={n}, got {value!r}")
-    if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"{fn}: lambda_value must be in [0, 1], got {lambda_value}")
+    check_unit_interval(lambda_value, "lambda_value", fn)
     check_positive(query_block, "query_block", fn)
     dtype = compute_dtype(q, g)
     x = torch.cat([q.to(dtype), g.to(device=q.device, dtype=dtype)])

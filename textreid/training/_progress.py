@@ -149,6 +149,7 @@ class ProgressPrinter:
         stopped_early: bool,
         metric: str,
         mode: str,
+        select_epoch: str,
         best_value: float | None,
         best_epoch: int | None,
         best_path: str | None,
@@ -163,8 +164,16 @@ class ProgressPrinter:
             else f"done: {epoch} epochs"
         )
         if best_epoch is not None and best_value is not None:
-            how = "highest" if mode == "max" else "lowest"
-            tail = f"best {metric} {best_value:.2f} ({how}) at epoch {best_epoch} of {self.epochs}"
+            if select_epoch == "last":
+                tail = (
+                    f"selected the last evaluated epoch, {best_epoch} of {self.epochs} "
+                    f"(select_epoch='last'): {metric} {best_value:.2f}"
+                )
+            else:
+                how = "highest" if mode == "max" else "lowest"
+                tail = (
+                    f"best {metric} {best_value:.2f} ({how}) at epoch {best_epoch} of {self.epochs}"
+                )
             if best_path is not None:
                 tail += f"; saved {best_path}"
         elif evaluated:

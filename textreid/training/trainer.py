@@ -34,7 +34,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from textreid._checks import check_choice, check_int, check_positive, reads_are_free
+from textreid._checks import (
+    check_choice,
+    check_int,
+    check_positive,
+    check_unit_interval,
+    reads_are_free,
+)
 from textreid.training._progress import ProgressPrinter
 from textreid.training.checkpoint import (
     atomic_write,
@@ -90,6 +96,7 @@ _RESUME_FREE = frozenset(
 # Changes the saved optimizer state or schedule position cannot be carried over to.
 _RESUME_FATAL = frozenset({"optimizer", "param_rules", "schedule_unit"})
 _MODES = ("max", "min")
+_SELECT_EPOCHS = ("best", "last")
 
 
 @dataclass
@@ -130,6 +137,13 @@ class TrainerConfig:
         eval_every: run ``evaluate_fn`` every this many epochs (and after the last one).
         select_metric: key of ``evaluate_fn``'s result selecting ``best.safetensors``.
         select_mode: ``"max"`` (higher is better, e.g. R1) or ``"min"``.
+        select_epoch: ``"best"``: ``best.safetensors`` holds the evaluated epoch with the best
+            ``select_metric``; ``"last"``: the last evaluated epoch with a finite metric,
+            whatever its value. ``"last"`` suits a schedule that anneals the rate to zero with
+            a validation split too small to rank epochs whose metrics differ by noise (on a
+            few hundred captions, one caption moves R1 by a fraction of a point, and the
+            highest of many noisy epochs is biased upwards); the metric is still computed,
+            logged and shown in the epoch lines.
         progress: allow tqdm bars (shown only on rank 0, when stderr is a terminal or in a
             Jupyter kernel, and at ``verbosity >= 1``).
         verbosity: what rank 0 writes to stderr besides warnings and errors: 0 only the final
@@ -169,6 +183,7 @@ class TrainerConfig:
     eval_every: int = 1
     select_metric: str = "R1"
     select_mode: Literal["max", "min"] = "max"
+    select_epoch: Literal["best", "last"] = "best"
     progress: bool = True
     verbosity: int = 1
     heartbeat_s: float | None = 30.0
@@ -197,10 +212,7 @@ class TrainerConfig:
         check_positive(self.weight_decay, "weight_decay", fn, allow_zero=True)
         check_positive(self.eps, "eps", fn)
         check_positive(self.momentum, "momentum", fn, allow_zero=True)
-        if not 0 <= self.warmup_start_factor <= 1:
-            raise ValueError(
-                f"{fn}: warmup_start_factor must be in [0, 1], got {self.warmup_start_factor}"
-            )
+        check_unit_interval(self.warmup_start_factor, "warmup_start_factor", fn)
         if self.grad_clip_norm is not None:
             check_positive(self.grad_clip_norm, "grad_clip_norm", fn)
         check_choice(self.optimizer, "optimizer", fn, OPTIMIZERS)
@@ -208,6 +220,7 @@ class TrainerConfig:
         check_choice(self.schedule_unit, "schedule_unit", fn, _UNITS)
         check_choice(self.amp, "amp", fn, _AMP)
         check_choice(self.select_mode, "select_mode", fn, _MODES)
+        check_choice(self.select_epoch, "select_epoch", fn, _SELECT_EPOCHS)
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         self.param_rules = tuple(self.param_rules)
         for rule in self.param_rules:
@@ -254,8 +267,9 @@ class FitResult:
     Attributes:
         epochs_completed: epochs trained so far (including those before a resume).
         global_step: optimizer updates so far.
-        best_value: best ``select_metric`` seen (``None`` without evaluation).
-        best_epoch: epoch (1-based) of ``best_value``.
+        best_value: ``select_metric`` of the selected epoch (``None`` without evaluation): the
+            best seen, or the last finite one with ``select_epoch="last"``.
+        best_epoch: the selected epoch (1-based), whose weights ``best_path`` holds.
         last_metrics: the last evaluation's metrics (empty without evaluation).
         best_path: ``best.safetensors`` when written.
         last_checkpoint: the newest resumable checkpoint written.
@@ -401,7 +415,8 @@ class Trainer:
         method: the unwrapped module. model: what is called in training (DDP or ``method``).
         optimizer, scheduler, scaler: the optimisation state.
         epoch: completed epochs. global_step: completed optimizer updates.
-        best_value, best_epoch: best ``select_metric`` so far and its (1-based) epoch.
+        best_value, best_epoch: ``select_metric`` of the epoch selected so far (the best, or
+            the last with ``select_epoch="last"``) and that (1-based) epoch.
         stop_training: set to ``True`` to stop after the current epoch.
         amp: the precision in use, ``config.amp`` with ``"auto"`` decided for the device.
         skipped_steps: optimizer steps skipped by the GradScaler so far.
@@ -605,6 +620,7 @@ class Trainer:
             stopped_early=self.epoch < self.config.epochs,
             metric=self.config.select_metric,
             mode=self.config.select_mode,
+            select_epoch=self.config.select_epoch,
             best_value=self.best_value,
             best_epoch=self.best_epoch,
             best_path=None if result.best_path is None else os.fspath(result.best_path),
@@ -827,7 +843,7 @@ class Trainer:
         value = metrics[self.config.select_metric]
         if value != value:  # NaN never wins
             return
-        if self.best_value is not None:
+        if self.best_value is not None and self.config.select_epoch == "best":
             better = (
                 value > self.best_value
                 if self.config.select_mode == "max"
