@@ -21,6 +21,16 @@ def _params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
+class _Snapshots(Callback):
+    """The method's weights at the end of every epoch, by (1-based) epoch."""
+
+    def __init__(self) -> None:
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        self.weights[trainer.epoch] = _params(trainer.method)
+
+
 class _StopAfter(Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch
@@ -130,24 +140,22 @@ def test_best_checkpoint_follows_evaluate_fn(tmp_path: Path) -> None:
     data = ToyData(16)
     scripted = iter([1.0, 3.0, 2.0])
     seen: list[tuple[bool, bool]] = []
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    snapshots = _Snapshots()
 
     def evaluate(method: nn.Module) -> dict[str, float]:
         seen.append((method.training, torch.is_grad_enabled()))
         return {**recall_at_1(method, data), "R1": next(scripted)}
 
-    class Snap(Callback):
-        def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-            snapshots[trainer.epoch] = _params(trainer.method)
-
     m = ToyMethod()
-    result = Trainer(m, make_loader(data, 8), _config(tmp_path, epochs=3), evaluate, [Snap()]).fit()
+    result = Trainer(
+        m, make_loader(data, 8), _config(tmp_path, epochs=3), evaluate, [snapshots]
+    ).fit()
     assert seen == [(False, False)] * 3
     assert (result.best_epoch, result.best_value) == (2, 3.0)
     assert m.training  # back in train mode after evaluation
     best = load_file(tmp_path / "best.safetensors")
     for k, v in best.items():
-        assert torch.equal(v, snapshots[2][k])
+        assert torch.equal(v, snapshots.weights[2][k])
     with safe_open(tmp_path / "best.safetensors", "pt") as f:
         meta = f.metadata()
     assert meta["epoch"] == "2"
@@ -165,20 +173,16 @@ def test_select_epoch_last(tmp_path: Path, scores: list[float], selected: int) -
     """select_epoch="last" keeps the last finite evaluation however it compares."""
     data = ToyData(16)
     scripted = iter(scores)
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-
-    class Snap(Callback):
-        def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-            snapshots[trainer.epoch] = _params(trainer.method)
+    snapshots = _Snapshots()
 
     cfg = _config(tmp_path, epochs=4, select_epoch="last")
     result = Trainer(
-        ToyMethod(), make_loader(data, 8), cfg, lambda m: {"R1": next(scripted)}, [Snap()]
+        ToyMethod(), make_loader(data, 8), cfg, lambda m: {"R1": next(scripted)}, [snapshots]
     ).fit()
     assert (result.best_epoch, result.best_value) == (selected, scores[selected - 1])
     best = load_file(tmp_path / "best.safetensors")
     for k, v in best.items():
-        assert torch.equal(v, snapshots[selected][k])
+        assert torch.equal(v, snapshots.weights[selected][k])
     with safe_open(tmp_path / "best.safetensors", "pt") as f:
         assert f.metadata()["epoch"] == str(selected)
 
