@@ -10,7 +10,7 @@ import pytest
 import torch
 from _training_toy import ToyData, ToyMethod, make_loader, recall_at_1
 from _training_toy import toy_config as _config
-from safetensors.torch import load_file, safe_open
+from safetensors.torch import safe_open
 from torch import nn
 
 from textreid.losses.combine import LossOutput
@@ -29,6 +29,12 @@ class _Snapshots(Callback):
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         self.weights[trainer.epoch] = _params(trainer.method)
+
+
+def _best_file(output_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of ``best.safetensors``."""
+    with safe_open(output_dir / "best.safetensors", "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118 (not iterable)
 
 
 class _StopAfter(Callback):
@@ -153,11 +159,9 @@ def test_best_checkpoint_follows_evaluate_fn(tmp_path: Path) -> None:
     assert seen == [(False, False)] * 3
     assert (result.best_epoch, result.best_value) == (2, 3.0)
     assert m.training  # back in train mode after evaluation
-    best = load_file(tmp_path / "best.safetensors")
+    best, meta = _best_file(tmp_path)
     for k, v in best.items():
         assert torch.equal(v, snapshots.weights[2][k])
-    with safe_open(tmp_path / "best.safetensors", "pt") as f:
-        meta = f.metadata()
     assert meta["epoch"] == "2"
     assert meta["metric"] == "R1"
     assert meta["value"] == "3.0"
@@ -174,17 +178,15 @@ def test_select_epoch_last(tmp_path: Path, scores: list[float], selected: int) -
     data = ToyData(16)
     scripted = iter(scores)
     snapshots = _Snapshots()
-
     cfg = _config(tmp_path, epochs=4, select_epoch="last")
     result = Trainer(
         ToyMethod(), make_loader(data, 8), cfg, lambda m: {"R1": next(scripted)}, [snapshots]
     ).fit()
     assert (result.best_epoch, result.best_value) == (selected, scores[selected - 1])
-    best = load_file(tmp_path / "best.safetensors")
+    best, meta = _best_file(tmp_path)
     for k, v in best.items():
         assert torch.equal(v, snapshots.weights[selected][k])
-    with safe_open(tmp_path / "best.safetensors", "pt") as f:
-        assert f.metadata()["epoch"] == str(selected)
+    assert meta["epoch"] == str(selected)
 
 
 def test_select_mode_min_and_eval_every(tmp_path: Path) -> None:
